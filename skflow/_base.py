@@ -143,6 +143,19 @@ class BaseFlowEstimator(BaseEstimator):
         """Validate X, y and return (X float64, y). Subclasses may extend (e.g. multi_output)."""
         return validate_data(self, X, y, multi_output=True, dtype=np.float64, y_numeric=False)
 
+    def _check_numeric_targets(self, y):
+        """Regressors: reject non-numeric targets with an error that names the problem."""
+        y = np.asarray(y)
+        if y.dtype.kind in "USO":
+            try:
+                y.astype(np.float64)
+            except (TypeError, ValueError):
+                example = next(iter(y.ravel()), None)
+                raise ValueError(
+                    f"{type(self).__name__} is a regressor and y must be numeric; got non-numeric values "
+                    f"such as {example!r}. For class labels use a classifier (e.g. skflow.RKHSNODEClassifier)."
+                ) from None
+
     def _to_tensor(self, A):
         return torch.as_tensor(np.ascontiguousarray(A), dtype=self._torch_dtype).to(self.device_)
 

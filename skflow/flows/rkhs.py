@@ -1,0 +1,298 @@
+"""NODE with residuals in a random-feature RKHS (thesis II.4; SPEC section 2).
+
+Shapes: inputs ``X`` (N, d), encoded targets ``Y`` (N, K), state ``z`` (N, D) with ``D = d + K``,
+random frequencies ``W`` (M, D), offsets ``b`` (M,), trained coefficients ``theta`` (S, D, M).
+
+The feature map is fixed and shared by all layers (Eq. II.33-34)::
+
+    phi(z) = sqrt(2/M) cos(W z + b)  in R^M,   so that  phi(z) . phi(z') -> k(z, z')  as M -> inf,
+
+the residual of layer k is ``F_k(z) = theta_k phi(z)`` (Eq. II.18, II.20) and the forward flow is the Euler
+scheme of Eq. II.23 with ``h = 1/S``::
+
+    z_{k+1} = z_k + (1/S) theta_k phi(z_k),   z_0 = (x, 0_K),   logits = alpha * z_S[d:].
+
+Training is gradient descent in ``L2([0, 1], F)`` (Thm. II.5). With the metric
+``||theta||^2_{L2} = (1/S) sum_k |theta_k|_F^2`` the gradient of the risk is ``S dR/dtheta_k`` (Eq. II.26), so an
+explicit step with time step ``tau`` is ``theta_k <- theta_k - tau S dR/dtheta_k`` and training curves plotted
+against flow time ``tau * iterations`` do not depend on ``S``.
+
+No scikit-learn import here: this module is pure torch (plus NumPy for host-side diagnostics).
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from ..kernels import kernel_matrix, lambda_min, sample_spectral
+from ._flow import Flow
+from .shl import lift
+
+__all__ = [
+    "LOSSES",
+    "RKHSFlow",
+    "data_separation",
+    "exact_kernel_lambda_min",
+    "feature_kappa",
+    "init_random_features",
+    "pl_bound",
+    "random_feature_kernel_lambda_min",
+    "random_features",
+]
+
+LOSSES = ("cross_entropy", "squared")
+
+
+def init_random_features(M, D, kernel="gaussian", length_scale=1.0, nu=1.5, generator=None,
+                         dtype=torch.float64):
+    """Frequencies ``W`` (M, D) from the kernel's spectral measure and offsets ``b ~ U[0, 2 pi]`` (M,).
+
+    Drawn on the CPU with ``generator`` (:func:`skflow.kernels.sample_spectral`), so that a seed gives the same
+    features on every device. With these, ``E[phi(x) . phi(y)] = k(x, y)`` (Eq. II.34).
+    """
+    W = sample_spectral(M, D, kernel, length_scale, nu, generator=generator, dtype=dtype)
+    b = torch.rand(M, generator=generator, dtype=dtype) * (2.0 * math.pi)
+    return W, b
+
+
+def random_features(Z, W, b):
+    """``phi(z) = sqrt(2/M) cos(W z + b)`` for every row of ``Z``: shape (N, M) (Eq. II.33)."""
+    M = W.shape[0]
+    return math.sqrt(2.0 / M) * torch.cos(torch.addmm(b, Z, W.T))
+
+
+class RKHSFlow(Flow):
+    """Engine of :class:`skflow.RKHSNODEClassifier`.
+
+    Parameters
+    ----------
+    theta : Tensor (S, D, M)
+        Residual coefficients; ``theta = 0`` (the identity map) is the initialisation of Thm. II.6.
+    W : Tensor (M, D)
+    b : Tensor (M,)
+        Fixed random features (never trained).
+    d_in : int
+        Input dimension ``d``; the outputs are the last ``D - d`` coordinates.
+    output_scale : float
+        ``alpha``: logits are ``alpha * z(1)[d:]``.
+    loss : {'cross_entropy', 'squared'}
+        ``R = -(1/N) sum_n sum_j Y_nj log softmax(logits_n)_j`` or ``R = (1/2N) sum_n |logits_n - Y_n|^2``.
+    momentum : float in [0, 1)
+        Momentum ``m`` of the step, written as an exponential average of the gradient:
+        ``v <- m v + (1 - m) S dR/dtheta``, ``theta <- theta - tau v``. The ``1 - m`` keeps the time units of
+        the gradient flow (in the limit ``tau -> 0`` the trajectory against ``tau * iterations`` is the same for
+        every ``m``), so ``flow_time_`` keeps its meaning; ``m = 0`` is plain gradient descent.
+    """
+
+    _tensor_fields = ("theta", "W", "b", "velocity")
+    _param_fields = ("theta",)
+
+    def __init__(self, theta, W, b, d_in, output_scale=1.0, loss="cross_entropy", momentum=0.0):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.theta, self.W, self.b = theta, W, b
+        self.velocity = torch.zeros_like(theta)
+        self.d_in = int(d_in)
+        self.output_scale = float(output_scale)
+        self.loss = loss
+        self.momentum = float(momentum)
+
+    @property
+    def n_layers(self):
+        return self.theta.shape[0]
+
+    @property
+    def dim(self):
+        return self.theta.shape[1]
+
+    @property
+    def n_features(self):
+        return self.theta.shape[2]
+
+    # ------------------------------------------------------------------ forward
+    def features(self, Z):
+        """``phi(Z)`` (N, M), Eq. II.33."""
+        return random_features(Z, self.W, self.b)
+
+    def trajectory(self, X, theta=None):
+        """States ``z(s_k)``, ``k = 0..S``: list of S + 1 tensors (N, D) (Euler scheme of Eq. II.23)."""
+        theta = self.theta if theta is None else theta
+        h = 1.0 / theta.shape[0]
+        z = lift(X, self.dim)
+        zs = [z]
+        for k in range(theta.shape[0]):
+            z = z + h * (self.features(z) @ theta[k].T)
+            zs.append(z)
+        return zs
+
+    def forward(self, X, theta=None):
+        """Logits ``alpha * z(1)[d:]``, shape (N, K)."""
+        theta = self.theta if theta is None else theta
+        h = 1.0 / theta.shape[0]
+        z = lift(X, self.dim)
+        for k in range(theta.shape[0]):
+            z = z + h * (self.features(z) @ theta[k].T)
+        return self.output_scale * z[:, self.d_in:]
+
+    def _loss_and_grad(self, logits, Y):
+        """Risk and its gradient with respect to the logits (both averaged over the batch)."""
+        n = logits.shape[0]
+        if self.loss == "squared":
+            r = logits - Y
+            return 0.5 * (r * r).sum() / n, r / n
+        logp = torch.log_softmax(logits, dim=1)
+        R = -(Y * logp).sum() / n
+        # d/dlogits of -sum_j Y_j log softmax_j = softmax * sum_j Y_j - Y (= softmax - Y for one-hot rows).
+        # Once the data are fitted, wrong-class probabilities underflow towards subnormal numbers, which make
+        # every later matmul of the adjoint pass tens of times slower on CPUs; probabilities below
+        # sqrt(smallest normal) (1e-154 in float64) are set to 0 -- a change far below round-off of the rest.
+        P = torch.exp(logp)
+        P = torch.where(P < math.sqrt(torch.finfo(P.dtype).tiny), torch.zeros_like(P), P)
+        G = (P * Y.sum(1, keepdim=True) - Y) / n
+        return R, G
+
+    def risk(self, X, Y, theta=None):
+        """The training objective ``R`` (Eq. II.24) at the current (or given) ``theta``."""
+        return self._loss_and_grad(self.forward(X, theta), Y)[0]
+
+    # ------------------------------------------------------------------ gradients
+    def gradients(self, X, Y):
+        """``(R, dR/dtheta)`` by the discrete adjoint of the Euler scheme (Eq. II.25 discretised).
+
+        With ``a_k = W z_k + b``, ``phi_k = sqrt(2/M) cos(a_k)`` and ``p_k = dR/dz_k`` (rows per sample)::
+
+            p_S      = (0, alpha dR/dlogits)
+            dR/dtheta_k = h p_{k+1}^T phi_k                                  (D, M)
+            p_k      = p_{k+1} - h sqrt(2/M) [(p_{k+1} theta_k) * sin(a_k)] W
+
+        i.e. ``S dR/dtheta_k = (1/N) sum_n p_n(s_k) (x) phi(z_n(s_k))`` up to the ``1/N`` already in ``p``: the
+        velocity field of Eq. II.26 in parameter coordinates.
+        """
+        S, M = self.n_layers, self.n_features
+        h = 1.0 / S
+        c = math.sqrt(2.0 / M)
+        z = lift(X, self.dim)
+        pre = []
+        for k in range(S):
+            a = torch.addmm(self.b, z, self.W.T)
+            pre.append(a)
+            z = z + h * ((c * torch.cos(a)) @ self.theta[k].T)
+        R, G = self._loss_and_grad(self.output_scale * z[:, self.d_in:], Y)
+        p = torch.zeros_like(z)
+        p[:, self.d_in:] = self.output_scale * G
+        grad = torch.empty_like(self.theta)
+        for k in range(S - 1, -1, -1):
+            a = pre[k]
+            torch.mm(p.T, torch.cos(a), out=grad[k]).mul_(h * c)
+            if k > 0:  # p_0 is not needed
+                q = (p @ self.theta[k]).mul_(torch.sin(a)).mul_(h * c)
+                p = p - q @ self.W
+        return R, grad
+
+    def autograd_gradients(self, X, Y):
+        """``(R, dR/dtheta)`` by torch.autograd through :meth:`risk` (reference for the explicit adjoint)."""
+        theta = self.theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            R = self.risk(X, Y, theta)
+            (g,) = torch.autograd.grad(R, theta)
+        return R.detach(), g
+
+    # ------------------------------------------------------------------ training step
+    def step(self, X, Y, lr):
+        """One explicit step of the gradient flow in ``L2([0, 1], F)`` with time step ``lr`` (Thm. II.5).
+
+        ``theta_k <- theta_k - tau S dR/dtheta_k`` (through the momentum average when ``momentum > 0``).
+        Returns, as 0-dim device tensors, the risk before the update, the P-L ratio
+        ``||grad R||^2_{L2} / R = S sum_k |dR/dtheta_k|^2 / R`` (Eq. II.28 over R) and
+        ``theta_norm = ||theta||_{L2} = sqrt((1/S) sum_k |theta_k|^2)`` (the ``R`` of Prop. II.4.4; ``theta_0 = 0``).
+        """
+        with torch.no_grad():
+            R, g = self.gradients(X, Y)
+            S = float(self.n_layers)
+            pl = S * (g * g).sum() / R
+            norm = torch.sqrt((self.theta * self.theta).sum() / S)
+            if self.momentum > 0:
+                self.velocity.mul_(self.momentum).add_(g, alpha=(1.0 - self.momentum) * S)
+                self.theta.sub_(self.velocity, alpha=lr)
+            else:
+                self.theta.sub_(g, alpha=lr * S)
+        return {"risk": R, "pl_ratio": pl, "theta_norm": norm}
+
+    def theta_norm(self):
+        """``||theta||_{L2([0,1], F)} = sqrt((1/S) sum_k |theta_k|_F^2)`` (float)."""
+        return float(torch.sqrt((self.theta * self.theta).sum() / self.n_layers))
+
+
+# ---------------------------------------------------------------------- diagnostics (pure functions)
+def data_separation(X, chunk=2048):
+    """``delta = min_{i != j} |x_i - x_j|`` (Prop. II.4.4), exact, in row chunks (O(N^2 d) time, O(chunk N) memory).
+
+    Returns 0.0 when two rows coincide and ``inf`` for fewer than two rows.
+    """
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64)) if not isinstance(X, torch.Tensor) else X.double()
+    n = Xt.shape[0]
+    if n < 2:
+        return float("inf")
+    sq = (Xt * Xt).sum(1)
+    best = torch.tensor(float("inf"), dtype=Xt.dtype, device=Xt.device)
+    for start in range(0, n, chunk):
+        blk = Xt[start:start + chunk]
+        d2 = sq[start:start + chunk, None] + sq[None, :] - 2.0 * blk @ Xt.T
+        rows = torch.arange(blk.shape[0], device=Xt.device)
+        d2[rows, rows + start] = float("inf")
+        # the expansion above loses digits for close points: recompute the closest pair of each row exactly
+        j = d2.argmin(1)
+        exact = ((blk - Xt[j]) ** 2).sum(1)
+        best = torch.minimum(best, exact.min())
+    return float(torch.sqrt(best))
+
+
+def random_feature_kernel_lambda_min(Z, W, b):
+    """``lambda_min(Phi Phi^T)`` with ``Phi = phi(Z)`` (Eq. II.34): the kernel matrix of the width-M RKHS.
+
+    Exactly 0 when ``M < len(Z)`` (the matrix has rank at most ``M``): the round-off value is not reported.
+    """
+    Zt = Z if isinstance(Z, torch.Tensor) else torch.as_tensor(np.asarray(Z, dtype=np.float64))
+    if W.shape[0] < Zt.shape[0]:
+        return 0.0
+    Phi = random_features(Zt.to(W), W, b).double()
+    return max(lambda_min(Phi @ Phi.T), 0.0)
+
+
+def exact_kernel_lambda_min(X, kernel="gaussian", length_scale=1.0, nu=1.5):
+    """``lambda_min`` of the closed-form kernel matrix ``(k(x_i, x_j))`` (the limit ``M -> inf``; Eq. II.30, II.32)."""
+    return max(lambda_min(kernel_matrix(X, kernel, length_scale, nu)), 0.0)
+
+
+def feature_kappa(W):
+    """Estimate of ``kappa = ||phi||_{C^2}`` for ``phi(z) = sqrt(2/M) cos(W z + b)`` (Lemma II.4.1).
+
+    Uses the bounds of the proof of Lemma II.4.1, uniform in ``z``:
+    ``sup |phi| <= sqrt(2)``, ``sup |D phi|_op <= sqrt((2/M) sum_i |w_i|^2)``,
+    ``sup |D^2 phi| <= sqrt((2/M) sum_i |w_i|^4)``; ``kappa`` is their maximum.
+    """
+    W = torch.as_tensor(W).double()
+    M = W.shape[0]
+    n2 = (W * W).sum(1)
+    d1 = math.sqrt(2.0 / M * float(n2.sum()))
+    d2 = math.sqrt(2.0 / M * float((n2 * n2).sum()))
+    return max(math.sqrt(2.0), d1, d2)
+
+
+def pl_bound(X, radius, kappa, n_samples, kernel="gaussian", length_scale=1.0, nu=1.5, loss_factor=1.0):
+    """The P-L constant of Prop. II.4.4, ``m = c_loss lambda_K(delta e^{-kappa R}) e^{-2 kappa R} / N`` (Eq. II.29).
+
+    ``lambda_K`` (Eq. II.30) is an infimum over every configuration with separation at least
+    ``delta e^{-kappa R}`` and cannot be computed. It is replaced by ``lambda_min`` of the exact kernel on
+    the given inputs ``X`` contracted about their mean by ``e^{-kappa R}`` -- one configuration whose separation
+    is exactly ``delta e^{-kappa R}``. This is an optimistic stand-in for the infimum (an upper estimate of the
+    theoretical ``m``), exact in the sense of the proof only if the training trajectory contracted the
+    data uniformly. ``loss_factor`` is the constant ``c`` of ``|grad_z l|^2 >= c l`` (Assumption II.1) for the
+    loss composed with the output scale (``2 alpha^2`` for the squared loss, see the estimator).
+    """
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64)) if not isinstance(X, torch.Tensor) else X.double()
+    shrink = math.exp(-kappa * radius)
+    Xc = Xt.mean(0, keepdim=True) + shrink * (Xt - Xt.mean(0, keepdim=True))
+    lam = exact_kernel_lambda_min(Xc, kernel, length_scale, nu)
+    return loss_factor * lam * shrink**2 / n_samples

@@ -1,0 +1,267 @@
+"""Mean-field NODE with single-hidden-layer residuals (thesis Ch. I and II.5; SPEC section 1).
+
+Shapes: inputs ``X`` (N, d), targets ``Y`` (N, d'), state ``z`` (N, D) with ``D = d + d' + extra``,
+particles ``U`` (S, M, D), ``W`` (S, M, D), ``b`` (S, M).
+
+The residual of layer k is the mean-field SHL perceptron (Eq. II.35)::
+
+    F_k(z) = (1/M) sum_i u_{k,i} sigma(w_{k,i} . z + b_{k,i})
+
+and the forward flow over [0, 1] takes S steps of size h = 1/S (Euler: a ResNet with 1/S branch scaling).
+Training is the explicit Euler scheme of the Conditional-Wasserstein gradient flow (Def. I.3): each particle
+moves with velocity ``-grad R[mu](s_k, theta_{k,i}) = -(S M) dR/dtheta_{k,i}``.
+"""
+
+import math
+
+import torch
+
+from ._flow import Flow
+
+__all__ = ["ACTIVATIONS", "MeanFieldSHLFlow", "init_particles", "lift"]
+
+
+def _cos(a):
+    return torch.cos(a), -torch.sin(a)
+
+
+def _tanh(a):
+    t = torch.tanh(a)
+    return t, 1.0 - t * t
+
+
+def _silu(a):
+    s = torch.sigmoid(a)
+    return a * s, s * (1.0 + a * (1.0 - s))
+
+
+def _gelu(a):
+    cdf = 0.5 * (1.0 + torch.erf(a / math.sqrt(2.0)))
+    pdf = torch.exp(-0.5 * a * a) / math.sqrt(2.0 * math.pi)
+    return a * cdf, cdf + a * pdf
+
+
+def _relu(a):
+    return torch.relu(a), (a > 0).to(a.dtype)
+
+
+#: activation name -> function returning (sigma(a), sigma'(a))
+ACTIVATIONS = {"cos": _cos, "tanh": _tanh, "silu": _silu, "gelu": _gelu, "relu": _relu}
+
+
+def lift(X, D):
+    """Embed inputs in ``R^D``: ``z(0) = (x, 0)`` (lifting, II.6)."""
+    Z = X.new_zeros((X.shape[0], D))
+    Z[:, : X.shape[1]] = X
+    return Z
+
+
+def init_particles(S, M, D, feature_init="gaussian", feature_scale=1.0, nu=1.5, generator=None,
+                   dtype=torch.float64):
+    """FixUp / identity initialisation (II.5.3): ``u = 0``, ``b ~ U[0, pi]``, ``w`` i.i.d. per layer.
+
+    ``gaussian``: ``w ~ N(0, rho^2 I)``; then with ``sigma = cos``, ``E k^1(x, y) = exp(-rho^2 |x-y|^2 / 2) / 2``.
+    ``student``: ``w = rho * t`` with ``t`` a standard multivariate Student-t with ``2 nu`` degrees of freedom
+    (density ``~ (1 + |t|^2 / (2 nu))^{-(D/2 + nu)}``); with ``sigma = cos`` the expected kernel is half the
+    Matern-``nu`` kernel of length scale ``1 / rho``. Drawn on the CPU with ``generator``.
+    """
+    from ..kernels import sample_spectral
+
+    kernel = "gaussian" if feature_init == "gaussian" else "matern"
+    W = sample_spectral(S * M, D, kernel, 1.0 / feature_scale, nu, generator=generator, dtype=dtype)
+    W = W.reshape(S, M, D)
+    b = torch.rand(S, M, generator=generator, dtype=dtype) * math.pi
+    U = torch.zeros(S, M, D, dtype=dtype)
+    return U, W, b
+
+
+class MeanFieldSHLFlow(Flow):
+    """Engine of :class:`skflow.MeanFieldNODERegressor`.
+
+    Parameters
+    ----------
+    U, W : Tensor (S, M, D)
+    b : Tensor (S, M)
+    d_in, d_out : int
+        Input and output dimensions (``D >= d_in + d_out``).
+    activation : str
+        Key of :data:`ACTIVATIONS`.
+    output_scale : float
+        ``alpha``: predictions are ``alpha * z(1)[d_in:d_in + d_out]``.
+    solver : {'euler', 'midpoint', 'rk4'}
+        Integrator of the forward flow. Each layer's residual ``F_k`` is evaluated inside its own layer
+        only: the parameter measure is piecewise constant in depth.
+    train_features : bool
+        False freezes ``W`` and ``b`` (random-feature residuals).
+    """
+
+    _tensor_fields = ("U", "W", "b", "U0", "W0", "b0")
+
+    def __init__(self, U, W, b, d_in, d_out, activation="cos", output_scale=1.0, solver="euler",
+                 train_features=True):
+        self.U, self.W, self.b = U, W, b
+        self.U0, self.W0, self.b0 = U.clone(), W.clone(), b.clone()
+        self.d_in, self.d_out = int(d_in), int(d_out)
+        self.activation = activation
+        self.output_scale = float(output_scale)
+        self.solver = solver
+        self.train_features = bool(train_features)
+
+    @property
+    def _param_fields(self):
+        return ("U", "W", "b") if self.train_features else ("U",)
+
+    @property
+    def n_layers(self):
+        return self.U.shape[0]
+
+    @property
+    def width(self):
+        return self.U.shape[1]
+
+    @property
+    def dim(self):
+        return self.U.shape[2]
+
+    # ------------------------------------------------------------------ forward
+    def residual(self, k, z, U=None, W=None, b=None):
+        """``F_k(z) = (1/M) sigma(z W_k^T + b_k) U_k`` (Eq. II.35), shape (N, D)."""
+        U = self.U if U is None else U
+        W = self.W if W is None else W
+        b = self.b if b is None else b
+        s, _ = ACTIVATIONS[self.activation](torch.addmm(b[k], z, W[k].T))
+        return s @ U[k] / U.shape[1]
+
+    def _layer(self, k, z, h, U, W, b):
+        F = lambda x: self.residual(k, x, U, W, b)  # noqa: E731
+        if self.solver == "euler":
+            return z + h * F(z)
+        if self.solver == "midpoint":
+            return z + h * F(z + 0.5 * h * F(z))
+        k1 = F(z)
+        k2 = F(z + 0.5 * h * k1)
+        k3 = F(z + 0.5 * h * k2)
+        k4 = F(z + h * k3)
+        return z + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+    def trajectory(self, X, U=None, W=None, b=None):
+        """States ``z(s_k)`` at the start of every layer and at ``s = 1``: list of S + 1 tensors (N, D)."""
+        U = self.U if U is None else U
+        W = self.W if W is None else W
+        b = self.b if b is None else b
+        z = lift(X, self.dim)
+        S = U.shape[0]
+        zs = [z]
+        for k in range(S):
+            z = self._layer(k, z, 1.0 / S, U, W, b)
+            zs.append(z)
+        return zs
+
+    def forward(self, X, U=None, W=None, b=None):
+        z = self.trajectory(X, U, W, b)[-1]
+        return self.output_scale * z[:, self.d_in:self.d_in + self.d_out]
+
+    def risk(self, X, Y, U=None, W=None, b=None):
+        """``R = (1/N) sum_n |y_hat_n - y_n|^2 / 2`` (unregularised, as in the theory)."""
+        r = self.forward(X, U, W, b) - Y
+        return 0.5 * (r * r).sum() / X.shape[0]
+
+    # ------------------------------------------------------------------ gradients
+    def gradients(self, X, Y):
+        """Return ``(R, dR/dU, dR/dW, dR/db)`` at the current particles.
+
+        Euler: the discrete adjoint written out (Eq. 55 discretised), no autograd. The adjoint
+        ``p_k = dR/dz_k`` runs backward with ``p_k = p_{k+1} + (h/M) [(p_{k+1} U_k^T) * sigma'(a_k)] W_k``, and
+        ``dR/dU_k = (h/M) sigma(a_k)^T p_{k+1}``, ``dR/dW_k = (h/M) [(p_{k+1} U_k^T) * sigma'(a_k)]^T z_k``.
+        Midpoint / RK4: autograd through the integrator.
+        """
+        if self.solver != "euler":
+            return self._autograd_gradients(X, Y)
+        S, M = self.n_layers, self.width
+        h = 1.0 / S
+        act = ACTIVATIONS[self.activation]
+        z = lift(X, self.dim)
+        zs, acts = [], []
+        for k in range(S):
+            s, ds = act(torch.addmm(self.b[k], z, self.W[k].T))
+            zs.append(z)
+            acts.append((s, ds))
+            z = z + (h / M) * (s @ self.U[k])
+        r = self.output_scale * z[:, self.d_in:self.d_in + self.d_out] - Y
+        n = X.shape[0]
+        R = 0.5 * (r * r).sum() / n
+        p = torch.zeros_like(z)
+        p[:, self.d_in:self.d_in + self.d_out] = (self.output_scale / n) * r
+        gU = torch.empty_like(self.U)
+        gW = torch.empty_like(self.W)
+        gb = torch.empty_like(self.b)
+        c = h / M
+        for k in range(S - 1, -1, -1):
+            s, ds = acts[k]
+            torch.mm(s.T, p, out=gU[k]).mul_(c)
+            Ga = (p @ self.U[k].T).mul_(ds).mul_(c)
+            torch.mm(Ga.T, zs[k], out=gW[k])
+            torch.sum(Ga, 0, out=gb[k])
+            p = p + Ga @ self.W[k]
+        return R, gU, gW, gb
+
+    def _autograd_gradients(self, X, Y):
+        U = self.U.detach().requires_grad_(True)
+        W = self.W.detach().requires_grad_(True)
+        b = self.b.detach().requires_grad_(True)
+        with torch.enable_grad():
+            R = self.risk(X, Y, U, W, b)
+            gU, gW, gb = torch.autograd.grad(R, (U, W, b))
+        return R.detach(), gU, gW, gb
+
+    def velocity(self, X, Y):
+        """Particle velocity ``-grad R[mu](s_k, theta_{k,i}) = -(S M) dR/dtheta_{k,i}``: (vU, vW, vb)."""
+        _, gU, gW, gb = self.gradients(X, Y)
+        c = -float(self.n_layers * self.width)
+        return c * gU, c * gW, c * gb
+
+    # ------------------------------------------------------------------ training step
+    def step(self, X, Y, lr):
+        """One explicit Euler step of the Conditional-Wasserstein gradient flow with time step ``lr``.
+
+        ``theta <- theta - tau (S M) dR/dtheta``; records the P-L ratio
+        ``||grad R[mu]||^2_{L2(mu)} / R = S M sum |dR/dtheta|^2 / R`` and the root-mean-square particle
+        displacement from the initialisation (an upper bound of ``W2_COT(mu_t, mu_0)``).
+        """
+        with torch.no_grad():
+            R, gU, gW, gb = self.gradients(X, Y)
+            SM = float(self.n_layers * self.width)
+            sq = (gU * gU).sum()
+            if self.train_features:
+                sq = sq + (gW * gW).sum() + (gb * gb).sum()
+            pl = SM * sq / R
+            disp = self.displacement()
+            self.U.sub_(gU, alpha=lr * SM)
+            if self.train_features:
+                self.W.sub_(gW, alpha=lr * SM)
+                self.b.sub_(gb, alpha=lr * SM)
+        return {"risk": R, "pl_ratio": pl, "cot_displacement": disp}
+
+    def displacement(self):
+        """``sqrt((1/S) sum_k (1/M) sum_i |theta_{k,i} - theta^0_{k,i}|^2)``: bound on ``W2_COT(mu, mu_0)``."""
+        sq = ((self.U - self.U0) ** 2).sum() + ((self.W - self.W0) ** 2).sum() + ((self.b - self.b0) ** 2).sum()
+        return torch.sqrt(sq / (self.n_layers * self.width))
+
+    def particles(self):
+        """Particles as one tensor (S, M, 2D + 1): ``(u, w, b)`` concatenated."""
+        return torch.cat([self.U, self.W, self.b[..., None]], dim=-1)
+
+    def initial_particles(self):
+        return torch.cat([self.U0, self.W0, self.b0[..., None]], dim=-1)
+
+    # ------------------------------------------------------------------ kernel diagnostics
+    def feature_kernels(self, X, initial=False):
+        """Kernel matrices ``K1_k = Phi_k Phi_k^T / M`` on the states ``z(s_k)`` (Eq. II.38): (S, N, N)."""
+        U, W, b = (self.U0, self.W0, self.b0) if initial else (self.U, self.W, self.b)
+        zs = self.trajectory(X, U, W, b)
+        act = ACTIVATIONS[self.activation]
+        Ks = []
+        for k in range(self.n_layers):
+            Phi, _ = act(torch.addmm(b[k], zs[k], W[k].T))
+            Ks.append(Phi @ Phi.T / self.width)
+        return torch.stack(Ks)

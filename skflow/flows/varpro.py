@@ -1,0 +1,298 @@
+"""Engine of the two-layer network trained by Variable Projection (thesis Ch. III, SPEC §3).
+
+Model (Eq. III.1, III.39)::
+
+    F(x) = (1/M) sum_i u_i phi(omega_i, x),    phi(omega, x) = sigma(omega . x_bar)
+
+with ``x_bar = (x, 1)`` for Euclidean features (last coordinate of ``omega`` is the bias) or ``x_bar = x`` and
+``|omega| = 1`` for features on the sphere. Risk (Eq. III.43)::
+
+    R(omega, u) = (1/2N) sum_n |F(x_n) - y_n|^2 + lambda (1/M) sum_i f(u_i),
+
+``f(u) = |u|^2/2`` ("biased") or ``|u - 1|^2/2`` ("unbiased"), and the reduced risk (Eq. III.8, III.41)
+``L(omega) = (1/lambda) min_u R(omega, u)``.
+
+Pure torch, no scikit-learn. Every function works on the device of its inputs and never syncs with the
+host (no ``.item()``), so that the fit loop can run asynchronously on a GPU.
+"""
+
+import torch
+
+from ._flow import Flow
+from .shl import ACTIVATIONS
+
+__all__ = [
+    "VarProFlow",
+    "augment",
+    "feature_gradient",
+    "features",
+    "kernel_spectrum",
+    "reduced_risk",
+    "ridge_projection",
+]
+
+#: below this ridge strength the Gram matrix is formed in float64 too: its round-off in float32
+#: (~1e-7 ||K||) would otherwise be comparable to lambda and the solve would be meaningless.
+_FLOAT64_GRAM_BELOW = 1e-2
+
+
+def augment(X, domain):
+    """``x_bar = (x, 1)`` for Euclidean features (the bias is the last coordinate of omega), ``x`` on the sphere."""
+    if domain == "euclidean":
+        return torch.cat([X, X.new_ones((X.shape[0], 1))], dim=1)
+    return X
+
+
+def features(omega, X, activation="relu", domain="euclidean"):
+    """Feature matrix ``Phi[n, i] = sigma(omega_i . x_bar_n)`` and ``sigma'`` at the same pre-activations.
+
+    Returns
+    -------
+    Phi, dPhi : Tensor (N, M)
+    Xbar : Tensor (N, d + 1) or (N, d)
+    """
+    Xbar = augment(X, domain)
+    A = Xbar @ omega.T
+    Phi, dPhi = ACTIVATIONS[activation](A)
+    return Phi, dPhi, Xbar
+
+
+def _centre(regularization, M, n_out, like):
+    """Minimiser ``c`` of the regulariser ``f``: 0 (biased) or the vector of ones (unbiased, the teacher's u)."""
+    value = 1.0 if regularization == "unbiased" else 0.0
+    return torch.full((M, n_out), value, dtype=like.dtype, device=like.device)
+
+
+def ridge_projection(Phi, Y, lam, regularization="biased"):
+    """Exact minimiser ``u* = argmin_u R(omega, u)`` for fixed features (SPEC §3, Eq. III.8).
+
+    Primal (``N >= M``)::
+
+        (K + lambda I_M) u = Phi^T Y / N + lambda c,      K = Phi^T Phi / (N M),
+
+    with ``c = 0`` (biased) or ``c = 1`` (unbiased). Dual (``N < M``): writing ``u = c + v``, the push-through
+    identity ``(A^T A + lambda)^-1 A^T = A^T (A A^T + lambda)^-1`` gives::
+
+        v = Phi^T (Phi Phi^T / (N M) + lambda I_N)^-1 (Y - Phi c / M) / N,
+
+    an ``N x N`` system instead of ``M x M``. Both are solved by Cholesky (the matrices are SPD for
+    ``lambda > 0``) in float64; the Gram product is also formed in float64 when ``lambda`` is small.
+
+    Parameters
+    ----------
+    Phi : Tensor (N, M)
+    Y : Tensor (N, n_outputs)
+    lam : float
+        Ridge strength ``lambda > 0``.
+    regularization : {'biased', 'unbiased'}
+
+    Returns
+    -------
+    Tensor (M, n_outputs), in the dtype of ``Phi``.
+    """
+    N, M = Phi.shape
+    out_dtype = Phi.dtype
+    if lam < _FLOAT64_GRAM_BELOW or out_dtype == torch.float64:
+        P, Yw = Phi.double(), Y.double()
+    else:
+        P, Yw = Phi, Y.to(Phi.dtype)
+    c = _centre(regularization, M, Y.shape[1], P.to(torch.float64))
+    if N >= M:
+        G = (P.T @ P).double() / (N * M)
+        rhs = (P.T @ Yw).double() / N + lam * c
+        G.diagonal().add_(lam)
+        L, _ = torch.linalg.cholesky_ex(G)
+        u = torch.cholesky_solve(rhs, L)
+    else:
+        G = (P @ P.T).double() / (N * M)
+        G.diagonal().add_(lam)
+        P64 = P.double()
+        Yr = Yw.double() - P64 @ c / M
+        L, _ = torch.linalg.cholesky_ex(G)
+        a = torch.cholesky_solve(Yr, L)
+        u = c + P64.T @ a / N
+    return u.to(out_dtype)
+
+
+def _risk_parts(Phi, Y, u, lam, regularization):
+    """Data fit ``(1/2N) |F - Y|^2`` and regulariser ``lambda (1/M) sum f(u_i)`` of Eq. III.43, and the residual."""
+    N, M = Phi.shape
+    r = Phi @ u / M - Y
+    datafit = 0.5 * (r * r).sum() / N
+    c = 1.0 if regularization == "unbiased" else 0.0
+    penalty = lam * 0.5 * ((u - c) ** 2).sum() / M
+    return datafit, penalty, r
+
+
+def reduced_risk(omega, X, Y, lam, regularization="biased", activation="relu", domain="euclidean"):
+    """Reduced risk ``L(omega) = (1/lambda) min_u R(omega, u)`` (Eq. III.41) by exact projection.
+
+    Returns
+    -------
+    L : 0-dim Tensor
+    u_star : Tensor (M, n_outputs)
+    datafit : 0-dim Tensor
+        ``(1/2N) |F - Y|^2`` at ``u_star`` (the MSE / 2).
+    """
+    Phi, _, _ = features(omega, X, activation, domain)
+    u = ridge_projection(Phi, Y, lam, regularization)
+    datafit, penalty, _ = _risk_parts(Phi, Y, u, lam, regularization)
+    return (datafit + penalty) / lam, u, datafit
+
+
+def feature_gradient(omega, u, X, Y, lam, regularization="biased", activation="relu", domain="euclidean"):
+    """``grad_omega (1/lambda) R(omega, u)`` at fixed ``u``, in closed form.
+
+    At ``u = u*(omega)`` this is ``grad_omega L`` by the envelope theorem (Eq. III.10): the derivative of
+    ``u*`` does not enter since ``grad_u R = 0`` there, so there is no differentiation through the solve.
+    With ``r_n = F(x_n) - y_n``::
+
+        grad_{omega_i} R = (1 / (N M)) sum_n (r_n . u_i) sigma'(omega_i . x_bar_n) x_bar_n.
+
+    On the sphere the Euclidean gradient is projected on the tangent space at ``omega_i``.
+
+    Returns
+    -------
+    grad : Tensor (M, dim)
+    parts : tuple (datafit, penalty, Phi, r)
+    """
+    Phi, dPhi, Xbar = features(omega, X, activation, domain)
+    datafit, penalty, r = _risk_parts(Phi, Y, u, lam, regularization)
+    N, M = Phi.shape
+    G = ((r @ u.T) * dPhi).T @ Xbar / (N * M * lam)
+    if domain == "sphere":
+        G = G - (G * omega).sum(dim=1, keepdim=True) * omega
+    return G, (datafit, penalty, Phi, r)
+
+
+def kernel_spectrum(omega, X, activation="relu", domain="euclidean", k=10):
+    """Top eigenvalues of the tangent kernel ``K = Phi^T Phi / (N M)`` (descending, Eq. III.24).
+
+    Uses whichever of ``Phi^T Phi`` (M x M) and ``Phi Phi^T`` (N x N) is smaller: they share their nonzero
+    eigenvalues.
+    """
+    Phi, _, _ = features(omega, X, activation, domain)
+    P = Phi.double()
+    N, M = P.shape
+    G = (P.T @ P) if M <= N else (P @ P.T)
+    ev = torch.linalg.eigvalsh(G / (N * M)).flip(0)
+    return ev[:k].clamp(min=0.0)
+
+
+class VarProFlow(Flow):
+    """Particles ``omega`` (M, dim) and outer weights ``u`` (M, n_outputs) of a SHL, and its training flows.
+
+    Parameters
+    ----------
+    omega : Tensor (M, dim)
+    u : Tensor (M, n_outputs)
+    lam : float
+        Ridge strength ``lambda``.
+    regularization : {'biased', 'unbiased'}
+    activation : str
+        Key of :data:`skflow.flows.shl.ACTIVATIONS`.
+    domain : {'euclidean', 'sphere'}
+    solver : {'varpro', 'two-timescale', 'gd'}
+        ``varpro``: exact projection then feature step (Eq. III.42); with ``stochastic=True`` the projection
+        is on the minibatch and averaged with momentum (Eq. III.46). ``two-timescale``: simultaneous steps
+        (Eq. III.44) with ``u <- u - (eta/lambda) grad_u R``. ``gd``: the same with ``eta = M tau``, i.e. one
+        timescale for both layers.
+    eta : float
+        Timescale of the outer weights for ``two-timescale`` (thesis: ``lambda M``).
+    momentum : float
+        ``m`` of Eq. III.46.
+    stochastic : bool
+        Whether the steps receive minibatches (stochastic VarPro).
+    store_every : int or None
+        Keep a copy of ``omega`` every this many steps (on the device, no host sync).
+    """
+
+    _tensor_fields = ("omega", "u")
+    _param_fields = ("omega", "u")
+
+    def __init__(self, omega, u, *, lam, regularization="biased", activation="relu", domain="euclidean",
+                 solver="varpro", eta=None, momentum=0.9, stochastic=False, store_every=None):
+        self.omega = omega
+        self.u = u
+        self.lam = float(lam)
+        self.regularization = regularization
+        self.activation = activation
+        self.domain = domain
+        self.solver = solver
+        self.eta = float(eta) if eta is not None else self.lam * omega.shape[0]
+        self.momentum = float(momentum)
+        self.stochastic = bool(stochastic)
+        self.store_every = store_every
+        self.snapshots = []
+        self.n_steps = 0
+        self._u_ready = False  # stochastic VarPro: the first minibatch projection initialises u
+
+    def to(self, device=None, dtype=None):
+        new = super().to(device, dtype)
+        kwargs = {"device": device} if dtype is None else {"device": device, "dtype": dtype}
+        new.snapshots = [t.detach().to(**kwargs).clone() for t in self.snapshots]
+        return new
+
+    @property
+    def width(self):
+        return self.omega.shape[0]
+
+    # ------------------------------------------------------------------ protocol
+    def forward(self, X):
+        Phi, _, _ = features(self.omega, X, self.activation, self.domain)
+        return Phi @ self.u / self.width
+
+    def risk(self, X, Y):
+        """Data-fit part ``(1/2N) |F - Y|^2`` (what the base monitors for early stopping)."""
+        r = self.forward(X) - Y
+        return 0.5 * (r * r).sum() / X.shape[0]
+
+    def project(self, X, Y):
+        """Set ``u`` to the exact projection ``u*(omega)`` on ``(X, Y)``, in place."""
+        Phi, _, _ = features(self.omega, X, self.activation, self.domain)
+        self.u.copy_(ridge_projection(Phi, Y, self.lam, self.regularization))
+        self._u_ready = True
+
+    def step(self, X, Y, lr):
+        """One step of the chosen solver with time step ``tau = lr``; returns 0-dim tensors before the step.
+
+        ``risk`` is the data fit (MSE/2), ``reduced_risk`` is ``R(omega, u)/lambda`` (the reduced risk
+        ``L(omega)`` exactly for full-batch VarPro, an upper bound of it for the other solvers), and
+        ``pl_ratio`` is ``||grad L||^2_{L2(mu)} / L`` with
+        ``||grad L||^2_{L2(mu)} = (1/M) sum_i |M grad_{omega_i} L|^2``, the squared speed of the particle flow.
+        """
+        M = self.width
+        if self.solver == "varpro":
+            Phi, _, _ = features(self.omega, X, self.activation, self.domain)
+            u_bar = ridge_projection(Phi, Y, self.lam, self.regularization)
+            if self.stochastic and self._u_ready:
+                # Eq. III.46: average the minibatch projections, which fluctuate with the sampling
+                self.u.mul_(self.momentum).add_(u_bar, alpha=1.0 - self.momentum)
+            else:
+                self.u.copy_(u_bar)
+            self._u_ready = True
+        G, (datafit, penalty, Phi, r) = feature_gradient(
+            self.omega, self.u, X, Y, self.lam, self.regularization, self.activation, self.domain)
+        L = (datafit + penalty) / self.lam
+        velocity = M * G  # Eq. III.42: omega_i <- omega_i - M tau grad_{omega_i} L
+        speed2 = (velocity * velocity).sum() / M
+        if self.solver != "varpro":
+            c = 1.0 if self.regularization == "unbiased" else 0.0
+            grad_u = Phi.T @ r / (X.shape[0] * M) + self.lam * (self.u - c) / M
+            if self.solver == "two-timescale":
+                # Eq. III.44 with eta = lambda M: a unit step on the Hessian (K + lambda) / M of u -> R/lambda
+                # when ||K|| <= 1 (the thesis's regime). The features move and K with them, so bound the step
+                # by trace(K) + lambda >= ||K + lambda||_op at every step (on the device, no host sync).
+                trace = (Phi * Phi).sum() / (X.shape[0] * M)
+                scale = self.eta / self.lam / torch.clamp(trace + self.lam, min=1.0)
+                self.u.sub_(grad_u * scale)
+            else:  # gd: a single timescale, the features' step M tau / lambda for u too
+                self.u.sub_(grad_u, alpha=M * lr / self.lam)
+        self.omega.sub_(velocity, alpha=lr)
+        if self.domain == "sphere":
+            # projected step on the sphere (Eq. III.39): renormalise after the tangent step
+            self.omega.div_(self.omega.norm(dim=1, keepdim=True))
+        self.n_steps += 1
+        if self.store_every and self.n_steps % self.store_every == 0:
+            self.snapshots.append(self.omega.detach().clone())
+        return {"risk": datafit, "reduced_risk": L, "pl_ratio": speed2 / L}

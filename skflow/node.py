@@ -1,0 +1,290 @@
+"""MeanFieldNODERegressor: an infinitely deep and wide ResNet trained by its Conditional-Wasserstein flow."""
+
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import RegressorMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._base import BaseFlowEstimator
+from .diagnostics import convergence_report, shl_limit_kernel
+from .flows.shl import ACTIVATIONS, MeanFieldSHLFlow, init_particles
+from .flows.transport import conditional_wasserstein
+from .kernels import lambda_min
+
+__all__ = ["MeanFieldNODERegressor"]
+
+
+class MeanFieldNODERegressor(RegressorMixin, BaseFlowEstimator):
+    """Mean-field Neural ODE regressor with single-hidden-layer residuals.
+
+    The model is the NODE ``dz/ds = F_{mu(.|s)}(z)`` on ``[0, 1]``, discretised in ``S`` layers, whose residual
+    at layer ``k`` is the mean-field perceptron ``F_k(z) = (1/M) sum_i u_{k,i} sigma(w_{k,i} . z + b_{k,i})``
+    (thesis Eq. II.35). Inputs are lifted to ``z(0) = (x, 0)`` and the prediction is ``alpha * z(1)[d:]``
+    (lifting and scaling, II.6). Training is the explicit Euler scheme of the gradient flow of the risk for
+    the conditional optimal-transport metric (Def. I.3): every particle moves with velocity
+    ``-grad R[mu](s_k, theta_{k,i})``, computed with the adjoint (Eq. 55).
+
+    Parameters
+    ----------
+    n_layers : int, default=8
+        Depth ``S``: number of layers (time steps of the NODE, ``h = 1/S``).
+    width : int, default=256
+        Width ``M``: particles (hidden units) per layer.
+    activation : {'cos', 'tanh', 'silu', 'gelu', 'relu'}, default='cos'
+        ``sigma``. 'cos' is the worked example of Cor. II.5.1 (its kernel is Gaussian or Matern). 'relu' is
+        outside the theory (Rem. II.5.1) and warns.
+    feature_init : {'gaussian', 'student'}, default='gaussian'
+        Law of the inner weights at initialisation: ``N(0, rho^2 I)``, or ``rho`` times a multivariate
+        Student-t with ``2 nu`` degrees of freedom (heavy tails, a Matern kernel).
+    feature_scale : float, default=0.5
+        ``rho``. With ``sigma = cos`` the initial kernel is ``exp(-rho^2 |x - y|^2 / 2) / 2``.
+    nu : float, default=1.5
+        Smoothness of the Matern kernel of ``feature_init='student'``.
+    output_scale : float, default=4.0
+        ``alpha``. The P-L constant grows as ``alpha^2`` (Prop. II.6.1); the flow is stiffer too, so
+        ``learning_rate`` should shrink roughly as ``1 / alpha^2``.
+    solver : {'euler', 'midpoint', 'rk4'}, default='euler'
+        Integrator of the forward flow. Euler is exactly a ResNet with ``1/S`` branch scaling.
+    extra_dims : int, default=0
+        Extra zero coordinates in the lifted state (``D = d + d' + extra_dims``).
+    train_features : bool, default=True
+        False freezes ``w`` and ``b``: residuals in a fixed random-feature space.
+    scale_targets : bool, default=True
+        Standardise ``y`` (per output) before training; predictions are mapped back. The risk, its curve
+        and the diagnostics refer to the standardised targets. Inputs are not scaled: put a
+        ``StandardScaler`` in front.
+    kernel_subsample : int, default=1000
+        The kernel diagnostics use at most this many training points (the first ones after a seeded
+        shuffle). ``lambda_min`` of a principal submatrix is at least that of the full matrix.
+    learning_rate : float, default=0.1
+        Time step ``tau`` of the flow, in mean-field units: particles move by ``tau`` times their velocity,
+        so ``tau`` need not be retuned when ``M`` or ``S`` change. Flow time is ``tau * iteration``.
+    max_iter : int, default=1500
+    tol : float, default=1e-4
+        Relative decrease of the risk below which an iteration counts as "no change".
+    n_iter_no_change : int, default=50
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    batch_size : int or None, default=None
+        None is the full-batch gradient flow.
+    device : str, default='auto'
+    dtype : {'float64', 'float32'}, default='float64'
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+    warm_start : bool, default=False
+
+    Attributes
+    ----------
+    n_iter_ : int
+    loss_curve_ : ndarray (n_iter_,)
+        Training risk ``R(mu_t) = (1/2N) sum |y_hat - y|^2`` at the start of each iteration.
+    flow_time_ : ndarray (n_iter_,)
+        Flow time ``t`` of each entry of ``loss_curve_``.
+    pl_ratio_curve_ : ndarray (n_iter_,)
+        ``||grad R[mu_t]||^2_{L2(mu_t)} / R(mu_t)``.
+    pl_constant_ : float
+        Minimum of ``pl_ratio_curve_``: along the trajectory, ``R(t) <= R(0) exp(-m t)``.
+    kernel_lambda_min_ : float
+        ``lambda_0 = (1/S) sum_k lambda_min(K1_k)`` at initialisation (Thm. II.7), on at most
+        ``kernel_subsample`` points. 0 with a warning when ``M`` is below the number of points (singular).
+    exact_kernel_lambda_min_ : float
+        The same for the infinite-width kernel (``M -> infinity``, closed form; cos activation only, NaN else).
+    cot_distance_ : float
+        Exact ``W2_COT`` between the final and the initial particles.
+    cot_displacement_curve_ : ndarray (n_iter_,)
+        RMS particle displacement from the initialisation, an upper bound of ``W2_COT(mu_t, mu_0)``.
+    convergence_report_ : dict
+        See :func:`skflow.diagnostics.convergence_report`.
+    U_, W_ : ndarray (S, M, D)
+    b_ : ndarray (S, M)
+    y_mean_, y_scale_ : ndarray (n_outputs,)
+    device_ : torch.device
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_friedman1
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skflow import MeanFieldNODERegressor
+    >>> X, y = make_friedman1(n_samples=200, noise=0.5, random_state=0)
+    >>> model = make_pipeline(StandardScaler(), MeanFieldNODERegressor(max_iter=50, random_state=0))
+    >>> model.fit(X, y).score(X, y) > 0.5
+    True
+    """
+
+    _parameter_constraints = {
+        **BaseFlowEstimator._parameter_constraints,
+        "n_layers": [Interval(numbers.Integral, 1, None, closed="left")],
+        "width": [Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "feature_init": [StrOptions({"gaussian", "student"})],
+        "feature_scale": [Interval(numbers.Real, 0, None, closed="neither")],
+        "nu": [Interval(numbers.Real, 0, None, closed="neither")],
+        "output_scale": [Interval(numbers.Real, 0, None, closed="neither")],
+        "solver": [StrOptions({"euler", "midpoint", "rk4"})],
+        "extra_dims": [Interval(numbers.Integral, 0, None, closed="left")],
+        "train_features": ["boolean"],
+        "scale_targets": ["boolean"],
+        "kernel_subsample": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_layers=8,
+        width=256,
+        *,
+        activation="cos",
+        feature_init="gaussian",
+        feature_scale=0.5,
+        nu=1.5,
+        output_scale=4.0,
+        solver="euler",
+        extra_dims=0,
+        train_features=True,
+        scale_targets=True,
+        kernel_subsample=1000,
+        learning_rate=0.1,
+        max_iter=1500,
+        tol=1e-4,
+        n_iter_no_change=50,
+        early_stopping=False,
+        validation_fraction=0.1,
+        batch_size=None,
+        device="auto",
+        dtype="float64",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        self.n_layers = n_layers
+        self.width = width
+        self.activation = activation
+        self.feature_init = feature_init
+        self.feature_scale = feature_scale
+        self.nu = nu
+        self.output_scale = output_scale
+        self.solver = solver
+        self.extra_dims = extra_dims
+        self.train_features = train_features
+        self.scale_targets = scale_targets
+        self.kernel_subsample = kernel_subsample
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # ------------------------------------------------------------------ hooks
+    def _validate_fit_data(self, X, y):
+        X, y = super()._validate_fit_data(X, y)
+        self._check_numeric_targets(y)
+        return X, y
+
+    def _encode_targets(self, y):
+        Y = np.asarray(y, dtype=np.float64)
+        Y2 = Y[:, None] if Y.ndim == 1 else Y
+        if self.warm_start and hasattr(self, "y_mean_"):
+            mean, scale = self.y_mean_, self.y_scale_
+        elif self.scale_targets:
+            mean = Y2.mean(axis=0)
+            scale = Y2.std(axis=0)
+            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
+        else:
+            mean, scale = np.zeros(Y2.shape[1]), np.ones(Y2.shape[1])
+        self._y_ndim = Y.ndim
+        self.y_mean_, self.y_scale_ = mean, scale
+        return (Y2 - mean) / scale
+
+    def _make_flow(self, X, Y, generator):
+        if self.activation == "relu":
+            warnings.warn(
+                "activation='relu' is outside the theory (thesis Rem. II.5.1): the gradient flow need not be "
+                "unique and the convergence diagnostics carry no guarantee. Prefer 'cos', 'tanh' or 'silu'.",
+                UserWarning,
+            )
+        d, dout = X.shape[1], Y.shape[1]
+        D = d + dout + self.extra_dims
+        U, W, b = init_particles(self.n_layers, self.width, D, self.feature_init, self.feature_scale, self.nu,
+                                 generator=generator, dtype=self._torch_dtype)
+        return MeanFieldSHLFlow(
+            U.to(self.device_), W.to(self.device_), b.to(self.device_), d, dout,
+            activation=self.activation, output_scale=self.output_scale, solver=self.solver,
+            train_features=self.train_features,
+        )
+
+    def _finalize_fit(self, X, Y):
+        flow = self.flow_
+        self.U_ = flow.U.detach().cpu().double().numpy()
+        self.W_ = flow.W.detach().cpu().double().numpy()
+        self.b_ = flow.b.detach().cpu().double().numpy()
+        self.cot_displacement_curve_ = self.history_.get("cot_displacement", np.zeros(0))
+        self.cot_distance_ = conditional_wasserstein(flow.particles(), flow.initial_particles())
+
+        # kernel diagnostics at initialisation, on a seeded subsample
+        n = X.shape[0]
+        idx = np.random.RandomState(0).permutation(n)[: self.kernel_subsample]
+        Xs = X[torch.as_tensor(idx, device=X.device)].double()
+        n_sub = len(idx)
+        flow64 = flow.to(X.device, torch.float64)
+        with torch.no_grad():
+            Ks = flow64.feature_kernels(Xs, initial=True)
+        self.layer_kernel_lambda_min_ = np.array([lambda_min(K) for K in Ks])
+        if self.width < n_sub:
+            warnings.warn(
+                f"width M={self.width} is below the {n_sub} points of the kernel diagnostic: the finite-width "
+                "kernel K1 = Phi Phi^T / M has rank <= M and is singular, so kernel_lambda_min_ is set to 0. "
+                "Increase width (M >= N) for a positive lambda_0, or compare with exact_kernel_lambda_min_.",
+                UserWarning,
+            )
+            self.layer_kernel_lambda_min_ = np.zeros(self.n_layers)
+        self.kernel_lambda_min_ = float(self.layer_kernel_lambda_min_.mean())
+        self.kernel_n_samples_ = n_sub
+        if self.activation == "cos":
+            Z0 = torch.zeros(n_sub, flow.dim, dtype=torch.float64)
+            Z0[:, : Xs.shape[1]] = Xs.cpu()
+            # at initialisation u = 0, so the flow is the identity and every layer sees z(0) = (x, 0)
+            K = shl_limit_kernel(Z0, self.feature_init, self.feature_scale, self.nu)
+            self.exact_kernel_lambda_min_ = lambda_min(K)
+        else:
+            self.exact_kernel_lambda_min_ = float("nan")
+        self.convergence_report_ = convergence_report(
+            self.loss_curve_, self.flow_time_, self.pl_ratio_curve_, self.kernel_lambda_min_,
+            n_samples=n, output_scale=self.output_scale, distance=self.cot_distance_,
+            displacement_curve=self.cot_displacement_curve_,
+        )
+
+    def _decode_output(self, out):
+        pred = out * self.y_scale_ + self.y_mean_
+        return pred[:, 0] if self._y_ndim == 1 else pred
+
+    # ------------------------------------------------------------------ public API
+    def predict(self, X):
+        """Predict targets: ``alpha * z(1)[d:]`` mapped back to the scale of ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        return self._decode_output(self._raw_output(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags

@@ -1,0 +1,346 @@
+"""VarProSHLRegressor: a two-layer network trained by Variable Projection (thesis Ch. III, SPEC §3)."""
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import RegressorMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._base import BaseFlowEstimator
+from .flows.shl import ACTIVATIONS
+from .flows.varpro import VarProFlow, kernel_spectrum, reduced_risk
+
+__all__ = ["VarProSHLRegressor"]
+
+
+class VarProSHLRegressor(RegressorMixin, BaseFlowEstimator):
+    """Single-hidden-layer network trained by Variable Projection (VarPro), thesis Ch. III.
+
+    The model is the mean-field two-layer network (Eq. III.1)
+
+    .. math:: F(x) = \\frac{1}{M} \\sum_{i=1}^M u_i\\, \\sigma(\\omega_i \\cdot \\bar x),
+
+    with ``x_bar = (x, 1)`` (``feature_domain='euclidean'``: the last coordinate of ``omega_i`` is a bias) or
+    ``x_bar = x`` and ``|omega_i| = 1`` (``'sphere'``, Eq. III.39). For fixed features the outer weights are
+    a ridge regression, solved exactly; VarPro is gradient descent on the reduced risk (Eq. III.8, III.41)
+
+    .. math:: L_\\lambda(\\omega) = \\frac{1}{\\lambda} \\min_u \\frac{1}{2N} \\sum_n |F(x_n) - y_n|^2
+              + \\frac{\\lambda}{M} \\sum_i f(u_i),
+
+    with ``f(u) = |u|^2 / 2`` (``'biased'``) or ``|u - 1|^2 / 2`` (``'unbiased'``: its minimiser is the teacher
+    of §III.3), i.e. ``omega_i <- omega_i - M tau grad_{omega_i} L`` (Eq. III.42), the gradient taken by the
+    envelope theorem at the exact projection ``u*``.
+
+    Parameters
+    ----------
+    width : int, default=128
+        Number of features ``M``.
+    activation : {'relu', 'tanh', 'cos', 'silu', 'gelu'}, default='relu'
+    feature_domain : {'euclidean', 'sphere'}, default='euclidean'
+        ``'sphere'``: features on the unit sphere of ``R^d``, no bias; the step is projected (tangent step,
+        then renormalise).
+    alpha : float, default=1e-3
+        Ridge strength ``lambda``. ``lambda << ||K||_op`` (see ``regularization_ratio_``) is the ultra-fast
+        diffusion regime with a linear rate, ``lambda >~ ||K||_op`` the slow algebraic regime (§III.6.1).
+    regularization : {'biased', 'unbiased'}, default='biased'
+        Regulariser ``f`` of the outer weights (see above). The unbiased one only makes sense when the
+        targets are in the units of a teacher with unit outer weights, see ``scale_targets``. For several
+        outputs it pulls every output weight towards 1.
+    solver : {'varpro', 'two-timescale', 'gd'}, default='varpro'
+        ``'varpro'``: exact projection of ``u`` at every step, then the feature step (Eq. III.42); with
+        ``batch_size`` set, stochastic VarPro (Eq. III.46). ``'two-timescale'``: one projection at the start,
+        then simultaneous steps ``u <- u - (eta/lambda) grad_u R`` with ``eta = lambda M`` (divided by
+        ``trace(K) + lambda >= ||K + lambda||_op`` when that exceeds 1, so that the u-step stays stable as the
+        features, hence ``K``, grow)
+        and the feature step ``omega <- omega - (M tau / lambda) grad_omega R`` (Eq. III.44). ``'gd'``: plain
+        joint gradient descent from ``u = argmin f``, both layers with time step ``M tau / lambda``.
+    projection_momentum : float in [0, 1), default=0.9
+        ``m`` of stochastic VarPro (Eq. III.46): ``u <- m u + (1 - m) U_bar`` with ``U_bar`` the projection
+        on the minibatch. Unused in full batch.
+    feature_scale : float, default=1.0
+        Initial features: ``omega_i = feature_scale * (w_i / sqrt(d), b_i)`` with ``w_i, b_i`` standard
+        normal (Euclidean), i.e. pre-activations of standard deviation about ``feature_scale`` on
+        standardised inputs; uniform on the sphere for ``'sphere'`` (unused).
+    scale_targets : {'auto'} or bool, default='auto'
+        Standardise ``y`` (per output: subtract the mean, divide by the standard deviation) before fitting.
+        ``'auto'`` standardises for the biased regulariser with Euclidean features and leaves ``y`` as it is
+        otherwise. For the unbiased one, scaling ``y`` by ``s`` scales the optimal outer weights by ``s``, so
+        ``f_u(u) = |u - 1|^2/2`` would pull towards a teacher with outer weights ``1/s`` instead of 1, and
+        centring would add a constant that a teacher network does not have. Sphere features have no bias and
+        cannot represent the constant that centring removes. The inputs ``X`` are never scaled: put a
+        ``StandardScaler`` in front.
+    store_features_every : int or None, default=None
+        Keep a snapshot of the features every this many steps in ``feature_history_``.
+    n_spectrum : int, default=10
+        Number of top eigenvalues of the tangent kernel kept in ``kernel_spectrum_``.
+    kernel_subsample : int, default=4096
+        The kernel diagnostics use at most this many training points (a seeded subsample).
+    learning_rate : float, default=1e-2
+        Time step ``tau`` of the feature flow (Eq. III.42); flow time is ``tau * n_iter_``.
+    max_iter : int, default=100
+        Steps (full batch) or epochs (``batch_size`` set).
+    tol : float, default=1e-4
+        Stop when the data fit has not decreased by ``tol`` (relative) for ``n_iter_no_change`` iterations.
+    n_iter_no_change : int, default=10
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    batch_size : int or None, default=None
+        ``None``: full-batch VarPro, the explicit Euler scheme of the gradient flow. An integer: stochastic
+        VarPro (Eq. III.46) for ``solver='varpro'``, minibatch steps for the other solvers. The outer
+        weights are then only approximately optimal for each minibatch and the feature step ``M tau / lambda``
+        amplifies the mismatch: use a smaller ``learning_rate`` (about ``alpha``) than in full batch.
+    device : str, default='auto'
+    dtype : {'float64', 'float32'}, default='float64'
+        The ridge solves are done in float64 in every case (and the Gram matrix too when ``alpha < 1e-2``).
+    random_state : int, RandomState or None, default=None
+    verbose : int, default=0
+    warm_start : bool, default=False
+
+    Attributes
+    ----------
+    features_ : ndarray of shape (M, d + 1) or (M, d)
+        The features ``omega_i``; for ``'euclidean'`` the last column is the bias.
+    coef_ : ndarray of shape (M, n_outputs)
+        Outer weights ``u_i``, such that ``(predict(X) - y_mean_) / y_scale_ == (1/M) sigma(X_bar @
+        features_.T) @ coef_`` (the standardised scale of the targets, see ``scale_targets``). For full-batch
+        VarPro they are the exact projection at the final features.
+    y_mean_, y_scale_ : ndarray of shape (n_outputs,)
+        Target scaling (zeros and ones when the targets are not scaled).
+    n_iter_ : int
+    loss_curve_ : ndarray
+        Data-fit part ``(1/2N) sum |F - y|^2`` (MSE / 2, standardised targets) at each iteration.
+    reduced_risk_curve_ : ndarray
+        ``R(omega, u) / lambda``: the reduced risk ``L(omega)`` for full-batch VarPro; an upper bound of it
+        for the other solvers (``u`` is not the minimiser there); minibatch averages with ``batch_size``.
+    pl_ratio_curve_ : ndarray
+        ``||grad L||^2_{L2(mu)} / L`` (squared speed of the particle flow over the reduced risk).
+    kernel_spectrum_ : ndarray of shape (n_spectrum,)
+        Top eigenvalues of the tangent kernel ``K = Phi^T Phi / (N M)`` at the final features.
+    regularization_ratio_ : float
+        ``lambda / ||K||_op``.
+    feature_history_ : ndarray of shape (n_snapshots, M, dim)
+        Present when ``store_features_every`` is set; the initial features come first.
+    history_, flow_time_, stop_reason_, best_loss_, pl_constant_, device_, n_features_in_
+        See :class:`skflow._base.BaseFlowEstimator`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_friedman1
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skflow import VarProSHLRegressor
+    >>> X, y = make_friedman1(n_samples=300, noise=0.5, random_state=0)
+    >>> model = make_pipeline(StandardScaler(), VarProSHLRegressor(random_state=0)).fit(X, y)
+    >>> model.score(X, y) > 0.9
+    True
+    """
+
+    _parameter_constraints = {
+        **BaseFlowEstimator._parameter_constraints,
+        "width": [Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "feature_domain": [StrOptions({"euclidean", "sphere"})],
+        "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
+        "regularization": [StrOptions({"biased", "unbiased"})],
+        "solver": [StrOptions({"varpro", "two-timescale", "gd"})],
+        "projection_momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "feature_scale": [Interval(numbers.Real, 0, None, closed="neither")],
+        "scale_targets": [StrOptions({"auto"}), "boolean"],
+        "store_features_every": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "n_spectrum": [Interval(numbers.Integral, 1, None, closed="left")],
+        "kernel_subsample": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        width=128,
+        *,
+        activation="relu",
+        feature_domain="euclidean",
+        alpha=1e-3,
+        regularization="biased",
+        solver="varpro",
+        projection_momentum=0.9,
+        feature_scale=1.0,
+        scale_targets="auto",
+        store_features_every=None,
+        n_spectrum=10,
+        kernel_subsample=4096,
+        learning_rate=1e-2,
+        max_iter=100,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        batch_size=None,
+        device="auto",
+        dtype="float64",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        self.width = width
+        self.activation = activation
+        self.feature_domain = feature_domain
+        self.alpha = alpha
+        self.regularization = regularization
+        self.solver = solver
+        self.projection_momentum = projection_momentum
+        self.feature_scale = feature_scale
+        self.scale_targets = scale_targets
+        self.store_features_every = store_features_every
+        self.n_spectrum = n_spectrum
+        self.kernel_subsample = kernel_subsample
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # ------------------------------------------------------------------ hooks
+    def _validate_fit_data(self, X, y):
+        X, y = super()._validate_fit_data(X, y)
+        self._check_numeric_targets(y)
+        return X, y
+
+    def _scales_targets(self):
+        if self.scale_targets == "auto":
+            # sphere features have no bias, so the model cannot represent the constant that centring removes
+            return self.regularization == "biased" and self.feature_domain == "euclidean"
+        return bool(self.scale_targets)
+
+    def _encode_targets(self, y):
+        Y = np.asarray(y, dtype=np.float64)
+        Y2 = Y[:, None] if Y.ndim == 1 else Y
+        if self.warm_start and hasattr(self, "y_mean_") and self.y_mean_.shape[0] == Y2.shape[1]:
+            mean, scale = self.y_mean_, self.y_scale_
+        elif self._scales_targets():
+            mean = Y2.mean(axis=0)
+            scale = Y2.std(axis=0)
+            # constant targets: keep them centred but unscaled rather than divide by ~0
+            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
+        else:
+            mean, scale = np.zeros(Y2.shape[1]), np.ones(Y2.shape[1])
+        self._y_ndim = Y.ndim
+        self.y_mean_, self.y_scale_ = mean, scale
+        return (Y2 - mean) / scale
+
+    def _init_features(self, d, generator):
+        M = self.width
+        G = torch.randn(M, d + (self.feature_domain == "euclidean"), generator=generator, dtype=torch.float64)
+        if self.feature_domain == "sphere":
+            # uniform on the sphere (the thesis's S^1 initialisation, omega_i ~ U(S^1))
+            return G / G.norm(dim=1, keepdim=True).clamp(min=1e-300)
+        # w ~ N(0, I/d), b ~ N(0, 1): pre-activations of unit variance on standardised inputs, and the
+        # kinks of ReLU spread over the data
+        G[:, :d] /= np.sqrt(max(d, 1))
+        return self.feature_scale * G
+
+    def _make_flow(self, X, Y, generator):
+        N, d = X.shape
+        if self.feature_domain == "sphere" and d < 2:
+            raise ValueError(
+                f"feature_domain='sphere' needs at least 2 features (the sphere of R^{d} is two points); "
+                "use feature_domain='euclidean'."
+            )
+        omega = self._init_features(d, generator).to(device=self.device_, dtype=self._torch_dtype)
+        M, n_out = self.width, Y.shape[1]
+        c = 1.0 if self.regularization == "unbiased" else 0.0
+        u = torch.full((M, n_out), c, dtype=self._torch_dtype, device=self.device_)
+        stochastic = self.batch_size is not None and self.batch_size < N
+        flow = VarProFlow(
+            omega, u, lam=self.alpha, regularization=self.regularization, activation=self.activation,
+            domain=self.feature_domain, solver=self.solver, momentum=self.projection_momentum,
+            stochastic=stochastic, store_every=self.store_features_every,
+        )
+        if self.store_features_every:
+            flow.snapshots.append(omega.detach().clone())
+        if self.solver == "two-timescale":
+            # one projection before training, as in the thesis's comparison (§III.6.1)
+            flow.project(X, Y)
+        return flow
+
+    def _kernel_subsample(self, X, Y):
+        n = X.shape[0]
+        if n <= self.kernel_subsample:
+            return X, Y
+        idx = torch.as_tensor(np.random.RandomState(0).permutation(n)[: self.kernel_subsample], device=X.device)
+        return X[idx], Y[idx]
+
+    def _finalize_fit(self, X, Y):
+        flow = self.flow_
+        stochastic = self.batch_size is not None and self.batch_size < X.shape[0]
+        if self.solver == "varpro" and not stochastic and self.n_iter_ > 0:
+            # after the last feature step u is the projection at the previous features: re-project, so that
+            # coef_ is u*(features_) exactly (VarPro's model)
+            with torch.no_grad():
+                flow.project(X, Y)
+        self.features_ = flow.omega.detach().cpu().double().numpy()
+        self.coef_ = flow.u.detach().cpu().double().numpy()
+        self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
+        Xs, _ = self._kernel_subsample(X, Y)
+        spectrum = kernel_spectrum(flow.omega, Xs, self.activation, self.feature_domain, k=self.n_spectrum)
+        self.kernel_spectrum_ = spectrum.cpu().numpy()
+        k_op = float(self.kernel_spectrum_[0]) if self.kernel_spectrum_.size else 0.0
+        self.regularization_ratio_ = self.alpha / k_op if k_op > 0 else float("inf")
+        if self.store_features_every:
+            self.feature_history_ = np.stack([s.cpu().double().numpy() for s in flow.snapshots])
+        elif hasattr(self, "feature_history_"):
+            del self.feature_history_
+
+    def _decode_output(self, out):
+        pred = out * self.y_scale_ + self.y_mean_
+        return pred[:, 0] if self._y_ndim == 1 else pred
+
+    # ------------------------------------------------------------------ public API
+    def predict(self, X):
+        """Predict ``y_mean_ + y_scale_ * (1/M) sigma(X_bar @ features_.T) @ coef_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        return self._decode_output(self._raw_output(X))
+
+    def reduced_risk(self, X, y):
+        """Reduced risk ``L(features_)`` (Eq. III.41) of new data, with the exact projection on it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        float
+        """
+        check_is_fitted(self, "flow_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
+        Y = (Y - self.y_mean_) / self.y_scale_
+        Xt = torch.as_tensor(X, dtype=torch.float64)
+        Yt = torch.as_tensor(Y, dtype=torch.float64)
+        omega = torch.as_tensor(self.features_)
+        with torch.no_grad():
+            L, _, _ = reduced_risk(omega, Xt, Yt, self.alpha, self.regularization, self.activation,
+                                   self.feature_domain)
+        return float(L)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
