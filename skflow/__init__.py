@@ -2,8 +2,15 @@
 
 __version__ = "0.1.0"
 
+from ._base import DivergenceWarning, SingularKernelWarning  # noqa: E402
 from .node import MeanFieldNODERegressor  # noqa: E402
 from .varpro import VarProSHLRegressor  # noqa: E402
 from .rkhs import RKHSNODEClassifier  # noqa: E402
 
-__all__ = ["MeanFieldNODERegressor"]
+__all__ = [
+    "DivergenceWarning",
+    "MeanFieldNODERegressor",
+    "RKHSNODEClassifier",
+    "SingularKernelWarning",
+    "VarProSHLRegressor",
+]

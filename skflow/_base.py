@@ -40,6 +40,10 @@ from .flows._flow import Flow
 __all__ = ["BaseFlowEstimator", "DivergenceWarning", "resolve_device", "resolve_dtype"]
 
 
+class SingularKernelWarning(UserWarning):
+    """A finite-width kernel diagnostic is singular (width below the number of points): its lambda_min is 0."""
+
+
 class DivergenceWarning(ConvergenceWarning):
     """The training risk became non-finite; the last parameters with a finite risk were restored."""
 
@@ -93,8 +97,8 @@ class BaseFlowEstimator(BaseEstimator):
     random_state : int, RandomState or None
         Seeds a local ``torch.Generator`` (on the CPU), so a seed gives the same model on every device.
     verbose : int
-        0 is silent; >0 prints iteration, risk, P-L ratio (and validation risk) every ``verbose * 10``
-        iterations (``log_every``).
+        0 is silent; 1 prints iteration, risk, P-L ratio (and validation risk) and elapsed time every
+        100 iterations and at the end; 2 or more prints every 20 iterations (each host synchronisation).
     warm_start : bool
         Continue from the previous fit's parameters, appending to the history.
     """
@@ -220,7 +224,7 @@ class BaseFlowEstimator(BaseEstimator):
         n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
         if X.shape[0] - n_val < 1:
             raise ValueError(
-                f"early_stopping needs at least 2 samples; got {X.shape[0]} with "
+                f"early_stopping needs at least 2 samples; got n_samples = {X.shape[0]} with "
                 f"validation_fraction={self.validation_fraction}."
             )
         try:
@@ -256,7 +260,8 @@ class BaseFlowEstimator(BaseEstimator):
             best_monitor = float(np.nanmin(host["val_risk" if use_val else "risk"]))
         stop_reason = "max_iter"
         t0 = time.perf_counter()
-        log_every = max(1, int(self.verbose) * 10) if self.verbose else 0
+        # the history reaches the host every _sync_every iterations; log every 5th sync, or each with verbose>=2
+        log_every = (self._sync_every if self.verbose >= 2 else 5 * self._sync_every) if self.verbose else 0
         it = start_iter
 
         def flush():
@@ -321,7 +326,7 @@ class BaseFlowEstimator(BaseEstimator):
                 pending.append(rec)
                 if (it + 1 - start_iter) % self._sync_every == 0 or it == start_iter + self.max_iter - 1:
                     reason = flush()
-                    if log_every and reason is None:
+                    if log_every and reason is None and (it + 1 - start_iter) % log_every == 0:
                         self._log(host, t0)
                     if reason is not None:
                         stop_reason = reason
@@ -339,7 +344,7 @@ class BaseFlowEstimator(BaseEstimator):
                 f"{type(self).__name__}: the training risk became non-finite (NaN or inf) at iteration "
                 f"{n_done}; training stopped and the last parameters with a finite risk were restored. "
                 f"The flow is too stiff for this time step: use a smaller learning_rate "
-                f"(now {self.learning_rate:g}), or a smaller output_scale, or standardise the inputs.",
+                f"(now {self.learning_rate:g}){self._divergence_hint()}, or standardise the inputs.",
                 DivergenceWarning,
             )
         elif stop_reason == "interrupted":
@@ -373,6 +378,12 @@ class BaseFlowEstimator(BaseEstimator):
         finite_pl = self.pl_ratio_curve_[np.isfinite(self.pl_ratio_curve_)]
         self.pl_constant_ = float(finite_pl.min()) if finite_pl.size else float("nan")
         self.best_loss_ = float(np.min(self.loss_curve_)) if n_done else float("nan")
+
+    def _divergence_hint(self):
+        """Extra advice for the divergence warning; the stiffness grows like ``output_scale ** 2``."""
+        if hasattr(self, "output_scale"):
+            return f", or a smaller output_scale (now {self.output_scale:g})"
+        return ""
 
     def _log(self, host, t0, final=False):
         risks = host.get("risk", [])
