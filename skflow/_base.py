@@ -181,13 +181,20 @@ class BaseFlowEstimator(BaseEstimator):
         self
         """
         self._validate_params()
-        X, y = self._validate_fit_data(X, y)
-        # everything that can fail on bad input happens before any fitted attribute changes
-        Y = np.asarray(self._encode_targets(y), dtype=np.float64)
-        if Y.ndim == 1:
-            Y = Y[:, None]
-        if not np.all(np.isfinite(Y)):
-            raise ValueError("Input y contains NaN or infinity.")
+        # everything that can fail on bad input happens first; if it fails, the estimator is left exactly as
+        # it was (validate_data sets n_features_in_, target encoding sets e.g. classes_)
+        saved = dict(self.__dict__)
+        try:
+            X, y = self._validate_fit_data(X, y)
+            Y = np.asarray(self._encode_targets(y), dtype=np.float64)
+            if Y.ndim == 1:
+                Y = Y[:, None]
+            if not np.all(np.isfinite(Y)):
+                raise ValueError("Input y contains NaN or infinity.")
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
         device = resolve_device(self.device)
         warm = self.warm_start and hasattr(self, "flow_")
         if warm and getattr(self, "_n_targets", None) != Y.shape[1]:

@@ -225,10 +225,12 @@ class MeanFieldNODERegressor(RegressorMixin, BaseFlowEstimator):
             )
         d, dout = X.shape[1], Y.shape[1]
         D = d + dout + self.extra_dims
+        # drawn in float64 on the CPU whatever the dtype, so a seed gives the same initialisation in float32
         U, W, b = init_particles(self.n_layers, self.width, D, self.feature_init, self.feature_scale, self.nu,
-                                 generator=generator, dtype=self._torch_dtype)
+                                 generator=generator, dtype=torch.float64)
+        to = dict(device=self.device_, dtype=self._torch_dtype)
         return MeanFieldSHLFlow(
-            U.to(self.device_), W.to(self.device_), b.to(self.device_), d, dout,
+            U.to(**to), W.to(**to), b.to(**to), d, dout,
             activation=self.activation, output_scale=self.output_scale, solver=self.solver,
             train_features=self.train_features,
         )
