@@ -36,6 +36,7 @@ FIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--full", action="store_true", help="thesis sizes (GPU)")
+    p.add_argument("--quick", action="store_true", help="a smoke run at tiny sizes (seconds)")
     p.add_argument("--device", default="auto")
     p.add_argument("--gamma", type=float, default=100.0)
     p.add_argument("--runs", type=int, default=None, help="independent runs averaged (thesis: 6)")
@@ -45,6 +46,9 @@ def parse():
     if a.full:
         a.n_samples, a.widths, a.steps, a.tau, a.runs = 4096, (32, 128, 512, 1024), 32000, 2.0 ** -10, 6
         a.tt_steps, a.n_snap, a.teacher_width, a.n_grid = 32000, 64, 4096, 1024
+    elif a.quick:
+        a.n_samples, a.widths, a.steps, a.tau, a.runs = 256, (16, 32), 100, 2.0 ** -6, 1
+        a.tt_steps, a.n_snap, a.teacher_width, a.n_grid = 200, 5, 512, 128
     else:
         a.n_samples, a.widths, a.steps, a.tau, a.runs = 1024, (32, 128), 1000, 2.0 ** -6, 1
         a.tt_steps, a.n_snap, a.teacher_width, a.n_grid = 8000, 20, 4096, 512
