@@ -47,8 +47,11 @@ class MeanFieldNODERegressor(RegressorMixin, BaseFlowEstimator):
     nu : float, default=1.5
         Smoothness of the Matern kernel of ``feature_init='student'``.
     output_scale : float, default=4.0
-        ``alpha``. The P-L constant grows as ``alpha^2`` (Prop. II.6.1); the flow is stiffer too, so
-        ``learning_rate`` should shrink roughly as ``1 / alpha^2``.
+        ``alpha``. The P-L ratio at initialisation grows as ``alpha^2`` (Prop. II.6.1; measured slope 2.00 in
+        ``examples/node_lifting_scaling.py``); the flow is stiffer too, so for ``alpha >= 4`` the
+        ``learning_rate`` should shrink roughly as ``1 / alpha^2`` (``0.1 * 16 / alpha^2``). For smaller
+        ``alpha`` the particles travel further and the P-L ratio grows along the run, so that rule
+        over-shoots: keep ``learning_rate <= 0.1`` there.
     solver : {'euler', 'midpoint', 'rk4'}, default='euler'
         Integrator of the forward flow. Euler is exactly a ResNet with ``1/S`` branch scaling.
     extra_dims : int, default=0
