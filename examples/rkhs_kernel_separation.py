@@ -110,7 +110,7 @@ def main():
             rf[M].append(random_feature_kernel_lambda_min(X, W, b))
     ax.semilogx(dsel, exact, "k-", lw=2, label="exact Gaussian kernel")
     for M in widths:
-        ax.semilogx(dsel, rf[M], "o--", label=f"random features M={M} ({M / N:g} N)")
+        ax.semilogx(dsel, rf[M], "o--", label=f"random features M={M} ({M / N:.2g} N)")
     ax.axhline(0.0, color="gray", lw=0.5)
     ax.set_xlabel("data separation delta")
     ax.set_ylabel("lambda_min")
