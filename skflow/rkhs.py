@@ -415,10 +415,8 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         -------
         ndarray of shape (n_samples, n_classes)
         """
-        logits = self._raw_output(X)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        P = np.exp(logits)
-        return P / P.sum(axis=1, keepdims=True)
+        P = np.exp(self.predict_log_proba(X))
+        return P / P.sum(axis=1, keepdims=True)  # renormalise the last ulp away
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, computed stably.
