@@ -28,7 +28,7 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -448,4 +448,59 @@ class BaseFlowEstimator(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
+        return tags
+
+
+class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
+    """Regression plumbing shared by the regressors: numeric targets, target standardisation, multi-output.
+
+    ``y`` is standardised per output (``y_mean_``, ``y_scale_``) when :meth:`_scales_targets` says so; the
+    risk and the diagnostics refer to the standardised targets and :meth:`predict` maps back.
+    """
+
+    def _scales_targets(self):
+        return bool(self.scale_targets)
+
+    def _validate_fit_data(self, X, y):
+        X, y = super()._validate_fit_data(X, y)
+        self._check_numeric_targets(y)
+        return X, y
+
+    def _encode_targets(self, y):
+        Y = np.asarray(y, dtype=np.float64)
+        Y2 = Y[:, None] if Y.ndim == 1 else Y
+        if self.warm_start and hasattr(self, "y_mean_") and self.y_mean_.shape[0] == Y2.shape[1]:
+            mean, scale = self.y_mean_, self.y_scale_  # a warm start keeps the units of the first fit
+        elif self._scales_targets():
+            mean = Y2.mean(axis=0)
+            scale = Y2.std(axis=0)
+            # constant targets: keep them centred but unscaled rather than divide by ~0
+            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
+        else:
+            mean, scale = np.zeros(Y2.shape[1]), np.ones(Y2.shape[1])
+        self._y_ndim = Y.ndim
+        self.y_mean_, self.y_scale_ = mean, scale
+        return (Y2 - mean) / scale
+
+    def _decode_output(self, out):
+        pred = out * self.y_scale_ + self.y_mean_
+        return pred[:, 0] if self._y_ndim == 1 else pred
+
+    def predict(self, X):
+        """Predict targets, on the scale of the ``y`` given to ``fit``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        return self._decode_output(self._raw_output(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
         return tags

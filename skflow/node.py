@@ -5,10 +5,9 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import BaseFlowEstimator, SingularKernelWarning
+from ._base import BaseFlowEstimator, BaseFlowRegressor, SingularKernelWarning
 from .diagnostics import convergence_report, shl_limit_kernel
 from .flows.shl import ACTIVATIONS, MeanFieldSHLFlow, init_particles
 from .flows.transport import conditional_wasserstein
@@ -17,7 +16,7 @@ from .kernels import lambda_min
 __all__ = ["MeanFieldNODERegressor"]
 
 
-class MeanFieldNODERegressor(RegressorMixin, BaseFlowEstimator):
+class MeanFieldNODERegressor(BaseFlowRegressor):
     """Mean-field Neural ODE regressor with single-hidden-layer residuals.
 
     The model is the NODE ``dz/ds = F_{mu(.|s)}(z)`` on ``[0, 1]``, discretised in ``S`` layers, whose residual
@@ -200,26 +199,6 @@ class MeanFieldNODERegressor(RegressorMixin, BaseFlowEstimator):
         self.warm_start = warm_start
 
     # ------------------------------------------------------------------ hooks
-    def _validate_fit_data(self, X, y):
-        X, y = super()._validate_fit_data(X, y)
-        self._check_numeric_targets(y)
-        return X, y
-
-    def _encode_targets(self, y):
-        Y = np.asarray(y, dtype=np.float64)
-        Y2 = Y[:, None] if Y.ndim == 1 else Y
-        if self.warm_start and hasattr(self, "y_mean_"):
-            mean, scale = self.y_mean_, self.y_scale_
-        elif self.scale_targets:
-            mean = Y2.mean(axis=0)
-            scale = Y2.std(axis=0)
-            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
-        else:
-            mean, scale = np.zeros(Y2.shape[1]), np.ones(Y2.shape[1])
-        self._y_ndim = Y.ndim
-        self.y_mean_, self.y_scale_ = mean, scale
-        return (Y2 - mean) / scale
-
     def _make_flow(self, X, Y, generator):
         if self.activation == "relu":
             warnings.warn(
@@ -282,27 +261,3 @@ class MeanFieldNODERegressor(RegressorMixin, BaseFlowEstimator):
             n_samples=n, output_scale=self.output_scale, distance=self.cot_distance_,
             displacement_curve=self.cot_displacement_curve_,
         )
-
-    def _decode_output(self, out):
-        pred = out * self.y_scale_ + self.y_mean_
-        return pred[:, 0] if self._y_ndim == 1 else pred
-
-    # ------------------------------------------------------------------ public API
-    def predict(self, X):
-        """Predict targets: ``alpha * z(1)[d:]`` mapped back to the scale of ``y``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,) or (n_samples, n_outputs)
-        """
-        return self._decode_output(self._raw_output(X))
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags

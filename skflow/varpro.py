@@ -4,18 +4,17 @@ import numbers
 
 import numpy as np
 import torch
-from sklearn.base import RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._base import BaseFlowEstimator
+from ._base import BaseFlowEstimator, BaseFlowRegressor
 from .flows.shl import ACTIVATIONS
 from .flows.varpro import VarProFlow, kernel_spectrum, reduced_risk
 
 __all__ = ["VarProSHLRegressor"]
 
 
-class VarProSHLRegressor(RegressorMixin, BaseFlowEstimator):
+class VarProSHLRegressor(BaseFlowRegressor):
     """Single-hidden-layer network trained by Variable Projection (VarPro), thesis Ch. III.
 
     The model is the mean-field two-layer network (Eq. III.1)
@@ -207,32 +206,11 @@ class VarProSHLRegressor(RegressorMixin, BaseFlowEstimator):
         self.warm_start = warm_start
 
     # ------------------------------------------------------------------ hooks
-    def _validate_fit_data(self, X, y):
-        X, y = super()._validate_fit_data(X, y)
-        self._check_numeric_targets(y)
-        return X, y
-
     def _scales_targets(self):
         if self.scale_targets == "auto":
             # sphere features have no bias, so the model cannot represent the constant that centring removes
             return self.regularization == "biased" and self.feature_domain == "euclidean"
         return bool(self.scale_targets)
-
-    def _encode_targets(self, y):
-        Y = np.asarray(y, dtype=np.float64)
-        Y2 = Y[:, None] if Y.ndim == 1 else Y
-        if self.warm_start and hasattr(self, "y_mean_") and self.y_mean_.shape[0] == Y2.shape[1]:
-            mean, scale = self.y_mean_, self.y_scale_
-        elif self._scales_targets():
-            mean = Y2.mean(axis=0)
-            scale = Y2.std(axis=0)
-            # constant targets: keep them centred but unscaled rather than divide by ~0
-            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
-        else:
-            mean, scale = np.zeros(Y2.shape[1]), np.ones(Y2.shape[1])
-        self._y_ndim = Y.ndim
-        self.y_mean_, self.y_scale_ = mean, scale
-        return (Y2 - mean) / scale
 
     def _init_features(self, d, generator):
         M = self.width
@@ -297,24 +275,7 @@ class VarProSHLRegressor(RegressorMixin, BaseFlowEstimator):
         elif hasattr(self, "feature_history_"):
             del self.feature_history_
 
-    def _decode_output(self, out):
-        pred = out * self.y_scale_ + self.y_mean_
-        return pred[:, 0] if self._y_ndim == 1 else pred
-
     # ------------------------------------------------------------------ public API
-    def predict(self, X):
-        """Predict ``y_mean_ + y_scale_ * (1/M) sigma(X_bar @ features_.T) @ coef_``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,) or (n_samples, n_outputs)
-        """
-        return self._decode_output(self._raw_output(X))
-
     def reduced_risk(self, X, y):
         """Reduced risk ``L(features_)`` (Eq. III.41) of new data, with the exact projection on it.
 
@@ -338,9 +299,3 @@ class VarProSHLRegressor(RegressorMixin, BaseFlowEstimator):
             L, _, _ = reduced_risk(omega, Xt, Yt, self.alpha, self.regularization, self.activation,
                                    self.feature_domain)
         return float(L)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags

@@ -4,7 +4,6 @@ Every test here compares the engine with an independent computation (finite diff
 closed-form kernel, the same flow at another width or depth), so a wrong scaling or sign makes it fail.
 """
 
-import math
 
 import numpy as np
 import pytest
