@@ -1,14 +1,25 @@
 """skflow: scikit-learn estimators trained by the gradient flows of mean-field ResNets and two-layer networks."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
-from ._base import DivergenceWarning, SingularKernelWarning  # noqa: E402
+from .exceptions import (  # noqa: E402
+    DiagnosticWarning,
+    DivergenceWarning,
+    DuplicateInputsWarning,
+    FitInterruptedWarning,
+    IncompatibleWarmStartError,
+    SingularKernelWarning,
+)
 from .node import MeanFieldNODERegressor  # noqa: E402
-from .varpro import VarProSHLRegressor  # noqa: E402
 from .rkhs import RKHSNODEClassifier  # noqa: E402
+from .varpro import VarProSHLRegressor  # noqa: E402
 
 __all__ = [
+    "DiagnosticWarning",
     "DivergenceWarning",
+    "DuplicateInputsWarning",
+    "FitInterruptedWarning",
+    "IncompatibleWarmStartError",
     "MeanFieldNODERegressor",
     "RKHSNODEClassifier",
     "SingularKernelWarning",

@@ -1,51 +1,51 @@
 """Shared scikit-learn plumbing for every skflow estimator.
 
-The estimators differ only in their engine (``skflow.flows``) and in how targets are encoded; everything
-else -- validation, device and dtype, seeding, the fit loop with its history, early stopping, divergence
-handling, verbose progress, warm start, chunked prediction and pickling across devices -- lives here, once.
+The estimators differ only in their engine (:mod:`skflow.flows`) and in how targets are encoded; everything
+else -- validation, device and dtype, seeding, the fit transaction, warm start, memory checks, chunked
+prediction and pickling across devices -- lives here, once. The fit loop itself is in :mod:`skflow._training`.
+
+``fit`` is a transaction: the new model is built on a shallow copy of the estimator and committed in one step at
+the end, so that whatever is raised before the commit leaves the previous fitted state exactly as it was.
 
 A subclass implements four hooks:
 
 ``_encode_targets(y) -> ndarray (n, n_outputs)``
-    validate and encode the targets (regressors: numeric check and optional scaling; classifiers:
-    label encoding). Called with ``y`` already validated by ``validate_data``; must not set attributes
-    other than those describing the target encoding.
+    encode validated targets (regressors: numeric check and optional scaling; classifiers: label encoding).
 ``_make_flow(X, Y, generator) -> Flow``
-    build the engine at initialisation on the given tensors (already on ``device_`` with ``dtype``).
-    ``generator`` is a seeded CPU ``torch.Generator``: draw on the CPU, then move to the device, so that
-    a seed gives the same model on every device.
+    build the engine at initialisation on the given tensors (already on ``device_`` with the fit's dtype).
+    ``generator`` is a seeded CPU ``torch.Generator``: draw on the CPU, then move to the device, so that a seed
+    gives the same model on every device.
 ``_finalize_fit(X, Y)``
-    set the estimator-specific fitted attributes from ``self.flow_`` and ``self.history_``.
+    set the estimator-specific fitted attributes from ``self.flow_`` and ``self.history_``, computing each
+    diagnostic through :meth:`_diagnostic` so that a failing one never breaks the fit.
 ``_decode_output(out) -> ndarray``
     map the engine's raw output (float64 NumPy) to predictions.
+
+and lists in ``_architecture_params`` the parameters a warm start cannot change.
 """
 
+import copy
 import math
 import numbers
-import sys
-import time
+import os
 import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._training import TrainConfig, train, warn_stop
+from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError
 from .flows._flow import Flow
 
-__all__ = ["BaseFlowEstimator", "DivergenceWarning", "resolve_device", "resolve_dtype"]
+__all__ = ["BaseFlowEstimator", "BaseFlowRegressor", "available_memory", "resolve_device", "resolve_dtype"]
 
-
-class SingularKernelWarning(UserWarning):
-    """A finite-width kernel diagnostic is singular (width below the number of points): its lambda_min is 0."""
-
-
-class DivergenceWarning(ConvergenceWarning):
-    """The training risk became non-finite; the last parameters with a finite risk were restored."""
+#: bytes that the activations of one prediction chunk may take
+PREDICT_MEMORY_BUDGET = 256 * 2**20
 
 
 def resolve_device(device):
@@ -59,7 +59,26 @@ def resolve_device(device):
 
 
 def resolve_dtype(dtype):
+    """'float64' / 'float32' -> the torch dtype."""
     return {"float64": torch.float64, "float32": torch.float32}[dtype]
+
+
+def available_memory(device):
+    """Bytes that can still be allocated on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _seed_generator(random_state):
@@ -67,6 +86,32 @@ def _seed_generator(random_state):
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
     return gen
+
+
+def _check_device_string(device):
+    """An InvalidParameterError for a device string torch cannot parse."""
+    if isinstance(device, torch.device) or device == "auto":
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"The 'device' parameter must be 'auto', a device string such as 'cpu', 'cuda' or 'cuda:1', or a "
+            f"torch.device; got {device!r} ({exc})."
+        ) from None
+
+
+def _check_magnitude(A, dtype, what):
+    """A clear error when the squares of ``A``'s entries would overflow the training dtype."""
+    if A.size == 0:
+        return
+    limit = math.sqrt(torch.finfo(dtype).max) / max(1.0, math.sqrt(A.shape[1] if A.ndim > 1 else 1))
+    peak = float(np.max(np.abs(A)))
+    if peak > limit:
+        raise ValueError(
+            f"{what} has entries as large as {peak:.3g}: their squares overflow {dtype} (limit about {limit:.3g}). "
+            "Standardise it (e.g. sklearn.preprocessing.StandardScaler) or use dtype='float64'."
+        )
 
 
 class BaseFlowEstimator(BaseEstimator):
@@ -118,8 +163,8 @@ class BaseFlowEstimator(BaseEstimator):
         "warm_start": ["boolean"],
     }
 
-    #: rows per chunk in predict; bounded so that activations (chunk x width) stay small.
-    _predict_chunk = 8192
+    #: parameters a warm start cannot change (the shape of the model)
+    _architecture_params = ()
     #: history is brought to the host every this many iterations (no host sync in the hot loop).
     _sync_every = 20
     #: whether the train/validation split is stratified (classifiers)
@@ -142,7 +187,17 @@ class BaseFlowEstimator(BaseEstimator):
         """Time step at a given iteration; subclasses may add a schedule."""
         return self.learning_rate
 
+    def _divergence_hint(self):
+        """Extra advice for the divergence warning; the stiffness grows like ``output_scale ** 2``."""
+        if hasattr(self, "output_scale"):
+            return f" (now {self.learning_rate:g}), or a smaller output_scale (now {self.output_scale:g})"
+        return f" (now {self.learning_rate:g})"
+
     # ------------------------------------------------------------------ validation
+    def _validate_params(self):
+        super()._validate_params()
+        _check_device_string(self.device)
+
     def _validate_fit_data(self, X, y):
         """Validate X, y and return (X float64, y). Subclasses may extend (e.g. multi_output)."""
         return validate_data(self, X, y, multi_output=True, dtype=np.float64, y_numeric=False)
@@ -161,7 +216,8 @@ class BaseFlowEstimator(BaseEstimator):
                 ) from None
 
     def _to_tensor(self, A):
-        return torch.as_tensor(np.ascontiguousarray(A), dtype=self._torch_dtype).to(self.device_)
+        dtype = getattr(self, "_fit_dtype", None) or self._torch_dtype
+        return torch.as_tensor(np.ascontiguousarray(A), dtype=dtype).to(self.device_)
 
     @property
     def _torch_dtype(self):
@@ -169,7 +225,11 @@ class BaseFlowEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y):
-        """Fit the model by running the gradient flow from its initialisation.
+        """Fit the model by running the gradient flow from its initialisation (or, with ``warm_start``, on).
+
+        The fit is a transaction: if anything is raised before it completes (bad input, an unusable device,
+        an incompatible warm start, too little memory), the estimator keeps its previous fitted state exactly.
+        Ctrl-C during training keeps the model trained so far, with its exact history.
 
         Parameters
         ----------
@@ -181,48 +241,102 @@ class BaseFlowEstimator(BaseEstimator):
         self
         """
         self._validate_params()
-        # everything that can fail on bad input happens first; if it fails, the estimator is left exactly as
-        # it was (validate_data sets n_features_in_, target encoding sets e.g. classes_)
-        saved = dict(self.__dict__)
-        try:
-            X, y = self._validate_fit_data(X, y)
-            Y = np.asarray(self._encode_targets(y), dtype=np.float64)
-            if Y.ndim == 1:
-                Y = Y[:, None]
-            if not np.all(np.isfinite(Y)):
-                raise ValueError("Input y contains NaN or infinity.")
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
-        device = resolve_device(self.device)
-        warm = self.warm_start and hasattr(self, "flow_")
-        if warm and getattr(self, "_n_targets", None) != Y.shape[1]:
-            raise ValueError(
-                f"warm_start=True but y has {Y.shape[1]} outputs, the previous fit had {self._n_targets}."
-            )
-        self.device_ = device
-        self._n_targets = Y.shape[1]
-
-        generator = _seed_generator(self.random_state)
-        X_tr, Y_tr, X_val, Y_val = self._split(X, Y, y)
-        Xt, Yt = self._to_tensor(X_tr), self._to_tensor(Y_tr)
-        if X_val is not None:
-            Xv, Yv = self._to_tensor(X_val), self._to_tensor(Y_val)
-        else:
-            Xv = Yv = None
-
-        if warm:
-            self.flow_ = self.flow_.to(device, self._torch_dtype)
-            history = {k: list(v) for k, v in self.history_.items()}
-            start_iter = self.n_iter_
-        else:
-            self.flow_ = self._make_flow(Xt, Yt, generator)
-            history = {}
-            start_iter = 0
-        self._train_loop(Xt, Yt, Xv, Yv, generator, history, start_iter)
-        self._finalize_fit(Xt, Yt)
+        work = copy.copy(self)
+        work._fit(X, y)
+        # commit in one step
+        self.__dict__.clear()
+        self.__dict__.update(work.__dict__)
         return self
+
+    def _fit(self, X, y):
+        warm = self.warm_start and hasattr(self, "flow_")
+        previous = self._model_signature() if warm else None
+        if not warm:
+            self._clear_fitted()
+        X, y = self._validate_fit_data(X, y)
+        Y = self._prepare_targets(y)
+        self._fit_dtype = self._torch_dtype
+        _check_magnitude(X, self._fit_dtype, "X")
+        self._n_targets = Y.shape[1]
+        if warm:
+            self._check_warm_start(previous)
+        self.device_ = resolve_device(self.device)
+        generator = _seed_generator(self.random_state)
+        data = [None if A is None else self._to_tensor(A) for A in self._split(X, Y, y)]
+        if warm:
+            flow = self.flow_.to(self.device_, self._fit_dtype)
+            history, start_iter = dict(self.history_), self.n_iter_
+        else:
+            flow = self._make_flow(data[0], data[1], generator)
+            history, start_iter = None, 0
+        self._check_memory(flow, data[0].shape[0] if self.batch_size is None else self.batch_size)
+        flow.start(data[0], data[1])
+        result = train(flow, data, self._train_config(), generator, history, start_iter)
+        flow.finish(data[0], data[1], result.n_iter)
+        self.flow_ = flow
+        self._set_history(result)
+        warn_stop(result, type(self).__name__, self._train_config(), self._divergence_hint())
+        self._finalize_fit(data[0], data[1])
+        if getattr(self, "_diagnostics_interrupted", False):
+            warnings.warn(f"{type(self).__name__}: interrupted while computing the diagnostics; the fitted model "
+                          "is kept and the diagnostics not computed are NaN.", FitInterruptedWarning)
+        return self
+
+    def _prepare_targets(self, y):
+        Y = np.asarray(self._encode_targets(y), dtype=np.float64)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if not np.all(np.isfinite(Y)):
+            raise ValueError("Input y contains NaN or infinity (or values that overflow once scaled).")
+        _check_magnitude(Y, self._torch_dtype, "y (as trained on, after any scaling)")
+        return Y
+
+    def _train_config(self):
+        return TrainConfig(
+            max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+            batch_size=self.batch_size, learning_rate_at=self._learning_rate_at, sync_every=self._sync_every,
+            verbose=self.verbose, name=type(self).__name__,
+        )
+
+    def _clear_fitted(self):
+        """Forget every fitted attribute (a cold fit starts from nothing)."""
+        for key in list(vars(self)):
+            if key.endswith("_") and not key.startswith("__"):
+                delattr(self, key)
+        self.__dict__.pop("_diagnostics_interrupted", None)
+
+    def _model_signature(self):
+        """What a warm start must keep: input width, outputs / classes and the architecture."""
+        sig = {"n_features_in_": self.n_features_in_, "n_outputs": self._n_targets}
+        if hasattr(self, "classes_"):
+            sig["classes_"] = list(self.classes_)
+        sig.update({name: value for name, value in self._architecture.items()})
+        return sig
+
+    @property
+    def _architecture(self):
+        return {name: getattr(self, name) for name in self._architecture_params}
+
+    def _check_warm_start(self, previous):
+        current = self._model_signature()
+        changed = [f"{k}: {previous[k]!r} -> {current.get(k)!r}" for k in previous if previous[k] != current.get(k)]
+        if changed:
+            raise IncompatibleWarmStartError(
+                f"{type(self).__name__}: warm_start=True cannot continue the previous fit, because "
+                + "; ".join(changed) + ". Set warm_start=False to fit a new model."
+            )
+
+    def _check_memory(self, flow, rows):
+        """A MemoryError, before anything is allocated, when a training step cannot fit in memory."""
+        need = flow.bytes_per_row(training=True) * int(rows)
+        have = available_memory(self.device_)
+        if have is not None and need > have:
+            raise MemoryError(
+                f"{type(self).__name__}: a training step needs about {need / 2**30:.2f} GiB of activations "
+                f"({rows} rows x {flow.bytes_per_row(training=True)} bytes) but only {have / 2**30:.2f} GiB are "
+                f"available on {self.device_}. Use a batch_size (e.g. batch_size={max(1, int(rows * have / need / 2))}),"
+                " a smaller width / number of features, or dtype='float32'."
+            )
 
     def _split(self, X, Y, y):
         if not self.early_stopping:
@@ -234,151 +348,23 @@ class BaseFlowEstimator(BaseEstimator):
                 f"early_stopping needs at least 2 samples; got n_samples = {X.shape[0]} with "
                 f"validation_fraction={self.validation_fraction}."
             )
+        seed = check_random_state(self.random_state).randint(2**31 - 1)
         try:
-            X_tr, X_val, Y_tr, Y_val = train_test_split(
-                X, Y, test_size=n_val, random_state=check_random_state(self.random_state).randint(2**31 - 1),
-                stratify=stratify,
-            )
+            X_tr, X_val, Y_tr, Y_val = train_test_split(X, Y, test_size=n_val, random_state=seed, stratify=stratify)
         except ValueError:  # too few members in a class to stratify
-            X_tr, X_val, Y_tr, Y_val = train_test_split(
-                X, Y, test_size=n_val, random_state=check_random_state(self.random_state).randint(2**31 - 1)
-            )
+            X_tr, X_val, Y_tr, Y_val = train_test_split(X, Y, test_size=n_val, random_state=seed)
         return X_tr, Y_tr, X_val, Y_val
 
-    def _train_loop(self, X, Y, Xv, Yv, generator, history, start_iter):
-        flow = self.flow_
-        params = flow.parameters()
-        n = X.shape[0]
-        batch = n if self.batch_size is None else min(self.batch_size, n)
-        n_batches = math.ceil(n / batch)
-        # buffers that let us restore, without a host sync per step, the last parameters with a finite
-        # risk (divergence) and the parameters with the best validation risk (early stopping)
-        prev = [p.detach().clone() for p in params]
-        last_finite = [p.detach().clone() for p in params]
-        use_val = Xv is not None
-        if use_val:
-            best_params = [p.detach().clone() for p in params]
-            best_val = torch.tensor(float("inf"), dtype=X.dtype, device=X.device)
-
-        pending = []  # per-iteration dicts of device tensors not yet brought to the host
-        host = {k: list(v) for k, v in history.items()}
-        best_monitor, no_improve = math.inf, 0
-        if host.get("val_risk" if use_val else "risk"):
-            best_monitor = float(np.nanmin(host["val_risk" if use_val else "risk"]))
-        stop_reason = "max_iter"
-        t0 = time.perf_counter()
-        # the history reaches the host every _sync_every iterations; log every 5th sync, or each with verbose>=2
-        log_every = (self._sync_every if self.verbose >= 2 else 5 * self._sync_every) if self.verbose else 0
-        it = start_iter
-
-        def flush():
-            """Bring pending history to the host; returns the reason to stop, or None."""
-            nonlocal best_monitor, no_improve
-            if not pending:
-                return None
-            keys = pending[0].keys()
-            stacked = {k: torch.stack([p[k] for p in pending]).double().cpu().numpy() for k in keys}
-            count = len(pending)
-            pending.clear()
-            for j in range(count):
-                row = {k: float(stacked[k][j]) for k in keys}
-                if not math.isfinite(row["risk"]):
-                    return "diverged"
-                for k, v in row.items():
-                    host.setdefault(k, []).append(v)
-                monitor = row["val_risk"] if use_val else row["risk"]
-                if self.tol > 0:
-                    if monitor > best_monitor - self.tol * abs(best_monitor):
-                        no_improve += 1
-                    else:
-                        no_improve = 0
-                if monitor < best_monitor:
-                    best_monitor = monitor
-                if self.tol > 0 and no_improve >= self.n_iter_no_change:
-                    return "converged"
-            return None
-
-        try:
-            for it in range(start_iter, start_iter + self.max_iter):
-                lr = float(self._learning_rate_at(it))
-                if batch < n:
-                    perm = torch.randperm(n, generator=generator).to(X.device)
-                records = []
-                for j in range(n_batches):
-                    if batch < n:
-                        idx = perm[j * batch:(j + 1) * batch]
-                        Xb, Yb = X[idx], Y[idx]
-                    else:
-                        Xb, Yb = X, Y
-                    for p, q in zip(params, prev):
-                        q.copy_(p)
-                    out = flow.step(Xb, Yb, lr)
-                    ok = torch.isfinite(out["risk"])
-                    for q, s in zip(prev, last_finite):
-                        torch.where(ok, q, s, out=s)
-                    records.append(out)
-                if len(records) == 1:
-                    rec = dict(records[0])
-                else:  # epoch averages, weighted by batch size
-                    w = torch.tensor([min(batch, n - j * batch) / n for j in range(n_batches)],
-                                     dtype=X.dtype, device=X.device)
-                    rec = {k: (torch.stack([r[k] for r in records]) * w).sum() for k in records[0]}
-                if use_val:
-                    val = flow.risk(Xv, Yv)
-                    better = val < best_val
-                    best_val = torch.where(better, val, best_val)
-                    for p, b in zip(params, best_params):
-                        torch.where(better, p, b, out=b)
-                    rec["val_risk"] = val
-                pending.append(rec)
-                if (it + 1 - start_iter) % self._sync_every == 0 or it == start_iter + self.max_iter - 1:
-                    reason = flush()
-                    if log_every and reason is None and (it + 1 - start_iter) % log_every == 0:
-                        self._log(host, t0)
-                    if reason is not None:
-                        stop_reason = reason
-                        break
-        except KeyboardInterrupt:
-            stop_reason = "interrupted"
-            pending.clear()
-
-        n_done = len(host.get("risk", []))
-        if stop_reason in ("diverged", "interrupted"):
-            for p, s in zip(params, last_finite):
-                p.copy_(s)
-        if stop_reason == "diverged":
-            warnings.warn(
-                f"{type(self).__name__}: the training risk became non-finite (NaN or inf) at iteration "
-                f"{n_done}; training stopped and the last parameters with a finite risk were restored. "
-                f"The flow is too stiff for this time step: use a smaller learning_rate "
-                f"(now {self.learning_rate:g}){self._divergence_hint()}, or standardise the inputs.",
-                DivergenceWarning,
-            )
-        elif stop_reason == "interrupted":
-            warnings.warn(
-                f"{type(self).__name__}: fit interrupted after {n_done} iterations; the model holds the last "
-                "parameters with a finite risk and is usable.",
-                UserWarning,
-            )
-        elif stop_reason == "max_iter" and self.tol > 0:
-            warnings.warn(
-                f"{type(self).__name__}: max_iter={self.max_iter} reached before the risk stopped "
-                "decreasing; increase max_iter for a closer approximation of the gradient flow.",
-                ConvergenceWarning,
-            )
-        if use_val and n_done > 0:
-            for p, b in zip(params, best_params):
-                p.copy_(b)
-            self.best_validation_risk_ = float(best_val)
-        if log_every:
-            self._log(host, t0, final=True)
-
-        self.history_ = {k: np.asarray(v, dtype=np.float64) for k, v in host.items()}
+    def _set_history(self, result):
+        n_done = result.n_iter
+        self.history_ = dict(result.history)
         # flow time at the start of iteration i: the sum of the time steps taken before it
         lrs = np.array([self._learning_rate_at(i) for i in range(n_done)], dtype=np.float64)
-        self.history_["flow_time"] = np.concatenate([[0.0], np.cumsum(lrs * n_batches)[:-1]])[:n_done]
+        self.history_["flow_time"] = np.concatenate([[0.0], np.cumsum(lrs * result.n_batches)[:-1]])[:n_done]
         self.n_iter_ = n_done
-        self.stop_reason_ = stop_reason
+        self.stop_reason_ = result.stop_reason
+        if self.early_stopping and n_done:
+            self.best_validation_risk_ = result.best_validation_risk
         self.loss_curve_ = self.history_.get("risk", np.zeros(0))
         self.flow_time_ = self.history_["flow_time"]
         self.pl_ratio_curve_ = self.history_.get("pl_ratio", np.zeros(0))
@@ -386,39 +372,40 @@ class BaseFlowEstimator(BaseEstimator):
         self.pl_constant_ = float(finite_pl.min()) if finite_pl.size else float("nan")
         self.best_loss_ = float(np.min(self.loss_curve_)) if n_done else float("nan")
 
-    def _divergence_hint(self):
-        """Extra advice for the divergence warning; the stiffness grows like ``output_scale ** 2``."""
-        if hasattr(self, "output_scale"):
-            return f", or a smaller output_scale (now {self.output_scale:g})"
-        return ""
-
-    def _log(self, host, t0, final=False):
-        risks = host.get("risk", [])
-        if not risks:
-            return
-        i = len(risks)
-        msg = f"[{type(self).__name__}] iter {i:6d}  risk {risks[-1]:.4e}"
-        if "pl_ratio" in host:
-            msg += f"  P-L ratio {host['pl_ratio'][-1]:.3e}"
-        if "val_risk" in host:
-            msg += f"  val risk {host['val_risk'][-1]:.4e}"
-        msg += f"  {time.perf_counter() - t0:7.1f}s"
-        if final:
-            msg += "  (done)"
-        print(msg, file=sys.stdout, flush=True)
+    def _diagnostic(self, name, fn, *args, default=float("nan"), **kwargs):
+        """Run one diagnostic; a failure gives ``default`` with a DiagnosticWarning, never a broken fit."""
+        if getattr(self, "_diagnostics_interrupted", False):
+            return default
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            self._diagnostics_interrupted = True
+            return default
+        except Exception as exc:  # noqa: BLE001 - any failure of a diagnostic must leave the fit standing
+            warnings.warn(f"{type(self).__name__}: the diagnostic {name} could not be computed "
+                          f"({type(exc).__name__}: {exc}); it is set to {default!r}.", DiagnosticWarning)
+            return default
 
     # ------------------------------------------------------------------ predict
+    def _predict_chunk(self):
+        """Rows per prediction chunk, from a memory budget on the activations of one chunk."""
+        return max(1, PREDICT_MEMORY_BUDGET // max(1, self.flow_.bytes_per_row(training=False)))
+
     def _raw_output(self, X):
         check_is_fitted(self, "flow_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
+        chunk = self._predict_chunk()
         outs = []
         with torch.no_grad():
-            for start in range(0, X.shape[0], self._predict_chunk):
-                chunk = self._to_tensor(X[start:start + self._predict_chunk])
-                outs.append(self.flow_.forward(chunk).double().cpu().numpy())
+            for start in range(0, X.shape[0], chunk):
+                outs.append(self.flow_.forward(self._to_tensor(X[start:start + chunk])).double().cpu().numpy())
         if not outs:
             return np.zeros((0, self._n_targets))
-        return np.concatenate(outs, axis=0)
+        out = np.concatenate(outs, axis=0)
+        if not np.all(np.isfinite(out)):
+            warnings.warn(f"{type(self).__name__}: some outputs are not finite (numerical overflow): the inputs are "
+                          "far outside the range seen in training. Standardise X as for fit.", RuntimeWarning)
+        return out
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -472,8 +459,11 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         if self.warm_start and hasattr(self, "y_mean_") and self.y_mean_.shape[0] == Y2.shape[1]:
             mean, scale = self.y_mean_, self.y_scale_  # a warm start keeps the units of the first fit
         elif self._scales_targets():
-            mean = Y2.mean(axis=0)
-            scale = Y2.std(axis=0)
+            # moments of Y / max|Y|: they cannot overflow, whatever the magnitude of y
+            peak = np.max(np.abs(Y2), axis=0) if Y2.shape[0] else np.ones(Y2.shape[1])
+            peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+            mean = (Y2 / peak).mean(axis=0) * peak
+            scale = (Y2 / peak).std(axis=0) * peak
             # constant targets: keep them centred but unscaled rather than divide by ~0
             scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
         else:

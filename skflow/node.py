@@ -7,11 +7,12 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import BaseFlowEstimator, BaseFlowRegressor, SingularKernelWarning
-from .diagnostics import convergence_report, shl_limit_kernel
-from .flows.shl import ACTIVATIONS, MeanFieldSHLFlow, init_particles
-from .flows.transport import conditional_wasserstein
-from .kernels import lambda_min
+from ._arrays import seeded_subsample, to_numpy
+from ._base import BaseFlowEstimator, BaseFlowRegressor
+from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
+from .exceptions import SingularKernelWarning
+from .flows._ops import ACTIVATIONS, lift
+from .flows.node import MeanFieldSHLFlow, init_particles
 
 __all__ = ["MeanFieldNODERegressor"]
 
@@ -145,6 +146,11 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         "kernel_subsample": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
+    _architecture_params = ("n_layers", "width", "extra_dims", "activation", "solver", "output_scale",
+                            "train_features")
+    #: the exact W2_COT (O(M^2) memory, O(M^3) time per layer) above this width is estimated on a subsample
+    _cot_max_particles = 2048
+
     def __init__(
         self,
         n_layers=8,
@@ -220,44 +226,48 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
 
     def _finalize_fit(self, X, Y):
         flow = self.flow_
-        self.U_ = flow.U.detach().cpu().double().numpy()
-        self.W_ = flow.W.detach().cpu().double().numpy()
-        self.b_ = flow.b.detach().cpu().double().numpy()
+        self.U_, self.W_, self.b_ = to_numpy(flow.U), to_numpy(flow.W), to_numpy(flow.b)
         self.cot_displacement_curve_ = self.history_.get("cot_displacement", np.zeros(0))
-        self.cot_distance_ = conditional_wasserstein(flow.particles(), flow.initial_particles())
+        self.cot_distance_, self.cot_method_ = self._diagnostic(
+            "cot_distance_", conditional_wasserstein, flow.particles(), flow.initial_particles(),
+            max_particles=self._cot_max_particles, return_method=True, default=(float("nan"), "failed"))
+        Xs = self._kernel_inputs(X)
+        self.kernel_n_samples_ = Xs.shape[0]
+        self.layer_kernel_lambda_min_ = self._diagnostic(
+            "kernel_lambda_min_", self._layer_lambda_min, flow, Xs, default=np.full(self.n_layers, np.nan))
+        self.kernel_lambda_min_ = float(self.layer_kernel_lambda_min_.mean())
+        self.exact_kernel_lambda_min_ = float("nan")
+        if self.activation == "cos":
+            # at initialisation u = 0, so the flow is the identity and every layer sees z(0) = (x, 0)
+            self.exact_kernel_lambda_min_ = self._diagnostic(
+                "exact_kernel_lambda_min_", kernel_lambda_min, lift(Xs, flow.dim), self.feature_init,
+                self.feature_scale, self.nu)
+        self.convergence_report_ = convergence_report(
+            self.loss_curve_, self.flow_time_, self.pl_ratio_curve_, self.kernel_lambda_min_,
+            n_samples=X.shape[0], output_scale=self.output_scale, distance=self.cot_distance_,
+            displacement_curve=self.cot_displacement_curve_,
+        )
+        self.convergence_report_["cot_method"] = self.cot_method_
 
-        # kernel diagnostics at initialisation, on a seeded subsample
-        n = X.shape[0]
-        idx = np.random.RandomState(0).permutation(n)[: self.kernel_subsample]
-        Xs = X[torch.as_tensor(idx, device=X.device)].double()
-        n_sub = len(idx)
-        flow64 = flow.to(X.device, torch.float64)
-        with torch.no_grad():
-            Ks = flow64.feature_kernels(Xs, initial=True)
-        self.layer_kernel_lambda_min_ = np.array([lambda_min(K) for K in Ks])
-        if self.width < n_sub:
-            # rank(Phi Phi^T / M) <= M < n_sub: lambda_min is exactly 0, not round-off (SPEC section 1)
+    def _kernel_inputs(self, X):
+        """The (at most ``kernel_subsample``) training inputs of the kernel diagnostics, in float64 on the CPU."""
+        idx = seeded_subsample(X.shape[0], self.kernel_subsample)
+        Xs = X if idx is None else X[torch.as_tensor(idx, device=X.device)]
+        return Xs.detach().double().cpu()
+
+    def _layer_lambda_min(self, flow, Xs):
+        """``lambda_min(K1_k)`` of every layer at initialisation, exactly 0 when ``M`` is below the points."""
+        if self.width < Xs.shape[0]:
+            # rank(Phi Phi^T / M) <= M < n: lambda_min is exactly 0, not round-off (Eq. II.38)
             warnings.warn(
-                f"{type(self).__name__}: width M={self.width} is below the {n_sub} points of the kernel "
+                f"{type(self).__name__}: width M={self.width} is below the {Xs.shape[0]} points of the kernel "
                 "diagnostic, so the finite-width kernel K1 = Phi Phi^T / M is singular: kernel_lambda_min_ is "
                 "set to 0 and the linear-convergence guarantee of Thm. II.7 does not apply (training may still "
                 "fit well). Use width >= N (or kernel_subsample <= width) for a positive lambda_0, or read "
                 "exact_kernel_lambda_min_, the infinite-width value.",
                 SingularKernelWarning,
             )
-            self.layer_kernel_lambda_min_ = np.zeros(self.n_layers)
-        self.kernel_lambda_min_ = float(self.layer_kernel_lambda_min_.mean())
-        self.kernel_n_samples_ = n_sub
-        if self.activation == "cos":
-            Z0 = torch.zeros(n_sub, flow.dim, dtype=torch.float64)
-            Z0[:, : Xs.shape[1]] = Xs.cpu()
-            # at initialisation u = 0, so the flow is the identity and every layer sees z(0) = (x, 0)
-            K = shl_limit_kernel(Z0, self.feature_init, self.feature_scale, self.nu)
-            self.exact_kernel_lambda_min_ = lambda_min(K)
-        else:
-            self.exact_kernel_lambda_min_ = float("nan")
-        self.convergence_report_ = convergence_report(
-            self.loss_curve_, self.flow_time_, self.pl_ratio_curve_, self.kernel_lambda_min_,
-            n_samples=n, output_scale=self.output_scale, distance=self.cot_distance_,
-            displacement_curve=self.cot_displacement_curve_,
-        )
+            return np.zeros(self.n_layers)
+        with torch.no_grad():
+            Ks = flow.to("cpu", torch.float64).feature_kernels(Xs, initial=True)
+        return np.array([lambda_min(K) for K in Ks])

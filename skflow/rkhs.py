@@ -11,27 +11,21 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
+from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator
-from .flows.rkhs import (
-    LOSSES,
-    RKHSFlow,
+from .diagnostics import (
     data_separation,
     exact_kernel_lambda_min,
     feature_kappa,
-    init_random_features,
+    gram_lambda_min,
     pl_bound,
-    random_feature_kernel_lambda_min,
+    squared_distances,
 )
+from .exceptions import DuplicateInputsWarning, SingularKernelWarning
+from .flows._ops import lift
+from .flows.rkhs import LOSSES, RKHSFlow, init_random_features, random_features
 
-__all__ = ["RKHSNODEClassifier", "DuplicateInputsWarning", "InsufficientWidthWarning", "median_length_scale"]
-
-
-class DuplicateInputsWarning(UserWarning):
-    """Two training inputs coincide (``delta = 0``): no model of the form ``x -> z_x(1)`` can interpolate them."""
-
-
-class InsufficientWidthWarning(UserWarning):
-    """Fewer random features than training points: the random-feature kernel matrix is singular."""
+__all__ = ["RKHSNODEClassifier", "median_length_scale"]
 
 
 def median_length_scale(X, max_samples=1000, factor=1.0):
@@ -40,13 +34,13 @@ def median_length_scale(X, max_samples=1000, factor=1.0):
     The subsample (at most ``max_samples`` rows, drawn with ``RandomState(0)`` so the rule depends on the
     data only) keeps the cost at ``O(max_samples^2 d)``. Returns 1.0 when all pairwise distances vanish.
     """
-    X = np.asarray(X, dtype=np.float64)
-    if X.shape[0] > max_samples:
-        X = X[np.random.RandomState(0).choice(X.shape[0], max_samples, replace=False)]
+    X = to_numpy(X)
+    idx = seeded_subsample(X.shape[0], max_samples)
+    if idx is not None:
+        X = X[idx]
     if X.shape[0] < 2:
         return 1.0
-    sq = (X * X).sum(1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * X @ X.T, 0.0)
+    d2 = squared_distances(torch.as_tensor(X)).numpy()
     iu = np.triu_indices(X.shape[0], k=1)
     med = float(np.sqrt(np.median(d2[iu])))
     return factor * med if med > 0 else 1.0
@@ -222,6 +216,8 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
     }
 
     _stratify = True
+    _architecture_params = ("n_layers", "n_features", "kernel", "length_scale", "nu", "output_scale", "loss",
+                            "momentum")
     #: the data separation is exact up to this many training points, on a fixed subsample above (O(N^2 d))
     _separation_max = 20000
     #: the width warning fires (with M < N) only when the final risk is above this fraction of the initial one
@@ -294,12 +290,6 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
                 f"{type(self).__name__} needs samples of at least 2 classes in the data; got only one class: "
                 f"{classes[0]!r}."
             )
-        if self.warm_start and hasattr(self, "classes_") and hasattr(self, "flow_"):
-            if not np.array_equal(classes, self.classes_):
-                raise ValueError(
-                    f"warm_start=True but y has classes {classes.tolist()}, the previous fit had "
-                    f"{self.classes_.tolist()}."
-                )
         self.classes_ = classes
         Y = np.zeros((y.shape[0], classes.shape[0]), dtype=np.float64)
         Y[np.arange(y.shape[0]), encoded] = 1.0
@@ -309,7 +299,7 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         N, d = X.shape
         K = Y.shape[1]
         if self.length_scale == "auto":
-            self.length_scale_ = median_length_scale(X.detach().cpu().double().numpy())
+            self.length_scale_ = median_length_scale(X)
         else:
             self.length_scale_ = float(self.length_scale)
         D = d + K
@@ -320,68 +310,63 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         return RKHSFlow(theta.to(**to), W.to(**to), b.to(**to), d_in=d, output_scale=self.output_scale,
                         loss=self.loss, momentum=self.momentum)
 
-    def _diagnostic_inputs(self, X):
-        n = X.shape[0]
-        if n <= self.kernel_subsample:
-            return X
-        idx = np.sort(np.random.RandomState(0).choice(n, self.kernel_subsample, replace=False))
-        return X[torch.as_tensor(idx, device=X.device)]
-
     def _finalize_fit(self, X, Y):
         flow = self.flow_
-        N, d = X.shape
-        K = Y.shape[1]
-        self.theta_ = flow.theta.detach().cpu().double().numpy()
-        self.random_weights_ = flow.W.detach().cpu().double().numpy()
-        self.random_offset_ = flow.b.detach().cpu().double().numpy()
+        N, K = X.shape[0], Y.shape[1]
+        self.theta_, self.random_weights_, self.random_offset_ = to_numpy(flow.theta), to_numpy(flow.W), to_numpy(flow.b)
         self.n_features_used_ = int(self.n_features)
         self.required_width_ = int(N) ** 2
+        self.data_separation_ = self._diagnostic("data_separation_", self._separation, X, Y)
+        self._warn_if_width_stalled(N)
+        idx = seeded_subsample(N, self.kernel_subsample, sort=True)
+        Xs = (X if idx is None else X[torch.as_tensor(idx, device=X.device)]).detach().double().cpu()
+        W0, b0 = flow.W.detach().cpu().double(), flow.b.detach().cpu().double()
+        # at theta = 0 every layer sees the lifted inputs z(0) = (x, 0)
+        self.kernel_lambda_min_ = self._diagnostic(
+            "kernel_lambda_min_", lambda: gram_lambda_min(random_features(lift(Xs, flow.dim), W0, b0)))
+        self.exact_kernel_lambda_min_ = self._diagnostic(
+            "exact_kernel_lambda_min_", exact_kernel_lambda_min, Xs, self.kernel, self.length_scale_, self.nu)
+        self.kappa_ = feature_kappa(W0)
+        self.theta_norm_ = flow.theta_norm()
+        # Prop. II.4.4 divides by the full N; lambda_K on the subsample is an upper estimate of the full one
+        self.pl_bound_ = self._diagnostic(
+            "pl_bound_", pl_bound, Xs, self.theta_norm_, self.kappa_, N, self.kernel, self.length_scale_, self.nu,
+            loss_factor=self._loss_constant(K))
 
-        Xd = X.detach().double().cpu()
-        Xsep = X.detach().double()  # on the device: the O(N^2 d) distance pass is the cost here
-        if N > self._separation_max:
-            idx = np.sort(np.random.RandomState(0).choice(N, self._separation_max, replace=False))
-            Xsep = Xsep[torch.as_tensor(idx, device=X.device)]
-        self.data_separation_ = data_separation(Xsep)
-        if self.data_separation_ == 0.0:
+    def _loss_constant(self, K):
+        """``c`` of ``|grad_z l|^2 >= c l`` for the loss composed with the output scale (see ``pl_bound_``)."""
+        if self.loss == "squared":
+            return 2.0 * self.output_scale**2
+        return self.output_scale**2 * ((1.0 - 1.0 / K) / math.log(K)) ** 2
+
+    def _separation(self, X, Y):
+        """``delta`` on (a subsample of) the training inputs; warns when coinciding inputs carry different labels."""
+        idx = seeded_subsample(X.shape[0], self._separation_max, sort=True)
+        Xsep = X.detach().double() if idx is None else X.detach().double()[torch.as_tensor(idx, device=X.device)]
+        delta = data_separation(Xsep)  # on the device: the O(N^2 d) distance pass is the cost here
+        if delta == 0.0 and _conflicting_duplicates(to_numpy(X), to_numpy(Y)):
             warnings.warn(
-                f"{type(self).__name__}: the training inputs contain duplicated rows (data separation "
-                "delta = 0). A NODE is a bijection of its inputs, so duplicated inputs with different labels "
-                "can never be separated and the P-L bound of Prop. II.4.4 is void; remove or jitter them.",
+                f"{type(self).__name__}: some training inputs coincide but carry different labels (data "
+                "separation delta = 0). A NODE is a bijection of its inputs, so it can never separate them and "
+                "the P-L bound of Prop. II.4.4 is void; remove or relabel them.",
                 DuplicateInputsWarning,
             )
+        return delta
+
+    def _warn_if_width_stalled(self, N):
+        """Below N features the kernel matrix is singular; warn only when training also stalled (see class doc)."""
         risk = self.loss_curve_
         stalled = risk.size == 0 or not risk[-1] < self._stall_ratio * risk[0]
         if self.n_features < N and stalled:
-            # Below N features the random-feature kernel matrix has rank <= M < N: lambda_min = 0 and the P-L
-            # argument of Thm. II.6 (which asks M >~ N^2) does not apply. That is true of most practical fits
-            # (a classifier does not need to interpolate), so warning on it alone would fire on every fit
-            # with more than M points; the warning fires only when the width is below N *and* training did
-            # not bring the risk below a tenth of its initial value -- when the missing guarantee shows.
+            first, last = (risk[0], risk[-1]) if risk.size else (float("nan"), float("nan"))
             warnings.warn(
-                f"{type(self).__name__}: the training risk only fell from {risk[0] if risk.size else float('nan'):.3g}"
-                f" to {risk[-1] if risk.size else float('nan'):.3g}, and n_features={self.n_features} is below the "
-                f"number of training samples N={N}: the random-feature kernel matrix Phi Phi^T is singular "
-                f"(kernel_lambda_min_ = 0) and the convergence guarantee of Thm. II.6 (M >~ N^2 = "
-                f"{self.required_width_}, up to constants) does not apply. Increase n_features (or max_iter).",
-                InsufficientWidthWarning,
+                f"{type(self).__name__}: the training risk only fell from {first:.3g} to {last:.3g}, and "
+                f"n_features={self.n_features} is below the number of training samples N={N}: the random-feature "
+                "kernel matrix Phi Phi^T is singular (kernel_lambda_min_ = 0) and the convergence guarantee of "
+                f"Thm. II.6 (M >~ N^2 = {self.required_width_}, up to constants) does not apply. Increase "
+                "n_features (or max_iter).",
+                SingularKernelWarning,
             )
-
-        Xs = self._diagnostic_inputs(Xd)
-        Zs = torch.cat([Xs, Xs.new_zeros((Xs.shape[0], K))], dim=1)  # z(0) = (x, 0): the lifted inputs
-        W0, b0 = flow.W.detach().cpu().double(), flow.b.detach().cpu().double()
-        self.kernel_lambda_min_ = random_feature_kernel_lambda_min(Zs, W0, b0)
-        self.exact_kernel_lambda_min_ = exact_kernel_lambda_min(Xs, self.kernel, self.length_scale_, self.nu)
-        self.kappa_ = feature_kappa(W0)
-        self.theta_norm_ = flow.theta_norm()
-        alpha2 = self.output_scale**2
-        if self.loss == "squared":
-            c_loss = 2.0 * alpha2
-        else:
-            c_loss = alpha2 * ((1.0 - 1.0 / K) / math.log(K)) ** 2
-        # Prop. II.4.4 divides by the full N; lambda_K on the subsample is an upper estimate of the full one
-        self.pl_bound_ = pl_bound(Xs, self.theta_norm_, self.kappa_, N, self.kernel, self.length_scale_, self.nu,
-                                  loss_factor=c_loss)
 
     def _decode_output(self, out):
         return out
@@ -446,3 +431,10 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         """
         logits = self._raw_output(X)  # checks is-fitted before classes_ is touched
         return self.classes_[np.argmax(logits, axis=1)]
+
+
+def _conflicting_duplicates(X, Y):
+    """Whether two identical rows of ``X`` have different rows of ``Y``."""
+    _, inverse = np.unique(X, axis=0, return_inverse=True)
+    pairs = np.unique(np.column_stack([inverse.ravel(), Y]), axis=0)
+    return np.unique(pairs[:, 0]).shape[0] < pairs.shape[0]

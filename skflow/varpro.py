@@ -7,8 +7,9 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
-from .flows.shl import ACTIVATIONS
+from .flows._ops import ACTIVATIONS, regularizer_centre
 from .flows.varpro import VarProFlow, kernel_spectrum, reduced_risk
 
 __all__ = ["VarProSHLRegressor"]
@@ -152,6 +153,9 @@ class VarProSHLRegressor(BaseFlowRegressor):
         "kernel_subsample": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
+    _architecture_params = ("width", "activation", "feature_domain", "alpha", "regularization", "solver",
+                            "projection_momentum")
+
     def __init__(
         self,
         width=128,
@@ -231,49 +235,28 @@ class VarProSHLRegressor(BaseFlowRegressor):
                 "use feature_domain='euclidean'."
             )
         omega = self._init_features(d, generator).to(device=self.device_, dtype=self._torch_dtype)
-        M, n_out = self.width, Y.shape[1]
-        c = 1.0 if self.regularization == "unbiased" else 0.0
-        u = torch.full((M, n_out), c, dtype=self._torch_dtype, device=self.device_)
-        stochastic = self.batch_size is not None and self.batch_size < N
-        flow = VarProFlow(
+        u = torch.full((self.width, Y.shape[1]), regularizer_centre(self.regularization), dtype=self._torch_dtype,
+                       device=self.device_)
+        return VarProFlow(
             omega, u, lam=self.alpha, regularization=self.regularization, activation=self.activation,
             domain=self.feature_domain, solver=self.solver, momentum=self.projection_momentum,
-            stochastic=stochastic, store_every=self.store_features_every,
+            stochastic=self.batch_size is not None and self.batch_size < N, store_every=self.store_features_every,
         )
-        if self.store_features_every:
-            flow.snapshots.append(omega.detach().clone())
-        if self.solver == "two-timescale":
-            # one projection before training, as in the thesis's comparison (§III.6.1)
-            flow.project(X, Y)
-        return flow
-
-    def _kernel_subsample(self, X, Y):
-        n = X.shape[0]
-        if n <= self.kernel_subsample:
-            return X, Y
-        idx = torch.as_tensor(np.random.RandomState(0).permutation(n)[: self.kernel_subsample], device=X.device)
-        return X[idx], Y[idx]
 
     def _finalize_fit(self, X, Y):
         flow = self.flow_
-        stochastic = self.batch_size is not None and self.batch_size < X.shape[0]
-        if self.solver == "varpro" and not stochastic and self.n_iter_ > 0:
-            # after the last feature step u is the projection at the previous features: re-project, so that
-            # coef_ is u*(features_) exactly (VarPro's model)
-            with torch.no_grad():
-                flow.project(X, Y)
-        self.features_ = flow.omega.detach().cpu().double().numpy()
-        self.coef_ = flow.u.detach().cpu().double().numpy()
+        self.features_, self.coef_ = to_numpy(flow.omega), to_numpy(flow.u)
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
-        Xs, _ = self._kernel_subsample(X, Y)
-        spectrum = kernel_spectrum(flow.omega, Xs, self.activation, self.feature_domain, k=self.n_spectrum)
-        self.kernel_spectrum_ = spectrum.cpu().numpy()
+        idx = seeded_subsample(X.shape[0], self.kernel_subsample)
+        Xs = X if idx is None else X[torch.as_tensor(idx, device=X.device)]
+        self.kernel_spectrum_ = self._diagnostic(
+            "kernel_spectrum_", lambda: to_numpy(kernel_spectrum(flow.omega, Xs, self.activation,
+                                                                   self.feature_domain, k=self.n_spectrum)),
+            default=np.full(1, np.nan))
         k_op = float(self.kernel_spectrum_[0]) if self.kernel_spectrum_.size else 0.0
         self.regularization_ratio_ = self.alpha / k_op if k_op > 0 else float("inf")
         if self.store_features_every:
-            self.feature_history_ = np.stack([s.cpu().double().numpy() for s in flow.snapshots])
-        elif hasattr(self, "feature_history_"):
-            del self.feature_history_
+            self.feature_history_ = np.stack([to_numpy(s) for s in flow.feature_snapshots()])
 
     # ------------------------------------------------------------------ public API
     def reduced_risk(self, X, y):

@@ -13,7 +13,7 @@ from skflow.diagnostics import (
     kernel_lambda_min,
     shl_limit_kernel,
 )
-from skflow.kernels import gaussian_kernel, lambda_min, matern_kernel
+from skflow.diagnostics import gaussian_kernel, lambda_min, matern_kernel
 
 
 def _brute_force_w2(A, B):

@@ -7,17 +7,20 @@ import pytest
 import torch
 from scipy.spatial.distance import pdist
 
-from skflow.flows.rkhs import (
-    RKHSFlow,
+from skflow.diagnostics import (
     data_separation,
     exact_kernel_lambda_min,
     feature_kappa,
-    init_random_features,
+    gram_lambda_min,
+    kernel_matrix,
     pl_bound,
-    random_feature_kernel_lambda_min,
-    random_features,
 )
-from skflow.kernels import kernel_matrix
+from skflow.flows._ops import lift
+from skflow.flows.rkhs import RKHSFlow, init_random_features, random_features
+
+
+def random_feature_kernel_lambda_min(Z, W, b):
+    return gram_lambda_min(random_features(Z, W, b))
 
 
 def _problem(N=40, d=3, K=3, seed=0):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from skflow.diagnostics import convergence_report, kernel_lambda_min, shl_limit_kernel
-from skflow.flows.shl import ACTIVATIONS, MeanFieldSHLFlow, init_particles
-from skflow.kernels import lambda_min
+from skflow.diagnostics import convergence_report, kernel_lambda_min, lambda_min, shl_limit_kernel
+from skflow.flows._ops import ACTIVATIONS
+from skflow.flows.node import MeanFieldSHLFlow, init_particles
 
 SMOOTH = [a for a in ACTIVATIONS if a != "relu"]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from skflow.datasets import make_teacher_student
-from skflow.flows.mmd import energy_distance
+from skflow.diagnostics import energy_distance
 from skflow.flows.varpro import (
     VarProFlow,
     feature_gradient,

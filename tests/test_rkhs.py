@@ -11,8 +11,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow import RKHSNODEClassifier
-from skflow.kernels import gaussian_kernel, lambda_min
-from skflow.rkhs import DuplicateInputsWarning, InsufficientWidthWarning, median_length_scale
+from skflow.diagnostics import gaussian_kernel, lambda_min
+from skflow.exceptions import DuplicateInputsWarning, SingularKernelWarning
+from skflow.rkhs import median_length_scale
 
 
 def _expected_failed_checks(estimator):
@@ -121,11 +122,18 @@ def test_random_feature_lambda_min_approaches_exact():
 def test_warnings_duplicates_and_width(blobs):
     X, y = blobs
     Xd = np.vstack([X, X[:1]])
-    yd = np.r_[y, y[:1]]
-    with pytest.warns(DuplicateInputsWarning):
-        m = RKHSNODEClassifier(n_features=300, max_iter=2, tol=0, random_state=0, device="cpu").fit(Xd, yd)
+    other = next(c for c in np.unique(y) if c != y[0])
+    with pytest.warns(DuplicateInputsWarning, match="different labels"):
+        m = RKHSNODEClassifier(n_features=300, max_iter=2, tol=0, random_state=0, device="cpu").fit(
+            Xd, np.r_[y, other])
     assert m.data_separation_ == 0.0
-    with pytest.warns(InsufficientWidthWarning, match="below the number of training samples"):
+    # a duplicate with the same label breaks nothing: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DuplicateInputsWarning)
+        m = RKHSNODEClassifier(n_features=300, max_iter=2, tol=0, random_state=0, device="cpu").fit(
+            Xd, np.r_[y, y[:1]])
+    assert m.data_separation_ == 0.0
+    with pytest.warns(SingularKernelWarning, match="below the number of training samples"):
         m = RKHSNODEClassifier(n_features=50, max_iter=2, tol=0, random_state=0, device="cpu").fit(X, y)
     assert m.kernel_lambda_min_ == 0.0
     # an ordinary small fit with M >= N is quiet

@@ -1,4 +1,4 @@
-"""NODE with residuals in a random-feature RKHS (thesis II.4; SPEC section 2).
+"""Engine of RKHSNODEClassifier: a NODE with residuals in a random-feature RKHS (thesis §II.4).
 
 Shapes: inputs ``X`` (N, d), encoded targets ``Y`` (N, K), state ``z`` (N, D) with ``D = d + K``,
 random frequencies ``W`` (M, D), offsets ``b`` (M,), trained coefficients ``theta`` (S, D, M).
@@ -17,29 +17,17 @@ Training is gradient descent in ``L2([0, 1], F)`` (Thm. II.5). With the metric
 explicit step with time step ``tau`` is ``theta_k <- theta_k - tau S dR/dtheta_k`` and training curves plotted
 against flow time ``tau * iterations`` do not depend on ``S``.
 
-No scikit-learn import here: this module is pure torch (plus NumPy for host-side diagnostics).
+Pure torch, no scikit-learn import.
 """
 
 import math
 
-import numpy as np
 import torch
 
-from ..kernels import kernel_matrix, lambda_min, sample_spectral
 from ._flow import Flow
-from .shl import lift
+from ._ops import lift, sample_spectral
 
-__all__ = [
-    "LOSSES",
-    "RKHSFlow",
-    "data_separation",
-    "exact_kernel_lambda_min",
-    "feature_kappa",
-    "init_random_features",
-    "pl_bound",
-    "random_feature_kernel_lambda_min",
-    "random_features",
-]
+__all__ = ["LOSSES", "RKHSFlow", "init_random_features", "random_features"]
 
 LOSSES = ("cross_entropy", "squared")
 
@@ -48,7 +36,7 @@ def init_random_features(M, D, kernel="gaussian", length_scale=1.0, nu=1.5, gene
                          dtype=torch.float64):
     """Frequencies ``W`` (M, D) from the kernel's spectral measure and offsets ``b ~ U[0, 2 pi]`` (M,).
 
-    Drawn on the CPU with ``generator`` (:func:`skflow.kernels.sample_spectral`), so that a seed gives the same
+    Drawn on the CPU with ``generator`` (:func:`skflow.flows._ops.sample_spectral`), so that a seed gives the same
     features on every device. With these, ``E[phi(x) . phi(y)] = k(x, y)`` (Eq. II.34).
     """
     W = sample_spectral(M, D, kernel, length_scale, nu, generator=generator, dtype=dtype)
@@ -109,6 +97,14 @@ class RKHSFlow(Flow):
     @property
     def n_features(self):
         return self.theta.shape[2]
+
+    def bytes_per_row(self, training=True):
+        """Training keeps the pre-activations (N x M) of every layer and a few N x M temporaries; a forward
+        pass holds one layer's features at a time."""
+        S, D, M = self.theta.shape
+        if training:
+            return self.itemsize * (S * (M + D) + 3 * M + 4 * D)
+        return self.itemsize * (2 * M + 3 * D)
 
     # ------------------------------------------------------------------ forward
     def features(self, Z):
@@ -222,77 +218,3 @@ class RKHSFlow(Flow):
     def theta_norm(self):
         """``||theta||_{L2([0,1], F)} = sqrt((1/S) sum_k |theta_k|_F^2)`` (float)."""
         return float(torch.sqrt((self.theta * self.theta).sum() / self.n_layers))
-
-
-# ---------------------------------------------------------------------- diagnostics (pure functions)
-def data_separation(X, chunk=2048):
-    """``delta = min_{i != j} |x_i - x_j|`` (Prop. II.4.4), exact, in row chunks (O(N^2 d) time, O(chunk N) memory).
-
-    Returns 0.0 when two rows coincide and ``inf`` for fewer than two rows.
-    """
-    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64)) if not isinstance(X, torch.Tensor) else X.double()
-    n = Xt.shape[0]
-    if n < 2:
-        return float("inf")
-    sq = (Xt * Xt).sum(1)
-    best = torch.tensor(float("inf"), dtype=Xt.dtype, device=Xt.device)
-    for start in range(0, n, chunk):
-        blk = Xt[start:start + chunk]
-        d2 = sq[start:start + chunk, None] + sq[None, :] - 2.0 * blk @ Xt.T
-        rows = torch.arange(blk.shape[0], device=Xt.device)
-        d2[rows, rows + start] = float("inf")
-        # the expansion above loses digits for close points: recompute the closest pair of each row exactly
-        j = d2.argmin(1)
-        exact = ((blk - Xt[j]) ** 2).sum(1)
-        best = torch.minimum(best, exact.min())
-    return float(torch.sqrt(best))
-
-
-def random_feature_kernel_lambda_min(Z, W, b):
-    """``lambda_min(Phi Phi^T)`` with ``Phi = phi(Z)`` (Eq. II.34): the kernel matrix of the width-M RKHS.
-
-    Exactly 0 when ``M < len(Z)`` (the matrix has rank at most ``M``): the round-off value is not reported.
-    """
-    Zt = Z if isinstance(Z, torch.Tensor) else torch.as_tensor(np.asarray(Z, dtype=np.float64))
-    if W.shape[0] < Zt.shape[0]:
-        return 0.0
-    Phi = random_features(Zt.to(W), W, b).double()
-    return max(lambda_min(Phi @ Phi.T), 0.0)
-
-
-def exact_kernel_lambda_min(X, kernel="gaussian", length_scale=1.0, nu=1.5):
-    """``lambda_min`` of the closed-form kernel matrix ``(k(x_i, x_j))`` (the limit ``M -> inf``; Eq. II.30, II.32)."""
-    return max(lambda_min(kernel_matrix(X, kernel, length_scale, nu)), 0.0)
-
-
-def feature_kappa(W):
-    """Estimate of ``kappa = ||phi||_{C^2}`` for ``phi(z) = sqrt(2/M) cos(W z + b)`` (Lemma II.4.1).
-
-    Uses the bounds of the proof of Lemma II.4.1, uniform in ``z``:
-    ``sup |phi| <= sqrt(2)``, ``sup |D phi|_op <= sqrt((2/M) sum_i |w_i|^2)``,
-    ``sup |D^2 phi| <= sqrt((2/M) sum_i |w_i|^4)``; ``kappa`` is their maximum.
-    """
-    W = torch.as_tensor(W).double()
-    M = W.shape[0]
-    n2 = (W * W).sum(1)
-    d1 = math.sqrt(2.0 / M * float(n2.sum()))
-    d2 = math.sqrt(2.0 / M * float((n2 * n2).sum()))
-    return max(math.sqrt(2.0), d1, d2)
-
-
-def pl_bound(X, radius, kappa, n_samples, kernel="gaussian", length_scale=1.0, nu=1.5, loss_factor=1.0):
-    """The P-L constant of Prop. II.4.4, ``m = c_loss lambda_K(delta e^{-kappa R}) e^{-2 kappa R} / N`` (Eq. II.29).
-
-    ``lambda_K`` (Eq. II.30) is an infimum over every configuration with separation at least
-    ``delta e^{-kappa R}`` and cannot be computed. It is replaced by ``lambda_min`` of the exact kernel on
-    the given inputs ``X`` contracted about their mean by ``e^{-kappa R}`` -- one configuration whose separation
-    is exactly ``delta e^{-kappa R}``. This is an optimistic stand-in for the infimum (an upper estimate of the
-    theoretical ``m``), exact in the sense of the proof only if the training trajectory contracted the
-    data uniformly. ``loss_factor`` is the constant ``c`` of ``|grad_z l|^2 >= c l`` (Assumption II.1) for the
-    loss composed with the output scale (``2 alpha^2`` for the squared loss, see the estimator).
-    """
-    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64)) if not isinstance(X, torch.Tensor) else X.double()
-    shrink = math.exp(-kappa * radius)
-    Xc = Xt.mean(0, keepdim=True) + shrink * (Xt - Xt.mean(0, keepdim=True))
-    lam = exact_kernel_lambda_min(Xc, kernel, length_scale, nu)
-    return loss_factor * lam * shrink**2 / n_samples

@@ -1,4 +1,4 @@
-"""Engine of the two-layer network trained by Variable Projection (thesis Ch. III, SPEC §3).
+"""Engine of VarProSHLRegressor: a two-layer network trained by Variable Projection (thesis Ch. III).
 
 Model (Eq. III.1, III.39)::
 
@@ -18,8 +18,9 @@ host (no ``.item()``), so that the fit loop can run asynchronously on a GPU.
 
 import torch
 
+from ..diagnostics.kernels import top_eigenvalues
 from ._flow import Flow
-from .shl import ACTIVATIONS
+from ._ops import ACTIVATIONS, regularizer_centre
 
 __all__ = [
     "VarProFlow",
@@ -59,12 +60,11 @@ def features(omega, X, activation="relu", domain="euclidean"):
 
 def _centre(regularization, M, n_out, like):
     """Minimiser ``c`` of the regulariser ``f``: 0 (biased) or the vector of ones (unbiased, the teacher's u)."""
-    value = 1.0 if regularization == "unbiased" else 0.0
-    return torch.full((M, n_out), value, dtype=like.dtype, device=like.device)
+    return torch.full((M, n_out), regularizer_centre(regularization), dtype=like.dtype, device=like.device)
 
 
 def ridge_projection(Phi, Y, lam, regularization="biased"):
-    """Exact minimiser ``u* = argmin_u R(omega, u)`` for fixed features (SPEC §3, Eq. III.8).
+    """Exact minimiser ``u* = argmin_u R(omega, u)`` for fixed features (thesis Eq. III.8, III.43).
 
     Primal (``N >= M``)::
 
@@ -119,8 +119,7 @@ def _risk_parts(Phi, Y, u, lam, regularization):
     N, M = Phi.shape
     r = Phi @ u / M - Y
     datafit = 0.5 * (r * r).sum() / N
-    c = 1.0 if regularization == "unbiased" else 0.0
-    penalty = lam * 0.5 * ((u - c) ** 2).sum() / M
+    penalty = lam * 0.5 * ((u - regularizer_centre(regularization)) ** 2).sum() / M
     return datafit, penalty, r
 
 
@@ -172,11 +171,7 @@ def kernel_spectrum(omega, X, activation="relu", domain="euclidean", k=10):
     eigenvalues.
     """
     Phi, _, _ = features(omega, X, activation, domain)
-    P = Phi.double()
-    N, M = P.shape
-    G = (P.T @ P) if M <= N else (P @ P.T)
-    ev = torch.linalg.eigvalsh(G / (N * M)).flip(0)
-    return ev[:k].clamp(min=0.0)
+    return top_eigenvalues(Phi, k)
 
 
 class VarProFlow(Flow):
@@ -190,15 +185,13 @@ class VarProFlow(Flow):
         Ridge strength ``lambda``.
     regularization : {'biased', 'unbiased'}
     activation : str
-        Key of :data:`skflow.flows.shl.ACTIVATIONS`.
+        Key of :data:`skflow.flows._ops.ACTIVATIONS`.
     domain : {'euclidean', 'sphere'}
     solver : {'varpro', 'two-timescale', 'gd'}
         ``varpro``: exact projection then feature step (Eq. III.42); with ``stochastic=True`` the projection
-        is on the minibatch and averaged with momentum (Eq. III.46). ``two-timescale``: simultaneous steps
-        (Eq. III.44) with ``u <- u - (eta/lambda) grad_u R``. ``gd``: the same with ``eta = M tau``, i.e. one
-        timescale for both layers.
-    eta : float
-        Timescale of the outer weights for ``two-timescale`` (thesis: ``lambda M``).
+        is on the minibatch and averaged with momentum (Eq. III.46). ``two-timescale``: one projection at the
+        start, then simultaneous steps (Eq. III.44) with ``u <- u - (eta/lambda) grad_u R``, ``eta = lambda M``
+        (the thesis's choice). ``gd``: the same with ``eta = M tau``, i.e. one timescale for both layers.
     momentum : float
         ``m`` of Eq. III.46.
     stochastic : bool
@@ -211,7 +204,7 @@ class VarProFlow(Flow):
     _param_fields = ("omega", "u")
 
     def __init__(self, omega, u, *, lam, regularization="biased", activation="relu", domain="euclidean",
-                 solver="varpro", eta=None, momentum=0.9, stochastic=False, store_every=None):
+                 solver="varpro", momentum=0.9, stochastic=False, store_every=None):
         self.omega = omega
         self.u = u
         self.lam = float(lam)
@@ -219,7 +212,6 @@ class VarProFlow(Flow):
         self.activation = activation
         self.domain = domain
         self.solver = solver
-        self.eta = float(eta) if eta is not None else self.lam * omega.shape[0]
         self.momentum = float(momentum)
         self.stochastic = bool(stochastic)
         self.store_every = store_every
@@ -236,6 +228,34 @@ class VarProFlow(Flow):
     @property
     def width(self):
         return self.omega.shape[0]
+
+    def bytes_per_row(self, training=True):
+        """A step holds ``Phi``, ``sigma'`` and a product (N x M), and a ``N x N`` Gram row in the dual solve."""
+        M, dim = self.omega.shape
+        n_out = self.u.shape[1]
+        if training:
+            return self.itemsize * (4 * M + 2 * dim + 2 * n_out) + 8 * (M + n_out)
+        return self.itemsize * (2 * M + dim + n_out)
+
+    def feature_snapshots(self):
+        """The stored copies of ``omega`` (the initial features first), as a list of tensors."""
+        return list(self.snapshots)
+
+    def start(self, X, Y):
+        """Before the first step: store the initial features, and project once for the two-timescale solver
+        (as in the thesis's comparison, §III.6.1). A warm start continues where the previous fit ended."""
+        if self.n_steps > 0:
+            return
+        if self.store_every and not self.snapshots:
+            self.snapshots.append(self.omega.detach().clone())
+        if self.solver == "two-timescale":
+            self.project(X, Y)
+
+    def finish(self, X, Y, n_steps):
+        """After the last step of full-batch VarPro ``u`` is the projection at the previous features:
+        re-project, so that the model is ``u*(omega)`` at the final features exactly (VarPro's model)."""
+        if self.solver == "varpro" and not self.stochastic and self.n_steps > 0:
+            self.project(X, Y)
 
     # ------------------------------------------------------------------ protocol
     def forward(self, X):
@@ -277,14 +297,14 @@ class VarProFlow(Flow):
         velocity = M * G  # Eq. III.42: omega_i <- omega_i - M tau grad_{omega_i} L
         speed2 = (velocity * velocity).sum() / M
         if self.solver != "varpro":
-            c = 1.0 if self.regularization == "unbiased" else 0.0
+            c = regularizer_centre(self.regularization)
             grad_u = Phi.T @ r / (X.shape[0] * M) + self.lam * (self.u - c) / M
             if self.solver == "two-timescale":
                 # Eq. III.44 with eta = lambda M: a unit step on the Hessian (K + lambda) / M of u -> R/lambda
                 # when ||K|| <= 1 (the thesis's regime). The features move and K with them, so bound the step
                 # by trace(K) + lambda >= ||K + lambda||_op at every step (on the device, no host sync).
                 trace = (Phi * Phi).sum() / (X.shape[0] * M)
-                scale = self.eta / self.lam / torch.clamp(trace + self.lam, min=1.0)
+                scale = M / torch.clamp(trace + self.lam, min=1.0)
                 self.u.sub_(grad_u * scale)
             else:  # gd: a single timescale, the features' step M tau / lambda for u too
                 self.u.sub_(grad_u, alpha=M * lr / self.lam)

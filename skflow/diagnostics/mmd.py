@@ -7,12 +7,13 @@ the ultra-fast diffusion solution discretised on a grid (weighted points).
 import numpy as np
 import torch
 
+from .._arrays import as_float64_tensor
+
 __all__ = ["energy_distance"]
 
 
 def _as_points(a):
-    a = torch.as_tensor(np.asarray(a, dtype=np.float64) if not isinstance(a, torch.Tensor) else a)
-    a = a.detach().to("cpu", torch.float64)
+    a = as_float64_tensor(a).detach().cpu()
     if a.ndim == 1:  # scalars: points on the real line
         a = a[:, None]
     if a.ndim != 2:

@@ -1,4 +1,4 @@
-"""Mean-field NODE with single-hidden-layer residuals (thesis Ch. I and II.5; SPEC section 1).
+"""Engine of MeanFieldNODERegressor: the mean-field NODE with single-hidden-layer residuals (thesis Ch. I, II.5).
 
 Shapes: inputs ``X`` (N, d), targets ``Y`` (N, d'), state ``z`` (N, D) with ``D = d + d' + extra``,
 particles ``U`` (S, M, D), ``W`` (S, M, D), ``b`` (S, M).
@@ -17,43 +17,9 @@ import math
 import torch
 
 from ._flow import Flow
+from ._ops import ACTIVATIONS, lift, sample_spectral
 
-__all__ = ["ACTIVATIONS", "MeanFieldSHLFlow", "init_particles", "lift"]
-
-
-def _cos(a):
-    return torch.cos(a), -torch.sin(a)
-
-
-def _tanh(a):
-    t = torch.tanh(a)
-    return t, 1.0 - t * t
-
-
-def _silu(a):
-    s = torch.sigmoid(a)
-    return a * s, s * (1.0 + a * (1.0 - s))
-
-
-def _gelu(a):
-    cdf = 0.5 * (1.0 + torch.erf(a / math.sqrt(2.0)))
-    pdf = torch.exp(-0.5 * a * a) / math.sqrt(2.0 * math.pi)
-    return a * cdf, cdf + a * pdf
-
-
-def _relu(a):
-    return torch.relu(a), (a > 0).to(a.dtype)
-
-
-#: activation name -> function returning (sigma(a), sigma'(a))
-ACTIVATIONS = {"cos": _cos, "tanh": _tanh, "silu": _silu, "gelu": _gelu, "relu": _relu}
-
-
-def lift(X, D):
-    """Embed inputs in ``R^D``: ``z(0) = (x, 0)`` (lifting, II.6)."""
-    Z = X.new_zeros((X.shape[0], D))
-    Z[:, : X.shape[1]] = X
-    return Z
+__all__ = ["MeanFieldSHLFlow", "init_particles"]
 
 
 def init_particles(S, M, D, feature_init="gaussian", feature_scale=1.0, nu=1.5, generator=None,
@@ -65,8 +31,6 @@ def init_particles(S, M, D, feature_init="gaussian", feature_scale=1.0, nu=1.5, 
     (density ``~ (1 + |t|^2 / (2 nu))^{-(D/2 + nu)}``); with ``sigma = cos`` the expected kernel is half the
     Matern-``nu`` kernel of length scale ``1 / rho``. Drawn on the CPU with ``generator``.
     """
-    from ..kernels import sample_spectral
-
     kernel = "gaussian" if feature_init == "gaussian" else "matern"
     W = sample_spectral(S * M, D, kernel, 1.0 / feature_scale, nu, generator=generator, dtype=dtype)
     W = W.reshape(S, M, D)
@@ -114,6 +78,14 @@ class MeanFieldSHLFlow(Flow):
     @property
     def n_layers(self):
         return self.U.shape[0]
+
+    def bytes_per_row(self, training=True):
+        """Training keeps ``sigma(a_k)``, ``sigma'(a_k)`` (N x M) and ``z_k`` (N x D) for every layer; a forward
+        pass holds one layer's pre-activations and activations (and the RK4 stages) at a time."""
+        S, M, D = self.U.shape
+        if training:
+            return self.itemsize * (S * (2 * M + D) + 2 * M + 4 * D)
+        return self.itemsize * (3 * M + 6 * D)
 
     @property
     def width(self):

@@ -1,47 +1,19 @@
-"""Convergence diagnostics of the gradient flows: the quantities the theory's guarantees are stated in.
+"""Polyak-Lojasiewicz quantities: the convergence report of a run, and the P-L bound of the RKHS NODE.
 
-* :func:`conditional_wasserstein` -- exact ``W2_COT`` between particle parameterisations (Def. I.2);
-* :func:`shl_limit_kernel` and :func:`kernel_lambda_min` -- the infinite-width kernel ``k^1`` of the
-  mean-field SHL residual at initialisation (Eq. II.38, Cor. II.5.1) and its smallest eigenvalue;
-* :func:`convergence_report` -- ties the P-L constant, the kernel prediction and the distance travelled
-  to the observed linear rate (Thm. II.3, II.7);
-* :func:`energy_distance` -- the MMD with kernel ``-|x - y|`` between weighted particle clouds (Ch. III).
+* :func:`convergence_report` ties the P-L constant, the kernel prediction and the distance travelled to the
+  observed linear rate (thesis Thm. II.3, II.7);
+* :func:`feature_kappa` and :func:`pl_bound` evaluate the constants of Lemma II.4.1 and Prop. II.4.4.
 """
 
 import math
 
 import numpy as np
+import torch
 
-from .flows.transport import conditional_wasserstein
-from .kernels import gaussian_kernel, lambda_min, matern_kernel
+from .._arrays import as_float64_tensor
+from .kernels import exact_kernel_lambda_min
 
-__all__ = [
-    "conditional_wasserstein",
-    "convergence_report",
-    "energy_distance",
-    "kernel_lambda_min",
-    "lambda_min",
-    "shl_limit_kernel",
-]
-
-
-def shl_limit_kernel(X, feature_init="gaussian", feature_scale=1.0, nu=1.5, Y=None):
-    """Infinite-width kernel ``k^1(x, y) = E[cos(w.x + b) cos(w.y + b)]``, ``b ~ U[0, pi]`` (Cor. II.5.1).
-
-    'gaussian' (``w ~ N(0, rho^2 I)``): ``exp(-rho^2 |x - y|^2 / 2) / 2``; 'student': half the Matern-``nu``
-    kernel with length scale ``1 / rho``.
-    """
-    length_scale = 1.0 / feature_scale
-    if feature_init == "gaussian":
-        return 0.5 * gaussian_kernel(X, Y, length_scale)
-    if feature_init == "student":
-        return 0.5 * matern_kernel(X, Y, length_scale, nu)
-    raise ValueError(f"feature_init must be 'gaussian' or 'student', got {feature_init!r}")
-
-
-def kernel_lambda_min(X, feature_init="gaussian", feature_scale=1.0, nu=1.5):
-    """``lambda_min`` of the infinite-width kernel matrix ``(k^1(x_i, x_j))_ij`` on the inputs ``X``."""
-    return lambda_min(shl_limit_kernel(X, feature_init, feature_scale, nu))
+__all__ = ["convergence_report", "feature_kappa", "pl_bound"]
 
 
 def convergence_report(loss_curve, flow_time, pl_ratio_curve, lambda_0, n_samples, output_scale=1.0,
@@ -94,11 +66,34 @@ def convergence_report(loss_curve, flow_time, pl_ratio_curve, lambda_0, n_sample
     return report
 
 
-def energy_distance(a, b, weights_a=None, weights_b=None):
-    """Energy distance (MMD with kernel ``-|x - y|``) between two weighted particle clouds.
+def feature_kappa(W):
+    """Estimate of ``kappa = ||phi||_{C^2}`` for ``phi(z) = sqrt(2/M) cos(W z + b)`` (Lemma II.4.1).
 
-    See :func:`skflow.flows.mmd.energy_distance`.
+    Uses the bounds of the proof of Lemma II.4.1, uniform in ``z``:
+    ``sup |phi| <= sqrt(2)``, ``sup |D phi|_op <= sqrt((2/M) sum_i |w_i|^2)``,
+    ``sup |D^2 phi| <= sqrt((2/M) sum_i |w_i|^4)``; ``kappa`` is their maximum.
     """
-    from .flows.mmd import energy_distance as _energy_distance
+    W = torch.as_tensor(W).double()
+    M = W.shape[0]
+    n2 = (W * W).sum(1)
+    d1 = math.sqrt(2.0 / M * float(n2.sum()))
+    d2 = math.sqrt(2.0 / M * float((n2 * n2).sum()))
+    return max(math.sqrt(2.0), d1, d2)
 
-    return _energy_distance(a, b, weights_a=weights_a, weights_b=weights_b)
+
+def pl_bound(X, radius, kappa, n_samples, kernel="gaussian", length_scale=1.0, nu=1.5, loss_factor=1.0):
+    """The P-L constant of Prop. II.4.4, ``m = c_loss lambda_K(delta e^{-kappa R}) e^{-2 kappa R} / N`` (Eq. II.29).
+
+    ``lambda_K`` (Eq. II.30) is an infimum over every configuration with separation at least
+    ``delta e^{-kappa R}`` and cannot be computed. It is replaced by ``lambda_min`` of the exact kernel on
+    the given inputs ``X`` contracted about their mean by ``e^{-kappa R}`` -- one configuration whose separation
+    is exactly ``delta e^{-kappa R}``. This is an optimistic stand-in for the infimum (an upper estimate of the
+    theoretical ``m``), exact in the sense of the proof only if the training trajectory contracted the
+    data uniformly. ``loss_factor`` is the constant ``c`` of ``|grad_z l|^2 >= c l`` (Assumption II.1) for the
+    loss composed with the output scale (``2 alpha^2`` for the squared loss, see the estimator).
+    """
+    Xt = as_float64_tensor(X)
+    shrink = math.exp(-kappa * radius)
+    Xc = Xt.mean(0, keepdim=True) + shrink * (Xt - Xt.mean(0, keepdim=True))
+    lam = exact_kernel_lambda_min(Xc, kernel, length_scale, nu)
+    return loss_factor * lam * shrink**2 / n_samples

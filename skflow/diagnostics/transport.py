@@ -1,4 +1,4 @@
-"""Conditional optimal transport between particle parameterisations (thesis Def. I.2, SPEC section 1).
+"""Conditional optimal transport between particle parameterisations (thesis Def. I.2).
 
 For two parameter measures that are piecewise constant in depth, with ``M`` equally weighted particles per
 layer, ``W2_COT(mu, mu')^2 = (1/S) sum_k W2(mu_k, mu'_k)^2``, and each ``W2`` between two clouds of ``M``
@@ -8,6 +8,8 @@ equally weighted particles is an optimal assignment problem, solved exactly.
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
+
+from .._arrays import seeded_subsample, to_numpy
 
 __all__ = ["as_particle_array", "wasserstein2_uniform", "conditional_wasserstein"]
 
@@ -20,23 +22,17 @@ def as_particle_array(params):
     axis is added to (S, M) arrays).
     """
     if isinstance(params, (tuple, list)):
-        arrays = [np.asarray(_to_numpy(p), dtype=np.float64) for p in params]
+        arrays = [to_numpy(p) for p in params]
         ndim = max(a.ndim for a in arrays)
         arrays = [a[..., None] if a.ndim == ndim - 1 else a for a in arrays]
         A = np.concatenate(arrays, axis=-1)
     else:
-        A = np.asarray(_to_numpy(params), dtype=np.float64)
+        A = to_numpy(params)
     if A.ndim == 2:
         A = A[None]
     if A.ndim != 3:
         raise ValueError(f"particles must have shape (S, M, P) or (M, P); got shape {A.shape}")
     return A
-
-
-def _to_numpy(p):
-    if hasattr(p, "detach"):
-        return p.detach().cpu().double().numpy()
-    return p
 
 
 def wasserstein2_uniform(A, B):
@@ -50,21 +46,36 @@ def wasserstein2_uniform(A, B):
     return float(np.sqrt(max(cost[rows, cols].mean(), 0.0)))
 
 
-def conditional_wasserstein(params_a, params_b):
-    """Exact conditional Wasserstein distance ``W2_COT`` between two depth-indexed particle systems.
+def conditional_wasserstein(params_a, params_b, max_particles=None, return_method=False):
+    """Conditional Wasserstein distance ``W2_COT`` between two depth-indexed particle systems.
+
+    Exact (an optimal assignment per layer, ``O(M^2)`` memory and ``O(M^3)`` time) when every layer has at most
+    ``max_particles`` particles. Above that, each layer is replaced by the same seeded subsample of
+    ``max_particles`` particles in both systems (a particle and its image stay paired): a bounded-memory
+    estimate of the exact value.
 
     Parameters
     ----------
     params_a, params_b : array (S, M, P), or tuple of arrays such as ``(U, W, b)``
         Particles of each layer; see :func:`as_particle_array`.
+    max_particles : int or None
+        Largest layer solved exactly; ``None`` always solves exactly.
+    return_method : bool
+        Also return ``'exact'`` or ``'subsample(k)'``.
 
     Returns
     -------
-    float
+    float, or (float, str)
         ``sqrt((1/S) sum_k W2(mu_k, mu'_k)^2)``.
     """
     A, B = as_particle_array(params_a), as_particle_array(params_b)
     if A.shape != B.shape:
         raise ValueError(f"parameterisations must have the same shape (S, M, P); got {A.shape} and {B.shape}")
+    method = "exact"
+    idx = seeded_subsample(A.shape[1], max_particles) if max_particles else None
+    if idx is not None:
+        A, B = A[:, idx], B[:, idx]
+        method = f"subsample({len(idx)})"
     sq = [wasserstein2_uniform(A[k], B[k]) ** 2 for k in range(A.shape[0])]
-    return float(np.sqrt(np.mean(sq)))
+    value = float(np.sqrt(np.mean(sq)))
+    return (value, method) if return_method else value

@@ -1,0 +1,269 @@
+"""The fit loop of an explicit gradient flow, in named pieces.
+
+* :class:`History` -- per-iteration records kept on the device and brought to the host every few iterations;
+* :class:`BestParameters` -- a device copy of the parameters at the lowest value of a monitored risk;
+* :class:`StopMonitor` -- the stopping rules: ``tol`` / ``n_iter_no_change``, and divergence;
+* :func:`run_epoch` -- one iteration: a full-batch step, or one pass over shuffled minibatches;
+* :func:`train` -- the loop that ties them together and returns a :class:`TrainResult`;
+* :func:`warn_stop` -- the warning that explains a stop reason.
+
+Nothing here knows about scikit-learn estimators: :mod:`skflow._base` calls :func:`train` with a
+:class:`TrainConfig` and turns the result into fitted attributes.
+"""
+
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from .exceptions import DivergenceWarning, FitInterruptedWarning
+
+__all__ = ["BestParameters", "History", "StopMonitor", "TrainConfig", "TrainResult", "run_epoch", "train",
+           "warn_stop"]
+
+#: a training risk above this multiple of the fit's first risk is divergence, even while it is finite
+DIVERGENCE_FACTOR = 1e4
+
+
+@dataclass
+class TrainConfig:
+    """What the loop needs from the estimator's parameters."""
+
+    max_iter: int
+    tol: float
+    n_iter_no_change: int
+    batch_size: object = None
+    learning_rate_at: object = None  # callable: iteration -> time step
+    sync_every: int = 20
+    verbose: int = 0
+    name: str = "estimator"
+
+
+@dataclass
+class TrainResult:
+    """What the loop returns: the host history, why it stopped, and the best validation risk."""
+
+    history: dict
+    stop_reason: str
+    n_iter: int
+    n_batches: int
+    best_validation_risk: float = float("nan")
+    restored: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class History:
+    """Per-iteration records: dicts of 0-dim device tensors, synchronised to host lists in batches."""
+
+    def __init__(self, previous=None):
+        self.host = {k: list(v) for k, v in (previous or {}).items()}
+        self.pending = []
+
+    def append(self, record):
+        self.pending.append(record)
+
+    def take_pending(self):
+        """Bring the pending records to the host; returns them as a list of dicts of floats."""
+        if not self.pending:
+            return []
+        keys = self.pending[0].keys()
+        stacked = {k: torch.stack([r[k] for r in self.pending]).double().cpu().numpy() for k in keys}
+        count = len(self.pending)
+        self.pending = []
+        return [{k: float(stacked[k][j]) for k in keys} for j in range(count)]
+
+    def keep(self, row):
+        for k, v in row.items():
+            self.host.setdefault(k, []).append(v)
+
+    def __len__(self):
+        return len(self.host.get("risk", []))
+
+    def arrays(self):
+        return {k: np.asarray(v, dtype=np.float64) for k, v in self.host.items()}
+
+
+class BestParameters:
+    """A device copy of the parameters at the lowest monitored value seen, updated without a host sync."""
+
+    def __init__(self, params, like):
+        self.params = [p.detach().clone() for p in params]
+        self.value = torch.tensor(float("inf"), dtype=like.dtype, device=like.device)
+
+    def update(self, value, params):
+        """Keep ``params`` if ``value`` is below the best so far (a NaN never is)."""
+        better = value < self.value
+        self.value = torch.where(better, value, self.value)
+        for p, b in zip(params, self.params):
+            torch.where(better, p, b, out=b)
+
+    def restore(self, params):
+        for p, b in zip(params, self.params):
+            p.copy_(b)
+
+
+class StopMonitor:
+    """Stopping rules, applied to host rows: divergence first, then ``tol`` / ``n_iter_no_change``.
+
+    Divergence is a non-finite training risk, or one above :data:`DIVERGENCE_FACTOR` times the first risk of
+    this fit (a finite but exploding risk, e.g. logits that overflow the loss's useful range).
+    """
+
+    def __init__(self, tol, n_iter_no_change, monitor_key, previous=()):
+        self.tol, self.n_iter_no_change, self.key = tol, n_iter_no_change, monitor_key
+        self.best = float(np.nanmin(previous)) if len(previous) else math.inf
+        self.no_improve = 0
+        self.first_risk = None
+
+    def update(self, row):
+        """Return ``'diverged'``, ``'converged'`` or ``None`` for one iteration's row."""
+        risk = row["risk"]
+        if self.first_risk is None and math.isfinite(risk):
+            self.first_risk = risk
+        if not math.isfinite(risk) or (self.first_risk and risk > DIVERGENCE_FACTOR * self.first_risk):
+            return "diverged"
+        monitor = row[self.key]
+        if self.tol > 0:
+            self.no_improve = self.no_improve + 1 if monitor > self.best - self.tol * abs(self.best) else 0
+        self.best = min(self.best, monitor)
+        if self.tol > 0 and self.no_improve >= self.n_iter_no_change:
+            return "converged"
+        return None
+
+
+def run_epoch(flow, X, Y, lr, batch, generator):
+    """One iteration: a full-batch step (``batch >= N``) or a pass over shuffled minibatches of ``batch`` rows.
+
+    Returns the step's record (epoch averages weighted by batch size for minibatches).
+    """
+    n = X.shape[0]
+    if batch >= n:
+        return dict(flow.step(X, Y, lr))
+    perm = torch.randperm(n, generator=generator).to(X.device)
+    records, weights = [], []
+    for start in range(0, n, batch):
+        idx = perm[start:start + batch]
+        records.append(flow.step(X[idx], Y[idx], lr))
+        weights.append(idx.shape[0] / n)
+    w = torch.tensor(weights, dtype=X.dtype, device=X.device)
+    return {k: (torch.stack([r[k] for r in records]) * w).sum() for k in records[0]}
+
+
+def _log(name, host, t0, final=False):
+    risks = host.get("risk", [])
+    if not risks:
+        return
+    msg = f"[{name}] iter {len(risks):6d}  risk {risks[-1]:.4e}"
+    if "pl_ratio" in host:
+        msg += f"  P-L ratio {host['pl_ratio'][-1]:.3e}"
+    if "val_risk" in host:
+        msg += f"  val risk {host['val_risk'][-1]:.4e}"
+    msg += f"  {time.perf_counter() - t0:7.1f}s" + ("  (done)" if final else "")
+    print(msg, file=sys.stdout, flush=True)
+
+
+def _sync(history, monitor):
+    """Move pending records to the host through the monitor; returns a stop reason or None."""
+    for row in history.take_pending():
+        reason = monitor.update(row)
+        if reason == "diverged":
+            return reason
+        history.keep(row)
+        if reason is not None:
+            return reason
+    return None
+
+
+def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
+    """Run the flow from its current parameters; ``data = (X, Y, X_val, Y_val)`` (validation may be None).
+
+    The parameters end at: the best validation risk (early stopping), the lowest training risk (divergence),
+    the start of the interrupted iteration (Ctrl-C during a step), or the last step.
+    """
+    X, Y, Xv, Yv = data
+    params = flow.parameters()
+    use_val = Xv is not None
+    history = History(previous_history)
+    monitor = StopMonitor(cfg.tol, cfg.n_iter_no_change, "val_risk" if use_val else "risk",
+                          history.host.get("val_risk" if use_val else "risk", ()))
+    lowest = BestParameters(params, X)
+    best_val = BestParameters(params, X) if use_val else None
+    start = [p.detach().clone() for p in params]
+    n = X.shape[0]
+    batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    log_every = (cfg.sync_every if cfg.verbose >= 2 else 5 * cfg.sync_every) if cfg.verbose else 0
+    reason, stepping, t0 = "max_iter", False, time.perf_counter()
+    try:
+        for it in range(start_iter, start_iter + cfg.max_iter):
+            for p, s in zip(params, start):
+                s.copy_(p)
+            stepping = True
+            rec = run_epoch(flow, X, Y, float(cfg.learning_rate_at(it)), batch, generator)
+            stepping = False
+            lowest.update(rec["risk"], start)
+            if use_val:
+                rec["val_risk"] = flow.risk(Xv, Yv)
+                best_val.update(rec["val_risk"], params)
+            history.append(rec)
+            done = it + 1 - start_iter
+            if done % cfg.sync_every == 0 or done == cfg.max_iter:
+                stop = _sync(history, monitor)
+                if log_every and stop is None and done % log_every == 0:
+                    _log(cfg.name, history.host, t0)
+                if stop is not None:
+                    reason = stop
+                    break
+    except KeyboardInterrupt:
+        reason = "interrupted"
+        if stepping:  # a step was cut in the middle: go back to the last complete iteration
+            for p, s in zip(params, start):
+                p.copy_(s)
+        for row in history.take_pending():  # every pending record is of a complete iteration
+            history.keep(row)
+    return _conclude(flow, params, history, reason, lowest, best_val, cfg, batch, n, t0, log_every)
+
+
+def _conclude(flow, params, history, reason, lowest, best_val, cfg, batch, n, t0, log_every):
+    restored = ""
+    n_done = len(history)
+    if reason == "diverged":
+        (best_val or lowest).restore(params)
+        restored = "the parameters with the lowest " + ("validation" if best_val else "training") + " risk"
+    elif best_val is not None and n_done > 0:
+        best_val.restore(params)
+    if log_every:
+        _log(cfg.name, history.host, t0, final=True)
+    return TrainResult(
+        history=history.arrays(), stop_reason=reason, n_iter=n_done, n_batches=math.ceil(n / batch),
+        best_validation_risk=float(best_val.value) if best_val is not None and n_done else float("nan"),
+        restored=restored,
+    )
+
+
+def warn_stop(result, name, cfg, hint=""):
+    """Warn about a stop that the user should know of: divergence, interruption, or ``max_iter`` reached."""
+    if result.stop_reason == "diverged":
+        warnings.warn(
+            f"{name}: the training risk diverged (became non-finite or grew above {DIVERGENCE_FACTOR:g} times "
+            f"its starting value) after {result.n_iter} iterations; training stopped and {result.restored} "
+            f"seen were restored. The flow is too stiff for this time step: use a smaller learning_rate{hint}, "
+            "or standardise the inputs.",
+            DivergenceWarning,
+        )
+    elif result.stop_reason == "interrupted":
+        warnings.warn(
+            f"{name}: fit interrupted after {result.n_iter} complete iterations; the model trained so far was "
+            "kept and is usable.",
+            FitInterruptedWarning,
+        )
+    elif result.stop_reason == "max_iter" and cfg.tol > 0:
+        warnings.warn(
+            f"{name}: max_iter={cfg.max_iter} reached before the risk stopped decreasing; increase max_iter "
+            "for a closer approximation of the gradient flow.",
+            ConvergenceWarning,
+        )

@@ -1,0 +1,162 @@
+"""Kernel matrices, closed-form (infinite-width) kernels and smallest eigenvalues, as pure functions.
+
+The closed forms are the limits of the random-feature kernels the estimators build:
+
+* ``w ~ N(0, I / l^2)``, ``b ~ U[0, 2 pi]``: ``E[2 cos(w.x + b) cos(w.y + b)] = gaussian_kernel(x, y, l)``;
+* ``w`` a multivariate Student-t with ``2 nu`` degrees of freedom scaled by ``1/l``: the same expectation is
+  ``matern_kernel(x, y, l, nu)`` (the spectral density of the Matern kernel, thesis Eq. II.33-34).
+
+With ``sigma = cos`` and ``b ~ U[0, pi]`` the mean-field SHL kernel ``k^1`` of Eq. II.38 at initialisation is
+``1/2`` of these (Cor. II.5.1), with ``l = 1 / rho`` (:func:`shl_limit_kernel`).
+
+Functions taking arrays accept NumPy arrays or torch tensors and return the same kind.
+"""
+
+import math
+
+import numpy as np
+import torch
+from scipy import special
+
+from .._arrays import as_float64_tensor
+
+__all__ = [
+    "data_separation",
+    "exact_kernel_lambda_min",
+    "gaussian_kernel",
+    "gram_lambda_min",
+    "kernel_lambda_min",
+    "kernel_matrix",
+    "lambda_min",
+    "matern_kernel",
+    "shl_limit_kernel",
+    "squared_distances",
+    "top_eigenvalues",
+]
+
+
+def _as_tensor(A):
+    if isinstance(A, torch.Tensor):
+        return A, True
+    return as_float64_tensor(A), False
+
+
+def squared_distances(X, Y=None):
+    """``|x_i - y_j|^2`` for every pair of rows, clamped at 0 against round-off: shape ``(len(X), len(Y))``."""
+    Y = X if Y is None else Y
+    d2 = (X * X).sum(1)[:, None] + (Y * Y).sum(1)[None, :] - 2.0 * X @ Y.T
+    return d2.clamp_min_(0.0)
+
+
+def gaussian_kernel(X, Y=None, length_scale=1.0):
+    """``k(x, y) = exp(-|x - y|^2 / (2 l^2))``, shape ``(len(X), len(Y))``."""
+    Xt, is_t = _as_tensor(X)
+    Yt = Xt if Y is None else _as_tensor(Y)[0].to(Xt)
+    K = torch.exp(-squared_distances(Xt, Yt) / (2.0 * length_scale**2))
+    return K if is_t else K.numpy()
+
+
+def matern_kernel(X, Y=None, length_scale=1.0, nu=1.5):
+    """Matern kernel ``2^{1-nu}/Gamma(nu) (sqrt(2 nu) r / l)^nu K_nu(sqrt(2 nu) r / l)``; ``nu=inf`` is Gaussian."""
+    if math.isinf(nu):
+        return gaussian_kernel(X, Y, length_scale)
+    Xt, is_t = _as_tensor(X)
+    Yt = Xt if Y is None else _as_tensor(Y)[0].to(Xt)
+    r = torch.sqrt(squared_distances(Xt, Yt)).cpu().double().numpy()
+    z = math.sqrt(2.0 * nu) * r / length_scale
+    with np.errstate(invalid="ignore", divide="ignore"):
+        K = (2.0 ** (1.0 - nu) / special.gamma(nu)) * z**nu * special.kv(nu, z)
+    K[z == 0] = 1.0
+    K = np.nan_to_num(K, nan=1.0)
+    if is_t:
+        return torch.as_tensor(K, dtype=Xt.dtype, device=Xt.device)
+    return K
+
+
+def kernel_matrix(X, kernel="gaussian", length_scale=1.0, nu=1.5, Y=None):
+    """Dispatch to :func:`gaussian_kernel` or :func:`matern_kernel` by name."""
+    if kernel == "gaussian":
+        return gaussian_kernel(X, Y, length_scale)
+    if kernel == "matern":
+        return matern_kernel(X, Y, length_scale, nu)
+    raise ValueError(f"kernel must be 'gaussian' or 'matern', got {kernel!r}")
+
+
+def lambda_min(K):
+    """Smallest eigenvalue of a symmetric PSD matrix, computed in float64 (0 for an empty matrix)."""
+    Kt, _ = _as_tensor(K)
+    Kt = Kt.double()
+    if Kt.numel() == 0:
+        return 0.0
+    Kt = 0.5 * (Kt + Kt.T)
+    return float(torch.linalg.eigvalsh(Kt)[0])
+
+
+def gram_lambda_min(Phi, scale=1.0):
+    """``lambda_min(scale * Phi Phi^T)`` for a feature matrix ``Phi`` (N, M), in float64.
+
+    Exactly 0 when ``M < N``: the matrix has rank at most ``M``, and the round-off value is not reported.
+    """
+    if Phi.shape[1] < Phi.shape[0]:
+        return 0.0
+    P = Phi.double()
+    return max(lambda_min(scale * (P @ P.T)), 0.0)
+
+
+def top_eigenvalues(Phi, k=10):
+    """Top ``k`` eigenvalues (descending) of ``Phi^T Phi / (N M)`` for a feature matrix ``Phi`` (N, M).
+
+    Uses whichever of ``Phi^T Phi`` (M x M) and ``Phi Phi^T`` (N x N) is smaller: they share their nonzero
+    eigenvalues. This is the tangent kernel of VarPro (thesis Eq. III.24).
+    """
+    P = Phi.double()
+    N, M = P.shape
+    G = (P.T @ P) if M <= N else (P @ P.T)
+    ev = torch.linalg.eigvalsh(G / (N * M)).flip(0)
+    return ev[:k].clamp(min=0.0)
+
+
+def shl_limit_kernel(X, feature_init="gaussian", feature_scale=1.0, nu=1.5, Y=None):
+    """Infinite-width kernel ``k^1(x, y) = E[cos(w.x + b) cos(w.y + b)]``, ``b ~ U[0, pi]`` (Cor. II.5.1).
+
+    'gaussian' (``w ~ N(0, rho^2 I)``): ``exp(-rho^2 |x - y|^2 / 2) / 2``; 'student': half the Matern-``nu``
+    kernel with length scale ``1 / rho``.
+    """
+    length_scale = 1.0 / feature_scale
+    if feature_init == "gaussian":
+        return 0.5 * gaussian_kernel(X, Y, length_scale)
+    if feature_init == "student":
+        return 0.5 * matern_kernel(X, Y, length_scale, nu)
+    raise ValueError(f"feature_init must be 'gaussian' or 'student', got {feature_init!r}")
+
+
+def kernel_lambda_min(X, feature_init="gaussian", feature_scale=1.0, nu=1.5):
+    """``lambda_min`` of the infinite-width SHL kernel matrix ``(k^1(x_i, x_j))_ij`` on the inputs ``X``."""
+    return lambda_min(shl_limit_kernel(X, feature_init, feature_scale, nu))
+
+
+def exact_kernel_lambda_min(X, kernel="gaussian", length_scale=1.0, nu=1.5):
+    """``lambda_min`` of the closed-form kernel matrix ``(k(x_i, x_j))`` (the limit ``M -> inf``; Eq. II.30, II.32)."""
+    return max(lambda_min(kernel_matrix(X, kernel, length_scale, nu)), 0.0)
+
+
+def data_separation(X, chunk=2048):
+    """``delta = min_{i != j} |x_i - x_j|`` (Prop. II.4.4), exact, in row chunks (O(N^2 d) time, O(chunk N) memory).
+
+    Returns 0.0 when two rows coincide and ``inf`` for fewer than two rows.
+    """
+    Xt = X.double() if isinstance(X, torch.Tensor) else as_float64_tensor(X)
+    n = Xt.shape[0]
+    if n < 2:
+        return float("inf")
+    best = torch.tensor(float("inf"), dtype=Xt.dtype, device=Xt.device)
+    for start in range(0, n, chunk):
+        blk = Xt[start:start + chunk]
+        d2 = squared_distances(blk, Xt)
+        rows = torch.arange(blk.shape[0], device=Xt.device)
+        d2[rows, rows + start] = float("inf")
+        # the expansion above loses digits for close points: recompute the closest pair of each row exactly
+        j = d2.argmin(1)
+        exact = ((blk - Xt[j]) ** 2).sum(1)
+        best = torch.minimum(best, exact.min())
+    return float(torch.sqrt(best))
