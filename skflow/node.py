@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
@@ -227,6 +228,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     def _finalize_fit(self, X, Y):
         flow = self.flow_
         self.U_, self.W_, self.b_ = to_numpy(flow.U), to_numpy(flow.W), to_numpy(flow.b)
+        self.W_init_, self.b_init_ = to_numpy(flow.W0), to_numpy(flow.b0)
         self.cot_displacement_curve_ = self.history_.get("cot_displacement", np.zeros(0))
         self.cot_distance_, self.cot_method_ = self._diagnostic(
             "cot_distance_", conditional_wasserstein, flow.particles(), flow.initial_particles(),
@@ -248,6 +250,31 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             displacement_curve=self.cot_displacement_curve_,
         )
         self.convergence_report_["cot_method"] = self.cot_method_
+
+    def feature_kernel_matrices(self, X, initial=True):
+        """Finite-width kernel matrices ``K1_k = Phi_k Phi_k^T / M`` of every layer on the inputs ``X`` (Eq. II.38).
+
+        ``Phi_k = sigma(z(s_k) W_k^T + b_k)`` on the states the inputs reach at layer ``k``. At initialisation
+        (``initial=True``) ``u = 0``, so every layer sees the lifted inputs ``z(0) = (x, 0)`` and the average of
+        the ``K1_k`` tends to the closed-form kernel :func:`skflow.diagnostics.shl_limit_kernel` as ``M`` grows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs, scaled as for :meth:`fit`.
+        initial : bool, default=True
+            The particles at initialisation (True) or after training (False).
+
+        Returns
+        -------
+        ndarray of shape (n_layers, n_samples, n_samples)
+            In float64.
+        """
+        check_is_fitted(self, "flow_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        with torch.no_grad():
+            Ks = self.flow_.to("cpu", torch.float64).feature_kernels(torch.as_tensor(X), initial=initial)
+        return to_numpy(Ks)
 
     def _kernel_inputs(self, X):
         """The (at most ``kernel_subsample``) training inputs of the kernel diagnostics, in float64 on the CPU."""
