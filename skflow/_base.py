@@ -101,7 +101,7 @@ def _check_device_string(device):
         ) from None
 
 
-def _check_magnitude(A, dtype, what):
+def _check_magnitude(A, dtype, what, remedy="Standardise it (e.g. sklearn.preprocessing.StandardScaler)"):
     """A clear error when the squares of ``A``'s entries would overflow the training dtype."""
     if A.size == 0:
         return
@@ -110,7 +110,7 @@ def _check_magnitude(A, dtype, what):
     if peak > limit:
         raise ValueError(
             f"{what} has entries as large as {peak:.3g}: their squares overflow {dtype} (limit about {limit:.3g}). "
-            "Standardise it (e.g. sklearn.preprocessing.StandardScaler) or use dtype='float64'."
+            f"{remedy}" + (" or use dtype='float64'." if dtype != torch.float64 else ".")
         )
 
 
@@ -250,7 +250,7 @@ class BaseFlowEstimator(BaseEstimator):
 
     def _fit(self, X, y):
         warm = self.warm_start and hasattr(self, "flow_")
-        previous = self._model_signature() if warm else None
+        previous = self._model_signature(getattr(self, "_fitted_architecture", {})) if warm else None
         if not warm:
             self._clear_fitted()
         X, y = self._validate_fit_data(X, y)
@@ -260,6 +260,7 @@ class BaseFlowEstimator(BaseEstimator):
         self._n_targets = Y.shape[1]
         if warm:
             self._check_warm_start(previous)
+        self._fitted_architecture = self._architecture
         self.device_ = resolve_device(self.device)
         generator = _seed_generator(self.random_state)
         data = [None if A is None else self._to_tensor(A) for A in self._split(X, Y, y)]
@@ -288,7 +289,8 @@ class BaseFlowEstimator(BaseEstimator):
             Y = Y[:, None]
         if not np.all(np.isfinite(Y)):
             raise ValueError("Input y contains NaN or infinity (or values that overflow once scaled).")
-        _check_magnitude(Y, self._torch_dtype, "y (as trained on, after any scaling)")
+        _check_magnitude(Y, self._torch_dtype, "y (as trained on, after any scaling)",
+                         "Rescale y, or let the estimator standardise it (scale_targets=True where offered)")
         return Y
 
     def _train_config(self):
@@ -305,12 +307,12 @@ class BaseFlowEstimator(BaseEstimator):
                 delattr(self, key)
         self.__dict__.pop("_diagnostics_interrupted", None)
 
-    def _model_signature(self):
-        """What a warm start must keep: input width, outputs / classes and the architecture."""
+    def _model_signature(self, architecture):
+        """What a warm start must keep: input width, outputs / classes and the architecture parameters."""
         sig = {"n_features_in_": self.n_features_in_, "n_outputs": self._n_targets}
         if hasattr(self, "classes_"):
             sig["classes_"] = list(self.classes_)
-        sig.update({name: value for name, value in self._architecture.items()})
+        sig.update(architecture)
         return sig
 
     @property
@@ -318,7 +320,7 @@ class BaseFlowEstimator(BaseEstimator):
         return {name: getattr(self, name) for name in self._architecture_params}
 
     def _check_warm_start(self, previous):
-        current = self._model_signature()
+        current = self._model_signature(self._architecture)
         changed = [f"{k}: {previous[k]!r} -> {current.get(k)!r}" for k in previous if previous[k] != current.get(k)]
         if changed:
             raise IncompatibleWarmStartError(

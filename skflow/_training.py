@@ -114,11 +114,11 @@ class StopMonitor:
     this fit (a finite but exploding risk, e.g. logits that overflow the loss's useful range).
     """
 
-    def __init__(self, tol, n_iter_no_change, monitor_key, previous=()):
+    def __init__(self, tol, n_iter_no_change, monitor_key, previous=(), initial_risk=None):
         self.tol, self.n_iter_no_change, self.key = tol, n_iter_no_change, monitor_key
         self.best = float(np.nanmin(previous)) if len(previous) else math.inf
         self.no_improve = 0
-        self.first_risk = None
+        self.first_risk = initial_risk if initial_risk is not None and math.isfinite(initial_risk) else None
 
     def update(self, row):
         """Return ``'diverged'``, ``'converged'`` or ``None`` for one iteration's row."""
@@ -189,8 +189,10 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
     params = flow.parameters()
     use_val = Xv is not None
     history = History(previous_history)
+    with torch.no_grad():  # the reference of the divergence rule: the risk before the first step
+        initial_risk = float(flow.risk(X, Y))
     monitor = StopMonitor(cfg.tol, cfg.n_iter_no_change, "val_risk" if use_val else "risk",
-                          history.host.get("val_risk" if use_val else "risk", ()))
+                          history.host.get("val_risk" if use_val else "risk", ()), initial_risk)
     lowest = BestParameters(params, X)
     best_val = BestParameters(params, X) if use_val else None
     start = [p.detach().clone() for p in params]

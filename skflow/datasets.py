@@ -54,6 +54,15 @@ def sample_teacher_angles(n, gamma=100.0, modes=_DEFAULT_MODES, weights=_DEFAULT
     The CDF of ``pi_gamma`` on ``(-pi, pi)`` is ``1/2 + atan(sqrt(1 + gamma) tan(theta / 2)) / pi``, hence
     ``theta = 2 atan(tan(pi (U - 1/2)) / sqrt(1 + gamma))`` with ``U`` uniform.
 
+    Parameters
+    ----------
+    n : int
+        Number of angles.
+    gamma, modes, weights
+        As in :func:`teacher_density`.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the mode of each angle and its offset.
+
     Returns
     -------
     ndarray of shape (n,), angles in ``(-pi, pi]``
@@ -83,13 +92,17 @@ def make_teacher_student(n_samples=4096, *, teacher_width=4096, gamma=100.0, mod
     teacher_width : int, default=4096
         ``M_bar``.
     gamma : float, default=100
+        Concentration of the teacher's angle law ``mu_gamma`` (Eq. III.40); 0 is uniform.
     modes : sequence of float, default=(0, 0.4 pi)
+        Centres ``omega_k^*`` (angles, radians) of the mixture.
     weights : sequence of float, default=(2/3, 1/3)
+        Mixture weights of the modes (normalised to sum to one).
     noise : float, default=0
         Standard deviation of Gaussian noise added to ``y``.
     return_teacher : bool, default=False
         Also return the teacher features.
-    random_state : int, RandomState or None
+    random_state : int, RandomState instance or None, default=None
+        Seeds the teacher angles, the inputs and the noise; pass an int for a reproducible data set.
 
     Returns
     -------

@@ -33,6 +33,7 @@ def ultrafast_diffusion_s1(target_density, times, *, n_grid=256, initial_density
     times : array-like of float
         Non-decreasing times at which to return the density (``0`` returns the initial density).
     n_grid : int, default=256
+        Number of cells of the periodic grid on ``(-pi, pi]``.
     initial_density : callable, array-like or None
         ``mu_0``; uniform when None (the VarPro initialisation ``omega_i ~ U(S^1)``).
     r : float, default=2

@@ -23,10 +23,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
 
     The model is the NODE ``dz/ds = F_{mu(.|s)}(z)`` on ``[0, 1]``, discretised in ``S`` layers, whose residual
     at layer ``k`` is the mean-field perceptron ``F_k(z) = (1/M) sum_i u_{k,i} sigma(w_{k,i} . z + b_{k,i})``
-    (thesis Eq. II.35). Inputs are lifted to ``z(0) = (x, 0)`` and the prediction is ``alpha * z(1)[d:]``
-    (lifting and scaling, II.6). Training is the explicit Euler scheme of the gradient flow of the risk for
-    the conditional optimal-transport metric (Def. I.3): every particle moves with velocity
-    ``-grad R[mu](s_k, theta_{k,i})``, computed with the adjoint (Eq. 55).
+    (thesis Eq. II.35). Inputs are lifted to ``z(0) = (x, 0)`` and the prediction is
+    ``output_scale * z(1)[d:]`` (lifting and scaling, §II.6). Training is the explicit Euler scheme of the
+    gradient flow of the risk for the conditional optimal-transport metric (Def. I.3): every particle moves
+    with velocity ``-grad R[mu](s_k, theta_{k,i})``, computed with the adjoint (Eq. 55).
 
     Parameters
     ----------
@@ -42,17 +42,17 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         Student-t with ``2 nu`` degrees of freedom (heavy tails, a Matern kernel).
     feature_scale : float, default=0.25
         ``rho``. With ``sigma = cos`` the initial kernel is ``exp(-rho^2 |x - y|^2 / 2) / 2``, a Gaussian of
-        length scale ``1 / rho``: on standardised inputs ``0.25`` is a smooth kernel, which generalised best
-        on make_friedman1 (1000 training points, ``train_test_split(random_state=0)``: test R^2 0.982 against
-        0.976 at ``rho = 0.5``).
+        length scale ``1 / rho`` (Cor. II.5.1). On standardised inputs ``0.25`` gives a smooth kernel (length
+        scale 4), which generalises better on smooth targets than the sharper kernels of larger ``rho``.
     nu : float, default=1.5
         Smoothness of the Matern kernel of ``feature_init='student'``.
     output_scale : float, default=4.0
-        ``alpha``. The P-L ratio at initialisation grows as ``alpha^2`` (Prop. II.6.1; measured slope 2.00 in
-        ``examples/node_lifting_scaling.py``); the flow is stiffer too, so for ``alpha >= 4`` the
-        ``learning_rate`` should shrink roughly as ``1 / alpha^2`` (``0.1 * 16 / alpha^2``). For smaller
-        ``alpha`` the particles travel further and the P-L ratio grows along the run, so that rule
-        over-shoots: keep ``learning_rate <= 0.1`` there.
+        Output scale of the lifting-and-scaling construction (§II.6): predictions are
+        ``output_scale * z(1)[d:]``. The P-L ratio at initialisation grows as ``output_scale^2``
+        (Prop. II.6.1; see ``examples/node_lifting_scaling.py``); the flow is stiffer too, so for
+        ``output_scale >= 4`` the ``learning_rate`` should shrink roughly as ``1 / output_scale^2``
+        (``0.1 * 16 / output_scale^2``). For a smaller ``output_scale`` the particles travel further and the
+        P-L ratio grows along the run, so that rule over-shoots: keep ``learning_rate <= 0.1`` there.
     solver : {'euler', 'midpoint', 'rk4'}, default='euler'
         Integrator of the forward flow. Euler is exactly a ResNet with ``1/S`` branch scaling.
     extra_dims : int, default=0
@@ -70,28 +70,53 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         Time step ``tau`` of the flow, in mean-field units: particles move by ``tau`` times their velocity,
         so ``tau`` need not be retuned when ``M`` or ``S`` change. Flow time is ``tau * iteration``.
     max_iter : int, default=2000
+        Maximum number of iterations: steps of the flow in full batch, epochs (passes over the training
+        data) with ``batch_size`` set. Reaching it before the ``tol`` rule triggers gives a
+        ``ConvergenceWarning``.
     tol : float, default=1e-4
-        Relative decrease of the monitored risk below which an iteration counts as "no change".
+        Relative decrease of the monitored risk (the training risk, or the validation risk with
+        ``early_stopping``) below which an iteration counts as "no change". ``tol=0`` disables the rule.
     n_iter_no_change : int, default=50
+        Training stops after this many consecutive iterations without a relative decrease of at least
+        ``tol`` of the monitored risk.
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the training data, stop once its risk has not improved for
         ``n_iter_no_change`` iterations and restore the parameters with the best validation risk. The flow
-        drives the *training* risk to zero (that is the theorem), so on noisy targets it eventually fits
-        the noise: on load_diabetes a fixed 500 iterations gave test R^2 -0.11, early stopping 0.37 (after
-        80 iterations); on make_friedman1 it stops near the best fixed budget (0.982). Set False to follow
-        the training flow for ``max_iter`` steps (the convergence experiments do).
+        drives the *training* risk to zero (that is the theorem, Thm. II.7), so on noisy targets it
+        eventually fits the noise; early stopping ends the run before it does. Set False to follow the
+        training flow for ``max_iter`` steps (the convergence experiments do).
     validation_fraction : float, default=0.1
+        Fraction of the training data held out as validation set (at least one sample) for
+        ``early_stopping``; unused otherwise. The split is seeded by ``random_state``.
     batch_size : int or None, default=None
-        None is the full-batch gradient flow.
-    device : str, default='auto'
+        None is the full-batch gradient flow (the explicit Euler scheme of the theory); an integer runs
+        minibatch steps over shuffled batches of that size, one epoch per iteration.
+    device : str or torch.device, default='auto'
+        Where training runs: 'auto' picks CUDA when available and the CPU otherwise; any torch device
+        string ('cpu', 'cuda', 'cuda:1') or ``torch.device`` is accepted. The resolved device is stored in
+        ``device_``.
     dtype : {'float64', 'float32'}, default='float64'
+        Floating-point type of training. float64 is the default because the diagnostics are small numbers
+        (smallest eigenvalues, P-L ratios near convergence); float32 is a speed option, mostly on GPUs. The
+        kernel diagnostics are computed in float64 on the CPU in every case.
     random_state : int, RandomState instance or None, default=None
+        Seeds a local ``torch.Generator`` on the CPU, which draws the initial particles and the minibatch
+        order, and the validation split. The draws happen on the CPU and are then moved to the device, so a
+        seed gives the same model on every device. Pass an int for reproducible fits.
     verbose : int, default=0
+        0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
+        100 iterations and at the end; 2 or more prints every 20 iterations.
     warm_start : bool, default=False
+        When True, ``fit`` continues the flow from the previous fit's particles and appends to its history
+        (the target scaling of the first fit is kept); otherwise it starts from a fresh initialisation. The
+        data's number of features and of outputs, and the architecture parameters (``n_layers``, ``width``,
+        ``extra_dims``, ``activation``, ``solver``, ``output_scale``, ``train_features``) must not change,
+        else :class:`skflow.IncompatibleWarmStartError` is raised and the previous model is kept.
 
     Attributes
     ----------
     n_iter_ : int
+        Number of iterations run (over all fits with ``warm_start``).
     loss_curve_ : ndarray (n_iter_,)
         Training risk ``R(mu_t) = (1/2N) sum |y_hat - y|^2`` at the start of each iteration.
     flow_time_ : ndarray (n_iter_,)
@@ -100,24 +125,64 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         ``||grad R[mu_t]||^2_{L2(mu_t)} / R(mu_t)``.
     pl_constant_ : float
         Minimum of ``pl_ratio_curve_``: along the trajectory, ``R(t) <= R(0) exp(-m t)``.
+    history_ : dict of ndarray (n_iter_,)
+        Every per-iteration record: 'risk', 'pl_ratio', 'cot_displacement', 'flow_time', and 'val_risk'
+        with ``early_stopping``.
+    stop_reason_ : str
+        Why training stopped: 'converged' (the ``tol`` rule), 'max_iter', 'diverged' or 'interrupted'.
+    best_loss_ : float
+        Lowest entry of ``loss_curve_``.
+    best_validation_risk_ : float
+        Lowest validation risk; only with ``early_stopping``.
     kernel_lambda_min_ : float
-        ``lambda_0 = (1/S) sum_k lambda_min(K1_k)`` at initialisation (Thm. II.7), on at most
-        ``kernel_subsample`` points. Exactly 0, with a :class:`skflow.SingularKernelWarning`, when ``M`` is
-        below the number of points (``K1`` has rank ``<= M``; SPEC section 1).
+        ``lambda_0 = (1/S) sum_k lambda_min(K1_k)`` at initialisation (Thm. II.7), on the
+        ``kernel_n_samples_`` points. Exactly 0, with a :class:`skflow.SingularKernelWarning`, when ``M`` is
+        below the number of points (``K1_k = Phi_k Phi_k^T / M`` has rank ``<= M``, Eq. II.38). The matrices
+        themselves are returned by :meth:`feature_kernel_matrices`.
+    layer_kernel_lambda_min_ : ndarray (n_layers,)
+        ``lambda_min(K1_k)`` of each layer at initialisation; ``kernel_lambda_min_`` is their mean.
+    kernel_n_samples_ : int
+        Number of training points the kernel diagnostics were computed on: ``min(N, kernel_subsample)``
+        (``N`` without the validation set), a fixed subsample that depends on ``N`` only.
     exact_kernel_lambda_min_ : float
-        The same for the infinite-width kernel (``M -> infinity``, closed form; cos activation only, NaN else).
+        The same for the infinite-width kernel (``M -> infinity``, closed form of Cor. II.5.1; cos activation
+        only, NaN else).
     cot_distance_ : float
-        Exact ``W2_COT`` between the final and the initial particles.
+        ``W2_COT`` (Def. I.2) between the final and the initial particles: exact up to 2048 particles per
+        layer, estimated on a seeded subsample of 2048 particles per layer above (see ``cot_method_``).
+    cot_method_ : str
+        How ``cot_distance_`` was computed: 'exact' or 'subsample(k)' (``k`` particles per layer).
     cot_displacement_curve_ : ndarray (n_iter_,)
         RMS particle displacement from the initialisation, an upper bound of ``W2_COT(mu_t, mu_0)``.
     convergence_report_ : dict
-        See :func:`skflow.diagnostics.convergence_report`.
+        See :func:`skflow.diagnostics.convergence_report`; its 'cot_method' entry is ``cot_method_``.
     U_, W_ : ndarray (S, M, D)
+        Trained particles: outer weights ``u_{k,i}`` and inner weights ``w_{k,i}``.
     b_ : ndarray (S, M)
+        Trained biases ``b_{k,i}``.
+    W_init_ : ndarray (S, M, D)
+        Inner weights at initialisation (the initial outer weights are 0).
+    b_init_ : ndarray (S, M)
+        Biases at initialisation.
     y_mean_, y_scale_ : ndarray (n_outputs,)
+        Target scaling (zeros and ones when ``scale_targets=False``).
     device_ : torch.device
+        Device the model was trained on (``device`` resolved).
+    flow_ : skflow.flows.node.MeanFieldSHLFlow
+        The trained engine.
     n_features_in_ : int
+        Number of features seen during ``fit``.
     feature_names_in_ : ndarray of str
+        Names of the features seen during ``fit``, when ``X`` has string column names.
+
+    Notes
+    -----
+    The diagnostics are computed after training; one that fails is set to NaN (``cot_method_``: 'failed')
+    with a :class:`skflow.DiagnosticWarning`, and the fitted model is unaffected.
+
+    Divergence: a non-finite training risk, or one above ``1e4`` times the first risk of the fit, stops
+    training and restores the parameters with the lowest training risk (the lowest validation risk with
+    ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then 'diverged'.
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""RKHSNODEClassifier: a NODE whose residuals live in a random-feature RKHS (thesis II.4, SPEC section 2)."""
+"""RKHSNODEClassifier: a NODE whose residuals live in a random-feature RKHS (thesis §II.4)."""
 
 import math
 import numbers
@@ -47,7 +47,7 @@ def median_length_scale(X, max_samples=1000, factor=1.0):
 
 
 class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
-    """Classifier: a neural ODE whose residuals live in a random-feature RKHS (thesis II.4, Def. II.4).
+    """Classifier: a neural ODE whose residuals live in a random-feature RKHS (thesis §II.4, Def. II.4).
 
     Each input is lifted to ``z(0) = (x, 0_K)`` in ``R^{d+K}`` (``K`` classes) and moved by the Euler scheme of
     the NODE of Eq. II.23 with ``S`` layers,
@@ -57,7 +57,7 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
 
     where the random features ``W`` (rows from the spectral measure of the kernel) and ``b ~ U[0, 2 pi]`` are
     fixed and shared by all layers (Eq. II.33-34), so that ``phi(z) . phi(z') -> k(z, z')`` as ``M -> inf``.
-    The logits are ``alpha * z(1)[d:]`` and ``predict_proba`` is their softmax. Training starts from
+    The logits are ``output_scale * z(1)[d:]`` and ``predict_proba`` is their softmax. Training starts from
     ``theta = 0`` (the identity map, Thm. II.6) and is gradient descent in ``L2([0, 1], F)`` (Thm. II.5):
 
     .. math:: \\theta_k \\leftarrow \\theta_k - \\tau\\, S\\, \\partial R / \\partial \\theta_k,
@@ -71,7 +71,7 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         slightly better than deeper ones (§II.7.1); the fit cost is linear in ``S``.
     n_features : int, default=512
         Width ``M`` of the random-feature map. Thm. II.6 asks for ``M >~ N^2`` (up to constants depending on
-        the separation ``delta``); see ``required_width_``. An :class:`InsufficientWidthWarning` is issued
+        the separation ``delta``); see ``required_width_``. A :class:`skflow.SingularKernelWarning` is issued
         when ``M < N`` (singular random-feature kernel matrix) *and* training left the risk above a tenth of
         its initial value; below ``N`` with a successful fit the attributes record it silently
         (``kernel_lambda_min_ = 0``), since warning on every fit with more than ``M`` points would be noise.
@@ -83,18 +83,18 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         fixed subsample of at most 1000 of them (see :func:`median_length_scale`). On standardised inputs in
         dimension ``d`` the median distance is about ``sqrt(2 d)``, so ``2 l^2 ~ 4 d``: a kernel four times
         wider (in ``gamma = 1 / (2 l^2)``) than ``SVC(gamma='scale')``; the flow sharpens it by moving the
-        inputs. Half the median was worse on digits (test accuracy 0.968-0.975 against 0.975-0.980 over
-        three seeds). The value used is stored as ``length_scale_``.
+        inputs, so a wide initial kernel generalises better than a sharper one such as half the median. The
+        value used is stored as ``length_scale_``.
     nu : float, default=1.5
         Smoothness of the Matern kernel (unused for the Gaussian one). The theory (Thm. II.6) asks
         ``nu > d/2 + 2``.
     output_scale : float, default=0.3
-        ``alpha``: logits are ``alpha * z(1)[d:]``. The P-L constant grows like ``alpha^2`` while the initial
-        risk (``log K`` for cross-entropy) does not change: it is the knob of the convergence proof. The flow
-        is stiffer for large ``alpha`` (stable time steps ``tau ~ 1/alpha^2``). Large ``alpha`` is the lazy
-        (kernel) regime, where the model stays close to random-feature logistic regression; the default
-        ``0.3`` lets the flow move the inputs, which generalised better in our tests (digits: about 0.977
-        test accuracy against 0.965 at ``alpha = 10``).
+        Output scale (lifting and scaling, §II.6): logits are ``output_scale * z(1)[d:]``. The P-L constant
+        grows like ``output_scale^2`` while the initial risk (``log K`` for cross-entropy) does not change: it
+        is the knob of the convergence proof. The flow is stiffer for a large ``output_scale`` (stable time
+        steps ``tau ~ 1/output_scale^2``). A large ``output_scale`` is the lazy (kernel) regime, where the
+        model stays close to random-feature logistic regression; the default ``0.3`` lets the flow move the
+        inputs, which generalises better than the lazy regime.
     loss : {'cross_entropy', 'squared'}, default='cross_entropy'
         Cross-entropy of the logits (the thesis's experiments, §II.7) or ``(1/2N) sum |logits - onehot|^2``
         (the setting of the theory).
@@ -115,48 +115,73 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
     learning_rate : float, default=500.0
         Time step ``tau`` of the flow, in the units above (gradient in ``L2([0, 1], F)``), the same for every
         depth ``S`` and width ``M``. Why 500 is stable: at ``theta = 0`` the step changes the logits by
-        ``-alpha^2 tau (K / B) G`` (``K`` the kernel matrix of the batch, ``G`` the loss gradient), and
+        ``-output_scale^2 tau (K / B) G`` (``K`` the kernel matrix of the batch, ``G`` the loss gradient), and
         ``lambda_max(K) / B <= 1`` (``k <= 1``) while the cross-entropy Hessian is at most ``1/2``; with the
-        averaged momentum the linearised step is stable for ``tau < 2 (1 + m) / ((1 - m) alpha^2 / 2)``, i.e.
+        averaged momentum the linearised step is stable for
+        ``tau < 2 (1 + m) / ((1 - m) output_scale^2 / 2)``, i.e.
         about 840 at the defaults, whatever the (standardised) data. The squared loss has curvature 1:
         use about half the step (e.g. ``learning_rate=200``), or less with ``momentum=0``.
     max_iter : int, default=250
         Steps (full batch) or epochs (``batch_size`` set). With cross-entropy the risk keeps falling (like
         ``1/t`` once the data are separated) and the relative ``tol`` does not stop it, so a default fit
-        runs ``max_iter`` epochs and ends with a ``ConvergenceWarning``. 250 epochs bring the training risk
-        on standardised ``load_digits`` (1198 points) to about ``5e-4`` (150 left it at ``8e-4``, too close
-        to ``1e-3``) and gave test accuracy >= ``SVC()`` (0.977) for seeds 0-2 (0.980, 0.977, 0.980);
-        over seeds 0-5 it ranges 0.968-0.982 (the random features are the main source of variance).
+        runs ``max_iter`` epochs and ends with a ``ConvergenceWarning``. The default budget is chosen so that,
+        on standardised data of moderate size, further epochs barely change the training risk or the
+        predictions.
     tol : float, default=1e-4
         Stop when the training (or validation) risk has not decreased by ``tol`` (relative) for
-        ``n_iter_no_change`` iterations.
+        ``n_iter_no_change`` iterations. ``tol=0`` disables the rule.
     n_iter_no_change : int, default=10
+        Number of consecutive iterations without a relative decrease of at least ``tol`` of the monitored
+        risk after which training stops.
     early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified by class when every class has at
+        least two members), monitor the risk on it
+        instead of the training risk, and restore the parameters with the best validation risk at the end.
     validation_fraction : float, default=0.1
+        Fraction of the training data held out as validation set (at least one sample) for
+        ``early_stopping``; unused otherwise. The split is seeded by ``random_state``.
     batch_size : int or None, default=128
         An integer: minibatch SGD with momentum, as in the thesis's experiments (§II.7); one iteration is an
         epoch. ``None``: full batch, the gradient descent of Thm. II.5 (one step per iteration: use a larger
         ``max_iter``).
-    device : str, default='auto'
+    device : str or torch.device, default='auto'
+        Where training runs: 'auto' picks CUDA when available and the CPU otherwise; any torch device
+        string ('cpu', 'cuda', 'cuda:1') or ``torch.device`` is accepted. The resolved device is stored in
+        ``device_``.
     dtype : {'float64', 'float32'}, default='float64'
-    random_state : int, RandomState or None, default=None
+        Floating-point type of training. float64 is the default because the diagnostics are small numbers
+        (smallest eigenvalues, P-L ratios near convergence); float32 is a speed option, mostly on GPUs. The
+        kernel diagnostics are computed in float64 on the CPU in every case.
+    random_state : int, RandomState instance or None, default=None
+        Seeds a local ``torch.Generator`` on the CPU, which draws the random features and the minibatch
+        order, and the validation split. The draws happen on the CPU and are then moved to the device, so a
+        seed gives the same model on every device. Pass an int for reproducible fits.
     verbose : int, default=0
+        0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
+        100 iterations and at the end; 2 or more prints every 20 iterations.
     warm_start : bool, default=False
+        When True, ``fit`` continues from the previous fit's coefficients ``theta`` (and momentum) and
+        appends to its history; otherwise it starts from ``theta = 0`` with new random features. The data's
+        number of features and its classes, and the architecture parameters (``n_layers``, ``n_features``,
+        ``kernel``, ``length_scale``, ``nu``, ``output_scale``, ``loss``, ``momentum``) must not change, else
+        :class:`skflow.IncompatibleWarmStartError` is raised and the previous model is kept.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of the columns of :meth:`predict_proba`.
     theta_ : ndarray of shape (S, d + K, M)
         Trained residual coefficients; ``F_k(z) = theta_[k] @ phi(z)``.
     random_weights_ : ndarray of shape (M, d + K)
-        Frequencies ``W``. ``random_offset_`` : ndarray of shape (M,), offsets ``b``.
+        Frequencies ``W`` of the random features (fixed, shared by all layers).
     random_offset_ : ndarray of shape (M,)
+        Offsets ``b`` of the random features.
     length_scale_ : float
         Length scale used (resolved from ``'auto'``).
     data_separation_ : float
         ``delta = min_{i != j} |x_i - x_j|`` on the training inputs (Prop. II.4.4); exact up to 20000 points,
-        on a fixed subsample of 20000 above (then an upper estimate). 0 means duplicated inputs, and a
-        :class:`DuplicateInputsWarning`.
+        on a fixed subsample of 20000 above (then an upper estimate). 0 means that two inputs coincide; a
+        :class:`skflow.DuplicateInputsWarning` is issued when coinciding inputs carry different labels.
     kernel_lambda_min_ : float
         ``lambda_min(Phi Phi^T)``, ``Phi = phi(z(0))``: the width-``M`` kernel matrix at initialisation (all
         layers see ``z(0) = (x, 0)`` when ``theta = 0``) on at most ``kernel_subsample`` training inputs.
@@ -167,26 +192,59 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         Eq. II.30 evaluated on the data).
     kappa_ : float
         Estimate of ``kappa = ||phi||_{C^2}`` from the bounds of Lemma II.4.1 (see
-        :func:`skflow.flows.rkhs.feature_kappa`).
+        :func:`skflow.diagnostics.feature_kappa`).
     theta_norm_ : float
         ``R = ||theta||_{L2([0,1], F)}`` at the end of training: the radius of the ball explored from
         ``theta = 0``.
     pl_bound_ : float
         ``m = c lambda_K(delta e^{-kappa R}) e^{-2 kappa R} / N`` (Prop. II.4.4, Eq. II.29) with ``R =
         theta_norm_``, ``kappa = kappa_``, ``lambda_K`` estimated by the exact kernel on the (subsampled)
-        training inputs contracted by ``e^{-kappa R}`` (:func:`skflow.flows.rkhs.pl_bound`), and ``c`` the
-        loss constant: ``2 alpha^2`` for the squared loss (``|grad_z l|^2 = 2 alpha^2 l``); for cross-entropy
-        ``c = alpha^2 ((1 - 1/K) / log K)^2`` and the inequality is the thesis's ``||grad R||^2 >= m R^2``
-        (§II.7, valid while every per-sample loss is below ``log K``), a ``1/t`` rate rather than a linear one.
+        training inputs contracted by ``e^{-kappa R}`` (:func:`skflow.diagnostics.pl_bound`), and ``c`` the
+        loss constant: ``2 output_scale^2`` for the squared loss (``|grad_z l|^2 = 2 output_scale^2 l``); for
+        cross-entropy ``c = output_scale^2 ((1 - 1/K) / log K)^2`` and the inequality is the thesis's
+        ``||grad R||^2 >= m R^2`` (§II.7, valid while every per-sample loss is below ``log K``), a ``1/t``
+        rate rather than a linear one.
     required_width_ : int
         ``N^2``: the width Thm. II.6 asks for up to constants (and a ``delta``-dependent factor).
-        ``n_features_used_`` : int, the width ``M`` used, for comparison.
     n_features_used_ : int
-    n_iter_, loss_curve_, flow_time_, pl_ratio_curve_, pl_constant_, history_, stop_reason_, best_loss_,
-    device_, n_features_in_
-        See :class:`skflow._base.BaseFlowEstimator`. With minibatches the curves hold epoch averages of the
-        minibatch values. ``pl_ratio_curve_`` is
-        ``||grad R||^2_{L2} / R = S sum_k |dR/dtheta_k|^2 / R``; ``history_['theta_norm']`` is ``||theta||_{L2}``.
+        The width ``M`` used, for comparison with ``required_width_``.
+    n_iter_ : int
+        Number of iterations run (over all fits with ``warm_start``).
+    loss_curve_ : ndarray of shape (n_iter_,)
+        Training risk ``R`` (Eq. II.24) at the start of each iteration; with minibatches, the epoch average
+        of the minibatch values (as for the other curves).
+    flow_time_ : ndarray of shape (n_iter_,)
+        Flow time ``t`` (the sum of the time steps taken) of each entry of ``loss_curve_``.
+    pl_ratio_curve_ : ndarray of shape (n_iter_,)
+        ``||grad R||^2_{L2} / R = S sum_k |dR/dtheta_k|^2 / R``.
+    pl_constant_ : float
+        Minimum of ``pl_ratio_curve_``.
+    history_ : dict of ndarray of shape (n_iter_,)
+        Every per-iteration record: 'risk', 'pl_ratio', 'theta_norm' (``||theta||_{L2}``), 'flow_time', and
+        'val_risk' with ``early_stopping``.
+    stop_reason_ : str
+        Why training stopped: 'converged' (the ``tol`` rule), 'max_iter', 'diverged' or 'interrupted'.
+    best_loss_ : float
+        Lowest entry of ``loss_curve_``.
+    best_validation_risk_ : float
+        Lowest validation risk; only with ``early_stopping``.
+    device_ : torch.device
+        Device the model was trained on (``device`` resolved).
+    flow_ : skflow.flows.rkhs.RKHSFlow
+        The trained engine.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of str
+        Names of the features seen during ``fit``, when ``X`` has string column names.
+
+    Notes
+    -----
+    The diagnostics are computed after training; one that fails is set to NaN with a
+    :class:`skflow.DiagnosticWarning`, and the fitted model is unaffected.
+
+    Divergence: a non-finite training risk, or one above ``1e4`` times the first risk of the fit, stops
+    training and restores the parameters with the lowest training risk (the lowest validation risk with
+    ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then 'diverged'.
 
     Examples
     --------
@@ -373,7 +431,7 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
 
     # ------------------------------------------------------------------ public API
     def decision_function(self, X):
-        """Logits ``alpha * z(1)[d:]``.
+        """Logits ``output_scale * z(1)[d:]``.
 
         Parameters
         ----------

@@ -1,4 +1,4 @@
-"""VarProSHLRegressor: a two-layer network trained by Variable Projection (thesis Ch. III, SPEC §3)."""
+"""VarProSHLRegressor: a two-layer network trained by Variable Projection (thesis Ch. III)."""
 
 import numbers
 
@@ -38,11 +38,13 @@ class VarProSHLRegressor(BaseFlowRegressor):
     width : int, default=128
         Number of features ``M``.
     activation : {'relu', 'tanh', 'cos', 'silu', 'gelu'}, default='relu'
+        The activation ``sigma``. ReLU is the thesis's setting (the teacher-student problem of §III.6.1).
     feature_domain : {'euclidean', 'sphere'}, default='euclidean'
         ``'sphere'``: features on the unit sphere of ``R^d``, no bias; the step is projected (tangent step,
         then renormalise).
     alpha : float, default=1e-3
-        Ridge strength ``lambda``. ``lambda << ||K||_op`` (see ``regularization_ratio_``) is the ultra-fast
+        Ridge strength ``lambda`` of the outer weights (scikit-learn's name for it, as in ``Ridge``).
+        ``lambda << ||K||_op`` (see ``regularization_ratio_``) is the ultra-fast
         diffusion regime with a linear rate, ``lambda >~ ||K||_op`` the slow algebraic regime (§III.6.1).
     regularization : {'biased', 'unbiased'}, default='biased'
         Regulariser ``f`` of the outer weights (see above). The unbiased one only makes sense when the
@@ -80,23 +82,47 @@ class VarProSHLRegressor(BaseFlowRegressor):
     learning_rate : float, default=1e-2
         Time step ``tau`` of the feature flow (Eq. III.42); flow time is ``tau * n_iter_``.
     max_iter : int, default=100
-        Steps (full batch) or epochs (``batch_size`` set).
+        Maximum number of iterations: steps (full batch) or epochs (``batch_size`` set). Reaching it before
+        the ``tol`` rule triggers gives a ``ConvergenceWarning``.
     tol : float, default=1e-4
-        Stop when the data fit has not decreased by ``tol`` (relative) for ``n_iter_no_change`` iterations.
+        Stop when the data fit (or, with ``early_stopping``, the validation data fit) has not decreased by
+        ``tol`` (relative) for ``n_iter_no_change`` iterations. ``tol=0`` disables the rule.
     n_iter_no_change : int, default=10
+        Number of consecutive iterations without a relative decrease of at least ``tol`` of the monitored
+        risk after which training stops.
     early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data, monitor the data fit on it instead of the
+        training one, and restore the parameters with the best validation value at the end.
     validation_fraction : float, default=0.1
+        Fraction of the training data held out as validation set (at least one sample) for
+        ``early_stopping``; unused otherwise. The split is seeded by ``random_state``.
     batch_size : int or None, default=None
         ``None``: full-batch VarPro, the explicit Euler scheme of the gradient flow. An integer: stochastic
         VarPro (Eq. III.46) for ``solver='varpro'``, minibatch steps for the other solvers. The outer
         weights are then only approximately optimal for each minibatch and the feature step ``M tau / lambda``
         amplifies the mismatch: use a smaller ``learning_rate`` (about ``alpha``) than in full batch.
-    device : str, default='auto'
+    device : str or torch.device, default='auto'
+        Where training runs: 'auto' picks CUDA when available and the CPU otherwise; any torch device
+        string ('cpu', 'cuda', 'cuda:1') or ``torch.device`` is accepted. The resolved device is stored in
+        ``device_``.
     dtype : {'float64', 'float32'}, default='float64'
-        The ridge solves are done in float64 in every case (and the Gram matrix too when ``alpha < 1e-2``).
-    random_state : int, RandomState or None, default=None
+        Floating-point type of training. float64 is the default because the diagnostics are small numbers
+        (kernel eigenvalues, P-L ratios near convergence); float32 is a speed option, mostly on GPUs. The
+        ridge solves are done in float64 in every case (and the Gram matrix too when ``alpha < 1e-2``).
+    random_state : int, RandomState instance or None, default=None
+        Seeds a local ``torch.Generator`` on the CPU, which draws the initial features and the minibatch
+        order, and the validation split. The draws happen on the CPU and are then moved to the device, so a
+        seed gives the same model on every device. Pass an int for reproducible fits.
     verbose : int, default=0
+        0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
+        100 iterations and at the end; 2 or more prints every 20 iterations.
     warm_start : bool, default=False
+        When True, ``fit`` continues from the previous fit's features and outer weights and appends to its
+        history (the target scaling of the first fit is kept); otherwise it starts from a fresh
+        initialisation. The data's number of features and of outputs, and the architecture parameters
+        (``width``, ``activation``, ``feature_domain``, ``alpha``, ``regularization``, ``solver``,
+        ``projection_momentum``) must not change, else :class:`skflow.IncompatibleWarmStartError` is raised
+        and the previous model is kept.
 
     Attributes
     ----------
@@ -109,6 +135,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
     y_mean_, y_scale_ : ndarray of shape (n_outputs,)
         Target scaling (zeros and ones when the targets are not scaled).
     n_iter_ : int
+        Number of iterations run (over all fits with ``warm_start``).
     loss_curve_ : ndarray
         Data-fit part ``(1/2N) sum |F - y|^2`` (MSE / 2, standardised targets) at each iteration.
     reduced_risk_curve_ : ndarray
@@ -117,13 +144,43 @@ class VarProSHLRegressor(BaseFlowRegressor):
     pl_ratio_curve_ : ndarray
         ``||grad L||^2_{L2(mu)} / L`` (squared speed of the particle flow over the reduced risk).
     kernel_spectrum_ : ndarray of shape (n_spectrum,)
-        Top eigenvalues of the tangent kernel ``K = Phi^T Phi / (N M)`` at the final features.
+        Top eigenvalues of the tangent kernel ``K = Phi^T Phi / (N M)`` (Eq. III.24) at the final features, on
+        at most ``kernel_subsample`` training points.
     regularization_ratio_ : float
-        ``lambda / ||K||_op``.
+        ``lambda / ||K||_op`` (``alpha / kernel_spectrum_[0]``), which places the fit in the regimes of
+        §III.6.1.
     feature_history_ : ndarray of shape (n_snapshots, M, dim)
         Present when ``store_features_every`` is set; the initial features come first.
-    history_, flow_time_, stop_reason_, best_loss_, pl_constant_, device_, n_features_in_
-        See :class:`skflow._base.BaseFlowEstimator`.
+    flow_time_ : ndarray of shape (n_iter_,)
+        Flow time ``t`` (the sum of the time steps taken) of each entry of ``loss_curve_``.
+    pl_constant_ : float
+        Minimum of ``pl_ratio_curve_``.
+    history_ : dict of ndarray of shape (n_iter_,)
+        Every per-iteration record: 'risk' (the data fit), 'reduced_risk', 'pl_ratio', 'flow_time', and
+        'val_risk' with ``early_stopping``.
+    stop_reason_ : str
+        Why training stopped: 'converged' (the ``tol`` rule), 'max_iter', 'diverged' or 'interrupted'.
+    best_loss_ : float
+        Lowest entry of ``loss_curve_``.
+    best_validation_risk_ : float
+        Lowest validation data fit; only with ``early_stopping``.
+    device_ : torch.device
+        Device the model was trained on (``device`` resolved).
+    flow_ : skflow.flows.varpro.VarProFlow
+        The trained engine.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of str
+        Names of the features seen during ``fit``, when ``X`` has string column names.
+
+    Notes
+    -----
+    The diagnostics are computed after training; one that fails is set to NaN with a
+    :class:`skflow.DiagnosticWarning`, and the fitted model is unaffected.
+
+    Divergence: a non-finite training data fit, or one above ``1e4`` times the first one of the fit, stops
+    training and restores the parameters with the lowest training data fit (the lowest validation data fit
+    with ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then 'diverged'.
 
     Examples
     --------

@@ -27,8 +27,9 @@ def convergence_report(loss_curve, flow_time, pl_ratio_curve, lambda_0, n_sample
     - ``pl_constant``: minimum P-L ratio ``m`` along the trajectory; gradient flow guarantees
       ``R(t) <= R(0) exp(-m t)``;
     - ``pl_bound_holds``: whether the recorded curve obeys that bound (1e-9 relative slack);
-    - ``kernel_lambda_min`` (``lambda_0``) and ``kernel_rate``: the rate ``2 alpha^2 lambda_0 / N`` the initial
-      kernel alone guarantees (``||grad R||^2 >= 2 alpha^2 lambda_min(K1) R / N`` at the identity init);
+    - ``kernel_lambda_min`` (``lambda_0``) and ``kernel_rate``: the rate ``2 output_scale^2 lambda_0 / N`` the
+      initial kernel alone guarantees (``||grad R||^2 >= 2 output_scale^2 lambda_min(K1) R / N`` at the identity
+      init, Thm. II.7);
     - ``distance_travelled`` (``W2_COT`` to the initialisation) and ``max_displacement``;
     - ``local_pl_radius`` and ``local_pl_condition``: with ``r`` the largest displacement explored, whether
       ``R(mu_0) < m r^2 / 4`` held (the local P-L condition of the Hauer-Mazon argument: it guarantees
@@ -90,7 +91,8 @@ def pl_bound(X, radius, kappa, n_samples, kernel="gaussian", length_scale=1.0, n
     is exactly ``delta e^{-kappa R}``. This is an optimistic stand-in for the infimum (an upper estimate of the
     theoretical ``m``), exact in the sense of the proof only if the training trajectory contracted the
     data uniformly. ``loss_factor`` is the constant ``c`` of ``|grad_z l|^2 >= c l`` (Assumption II.1) for the
-    loss composed with the output scale (``2 alpha^2`` for the squared loss, see the estimator).
+    loss composed with the output scale (``2 output_scale^2`` for the squared loss, see
+    :class:`skflow.RKHSNODEClassifier`).
     """
     Xt = as_float64_tensor(X)
     shrink = math.exp(-kappa * radius)

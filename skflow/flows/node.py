@@ -1,4 +1,4 @@
-"""Engine of MeanFieldNODERegressor: the mean-field NODE with single-hidden-layer residuals (thesis Ch. I, II.5).
+"""Engine of MeanFieldNODERegressor: the mean-field NODE with single-hidden-layer residuals (thesis Ch. I, §II.5).
 
 Shapes: inputs ``X`` (N, d), targets ``Y`` (N, d'), state ``z`` (N, D) with ``D = d + d' + extra``,
 particles ``U`` (S, M, D), ``W`` (S, M, D), ``b`` (S, M).
@@ -24,7 +24,7 @@ __all__ = ["MeanFieldSHLFlow", "init_particles"]
 
 def init_particles(S, M, D, feature_init="gaussian", feature_scale=1.0, nu=1.5, generator=None,
                    dtype=torch.float64):
-    """FixUp / identity initialisation (II.5.3): ``u = 0``, ``b ~ U[0, pi]``, ``w`` i.i.d. per layer.
+    """FixUp / identity initialisation (§II.5.3): ``u = 0``, ``b ~ U[0, pi]``, ``w`` i.i.d. per layer.
 
     ``gaussian``: ``w ~ N(0, rho^2 I)``; then with ``sigma = cos``, ``E k^1(x, y) = exp(-rho^2 |x-y|^2 / 2) / 2``.
     ``student``: ``w = rho * t`` with ``t`` a standard multivariate Student-t with ``2 nu`` degrees of freedom
@@ -51,7 +51,7 @@ class MeanFieldSHLFlow(Flow):
     activation : str
         Key of :data:`ACTIVATIONS`.
     output_scale : float
-        ``alpha``: predictions are ``alpha * z(1)[d_in:d_in + d_out]``.
+        Predictions are ``output_scale * z(1)[d_in:d_in + d_out]`` (lifting and scaling, §II.6).
     solver : {'euler', 'midpoint', 'rk4'}
         Integrator of the forward flow. Each layer's residual ``F_k`` is evaluated inside its own layer
         only: the parameter measure is piecewise constant in depth.

@@ -10,7 +10,7 @@ The feature map is fixed and shared by all layers (Eq. II.33-34)::
 the residual of layer k is ``F_k(z) = theta_k phi(z)`` (Eq. II.18, II.20) and the forward flow is the Euler
 scheme of Eq. II.23 with ``h = 1/S``::
 
-    z_{k+1} = z_k + (1/S) theta_k phi(z_k),   z_0 = (x, 0_K),   logits = alpha * z_S[d:].
+    z_{k+1} = z_k + (1/S) theta_k phi(z_k),   z_0 = (x, 0_K),   logits = output_scale * z_S[d:].
 
 Training is gradient descent in ``L2([0, 1], F)`` (Thm. II.5). With the metric
 ``||theta||^2_{L2} = (1/S) sum_k |theta_k|_F^2`` the gradient of the risk is ``S dR/dtheta_k`` (Eq. II.26), so an
@@ -63,7 +63,7 @@ class RKHSFlow(Flow):
     d_in : int
         Input dimension ``d``; the outputs are the last ``D - d`` coordinates.
     output_scale : float
-        ``alpha``: logits are ``alpha * z(1)[d:]``.
+        Logits are ``output_scale * z(1)[d:]``.
     loss : {'cross_entropy', 'squared'}
         ``R = -(1/N) sum_n sum_j Y_nj log softmax(logits_n)_j`` or ``R = (1/2N) sum_n |logits_n - Y_n|^2``.
     momentum : float in [0, 1)
@@ -123,7 +123,7 @@ class RKHSFlow(Flow):
         return zs
 
     def forward(self, X, theta=None):
-        """Logits ``alpha * z(1)[d:]``, shape (N, K)."""
+        """Logits ``output_scale * z(1)[d:]``, shape (N, K)."""
         theta = self.theta if theta is None else theta
         h = 1.0 / theta.shape[0]
         z = lift(X, self.dim)
@@ -158,7 +158,7 @@ class RKHSFlow(Flow):
 
         With ``a_k = W z_k + b``, ``phi_k = sqrt(2/M) cos(a_k)`` and ``p_k = dR/dz_k`` (rows per sample)::
 
-            p_S      = (0, alpha dR/dlogits)
+            p_S      = (0, output_scale dR/dlogits)
             dR/dtheta_k = h p_{k+1}^T phi_k                                  (D, M)
             p_k      = p_{k+1} - h sqrt(2/M) [(p_{k+1} theta_k) * sin(a_k)] W
 
