@@ -180,8 +180,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     The diagnostics are computed after training; one that fails is set to NaN (``cot_method_``: 'failed')
     with a :class:`skflow.DiagnosticWarning`, and the fitted model is unaffected.
 
-    Divergence: a non-finite training risk, or one above ``1e4`` times the first risk of the fit, stops
-    training and restores the parameters with the lowest training risk (the lowest validation risk with
+    Divergence: a non-finite training risk, or one above ``1e4`` times the risk at the start of the fit,
+    stops training and restores the parameters with the lowest training risk (the lowest validation risk with
     ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then 'diverged'.
 
     Examples

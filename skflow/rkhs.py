@@ -134,8 +134,8 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         Number of consecutive iterations without a relative decrease of at least ``tol`` of the monitored
         risk after which training stops.
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified by class when every class has at
-        least two members), monitor the risk on it
+        Hold out ``validation_fraction`` of the training data (stratified by class when the class counts
+        allow it), monitor the risk on it
         instead of the training risk, and restore the parameters with the best validation risk at the end.
     validation_fraction : float, default=0.1
         Fraction of the training data held out as validation set (at least one sample) for
@@ -242,8 +242,8 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
     The diagnostics are computed after training; one that fails is set to NaN with a
     :class:`skflow.DiagnosticWarning`, and the fitted model is unaffected.
 
-    Divergence: a non-finite training risk, or one above ``1e4`` times the first risk of the fit, stops
-    training and restores the parameters with the lowest training risk (the lowest validation risk with
+    Divergence: a non-finite training risk, or one above ``1e4`` times the risk at the start of the fit,
+    stops training and restores the parameters with the lowest training risk (the lowest validation risk with
     ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then 'diverged'.
 
     Examples

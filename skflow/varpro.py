@@ -178,9 +178,10 @@ class VarProSHLRegressor(BaseFlowRegressor):
     The diagnostics are computed after training; one that fails is set to NaN with a
     :class:`skflow.DiagnosticWarning`, and the fitted model is unaffected.
 
-    Divergence: a non-finite training data fit, or one above ``1e4`` times the first one of the fit, stops
-    training and restores the parameters with the lowest training data fit (the lowest validation data fit
-    with ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then 'diverged'.
+    Divergence: a non-finite training data fit, or one above ``1e4`` times the data fit at the start of the
+    fit, stops training and restores the parameters with the lowest training data fit (the lowest validation
+    data fit with ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then
+    'diverged'.
 
     Examples
     --------
