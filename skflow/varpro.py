@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
 from .flows._ops import ACTIVATIONS, regularizer_centre
-from .flows.varpro import VarProFlow, kernel_spectrum, reduced_risk
+from .flows.varpro import DEFAULT_ALPHAS, VarProFlow, kernel_spectrum, reduced_risk
 
 __all__ = ["VarProSHLRegressor"]
 
@@ -42,10 +42,24 @@ class VarProSHLRegressor(BaseFlowRegressor):
     feature_domain : {'euclidean', 'sphere'}, default='euclidean'
         ``'sphere'``: features on the unit sphere of ``R^d``, no bias; the step is projected (tangent step,
         then renormalise).
-    alpha : float, default=1e-3
+    alpha : float or 'auto', default=1e-3
         Ridge strength ``lambda`` of the outer weights (scikit-learn's name for it, as in ``Ridge``).
         ``lambda << ||K||_op`` (see ``regularization_ratio_``) is the ultra-fast
         diffusion regime with a linear rate, ``lambda >~ ||K||_op`` the slow algebraic regime (§III.6.1).
+        ``'auto'`` chooses ``lambda`` from ``alphas`` by exact leave-one-out error, from one eigendecomposition
+        of the projection's Gram matrix (as ``RidgeCV`` does), at every projection: the strength follows the
+        features as they move. The theory's flow is the gradient flow of the reduced risk ``L_lambda`` at a
+        fixed ``lambda``; with ``'auto'`` each step is a step of that flow at the ``lambda`` chosen for the
+        current features (a piecewise-fixed ``lambda``, recorded in ``alpha_path_``), so the monotonicity of
+        ``L_lambda`` holds between changes of ``lambda`` only. A float keeps ``lambda`` fixed (the theory's
+        setting; use it for the convergence experiments). The value used last is ``alpha_``. The leave-one-out
+        error is that of the projection at the current features; it does not see that the features were
+        themselves fitted to the same rows, and ``lambda`` also sets the features' time scale ``M tau / lambda``,
+        so on noisy targets a fixed, larger ``alpha`` chosen by cross-validation of the whole fit can generalise
+        better.
+    alphas : array-like of float or None, default=None
+        The grid searched by ``alpha='auto'``; ``None`` is 11 values log-spaced from ``1e-4`` to ``10``
+        (``||K||_op`` is of order one on standardised data). Unused for a float ``alpha``.
     regularization : {'biased', 'unbiased'}, default='biased'
         Regulariser ``f`` of the outer weights (see above). The unbiased one only makes sense when the
         targets are in the units of a teacher with unit outer weights, see ``scale_targets``. For several
@@ -134,6 +148,10 @@ class VarProSHLRegressor(BaseFlowRegressor):
         VarPro they are the exact projection at the final features.
     y_mean_, y_scale_ : ndarray of shape (n_outputs,)
         Target scaling (zeros and ones when the targets are not scaled).
+    alpha_ : float
+        The ridge strength of the final model (``alpha`` itself when it is a float).
+    alpha_path_ : ndarray of shape (n_iter_,)
+        The ridge strength used at each iteration (chosen by leave-one-out for ``alpha='auto'``).
     n_iter_ : int
         Number of iterations run (over all fits with ``warm_start``).
     loss_curve_ : ndarray
@@ -200,7 +218,8 @@ class VarProSHLRegressor(BaseFlowRegressor):
         "width": [Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "feature_domain": [StrOptions({"euclidean", "sphere"})],
-        "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "alphas": ["array-like", None],
         "regularization": [StrOptions({"biased", "unbiased"})],
         "solver": [StrOptions({"varpro", "two-timescale", "gd"})],
         "projection_momentum": [Interval(numbers.Real, 0, 1, closed="left")],
@@ -221,6 +240,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
         activation="relu",
         feature_domain="euclidean",
         alpha=1e-3,
+        alphas=None,
         regularization="biased",
         solver="varpro",
         projection_momentum=0.9,
@@ -246,6 +266,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
         self.activation = activation
         self.feature_domain = feature_domain
         self.alpha = alpha
+        self.alphas = alphas
         self.regularization = regularization
         self.solver = solver
         self.projection_momentum = projection_momentum
@@ -285,6 +306,14 @@ class VarProSHLRegressor(BaseFlowRegressor):
         G[:, :d] /= np.sqrt(max(d, 1))
         return self.feature_scale * G
 
+    def _alpha_grid(self):
+        if self.alphas is None:
+            return DEFAULT_ALPHAS
+        grid = np.asarray(self.alphas, dtype=np.float64).ravel()
+        if grid.size == 0 or not np.all(np.isfinite(grid) & (grid > 0)):
+            raise ValueError(f"alphas must be a non-empty array of positive ridge strengths; got {self.alphas!r}.")
+        return tuple(grid)
+
     def _make_flow(self, X, Y, generator):
         N, d = X.shape
         if self.feature_domain == "sphere" and d < 2:
@@ -296,7 +325,8 @@ class VarProSHLRegressor(BaseFlowRegressor):
         u = torch.full((self.width, Y.shape[1]), regularizer_centre(self.regularization), dtype=self._torch_dtype,
                        device=self.device_)
         return VarProFlow(
-            omega, u, lam=self.alpha, regularization=self.regularization, activation=self.activation,
+            omega, u, lam=self.alpha, alphas=self._alpha_grid(), regularization=self.regularization,
+            activation=self.activation,
             domain=self.feature_domain, solver=self.solver, momentum=self.projection_momentum,
             stochastic=self.batch_size is not None and self.batch_size < N, store_every=self.store_features_every,
         )
@@ -305,6 +335,8 @@ class VarProSHLRegressor(BaseFlowRegressor):
         flow = self.flow_
         self.features_, self.coef_ = to_numpy(flow.omega), to_numpy(flow.u)
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
+        self.alpha_ = float(flow.lam)
+        self.alpha_path_ = self.history_.get("alpha", np.zeros(0))
         idx = seeded_subsample(X.shape[0], self.kernel_subsample)
         Xs = X if idx is None else X[torch.as_tensor(idx, device=X.device)]
         self.kernel_spectrum_ = self._diagnostic(
@@ -312,7 +344,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
                                                                    self.feature_domain, k=self.n_spectrum)),
             default=np.full(1, np.nan))
         k_op = float(self.kernel_spectrum_[0]) if self.kernel_spectrum_.size else 0.0
-        self.regularization_ratio_ = self.alpha / k_op if k_op > 0 else float("inf")
+        self.regularization_ratio_ = self.alpha_ / k_op if k_op > 0 else float("inf")
         if self.store_features_every:
             self.feature_history_ = np.stack([to_numpy(s) for s in flow.feature_snapshots()])
 
@@ -337,6 +369,6 @@ class VarProSHLRegressor(BaseFlowRegressor):
         Yt = torch.as_tensor(Y, dtype=torch.float64)
         omega = torch.as_tensor(self.features_)
         with torch.no_grad():
-            L, _, _ = reduced_risk(omega, Xt, Yt, self.alpha, self.regularization, self.activation,
+            L, _, _ = reduced_risk(omega, Xt, Yt, self.alpha_, self.regularization, self.activation,
                                    self.feature_domain)
         return float(L)

@@ -23,7 +23,9 @@ from ._flow import Flow
 from ._ops import ACTIVATIONS, regularizer_centre
 
 __all__ = [
+    "DEFAULT_ALPHAS",
     "VarProFlow",
+    "ridge_loo_path",
     "augment",
     "feature_gradient",
     "features",
@@ -114,6 +116,62 @@ def ridge_projection(Phi, Y, lam, regularization="biased"):
     return u.to(out_dtype)
 
 
+#: grid of ridge strengths searched by ``lam='auto'`` (log-spaced; the tangent kernel has ``||K||_op = O(1)``)
+DEFAULT_ALPHAS = tuple(float(a) for a in torch.logspace(-4, 1, 11, dtype=torch.float64))
+
+
+def ridge_loo_path(Phi, Y, lams, regularization="biased"):
+    """Exact leave-one-out error of the ridge projection for every strength in ``lams``, from one eigendecomposition.
+
+    The projection minimises ``(1/2N) |Phi u / M - Y|^2 + (lambda / 2M) |u - c|^2`` (Eq. III.43). With
+    ``A = Phi / M``, ``v = u - c`` and ``Y~ = Y - A c`` this is ridge regression of ``Y~`` on ``A`` with strength
+    ``mu = N lambda / M``. From ``A^T A = V diag(s^2) V^T`` the hat matrix is
+    ``H = (A V) diag(1 / (s^2 + mu)) (A V)^T``, and the leave-one-out residual of row ``n`` is
+    ``e_n / (1 - H_nn)``: the error of the projection refitted without row ``n`` (same ``mu``), for every
+    ``lambda`` at the cost of one ``M x M`` eigendecomposition, as in scikit-learn's ``RidgeCV``.
+
+    Parameters
+    ----------
+    Phi : Tensor (N, M)
+    Y : Tensor (N, n_outputs)
+    lams : Tensor (n_lams,)
+        Ridge strengths ``lambda > 0``.
+    regularization : {'biased', 'unbiased'}
+
+    Returns
+    -------
+    loo : Tensor (n_lams,)
+        Mean over rows of the squared leave-one-out residual (summed over outputs), in float64.
+    u : Tensor (n_lams, M, n_outputs)
+        The exact projection ``u*`` on all rows for each strength, in float64.
+    """
+    P = Phi.double()
+    N, M = P.shape
+    A = P / M
+    c = regularizer_centre(regularization)
+    Yt = Y.double() - A.sum(1, keepdim=True) * c
+    s2, V = torch.linalg.eigh(A.T @ A)
+    AV = A @ V  # (N, M)
+    B = AV.T @ Yt  # (M, n_out)
+    mu = (N / M) * lams.to(P)
+    w = 1.0 / (s2.clamp(min=0.0)[None, :] + mu[:, None])  # (n_lams, M)
+    fit = torch.einsum("nm,lm,mo->lno", AV, w, B)  # H Y~ for every strength
+    h = w @ (AV * AV).T  # (n_lams, N): diag(H)
+    e = (Yt[None] - fit) / (1.0 - h)[..., None]
+    u = c + torch.einsum("km,lm,mo->lko", V, w, B)
+    return (e * e).sum((1, 2)) / N, u
+
+
+def select_ridge(Phi, Y, lams, regularization="biased"):
+    """The strength of ``lams`` with the smallest leave-one-out error, and its projection (0-dim, (M, n_out)).
+
+    Stays on the device (no host synchronisation).
+    """
+    loo, u = ridge_loo_path(Phi, Y, lams, regularization)
+    best = torch.argmin(loo)
+    return lams.to(loo)[best], u[best]
+
+
 def _risk_parts(Phi, Y, u, lam, regularization):
     """Data fit ``(1/2N) |F - Y|^2`` and regulariser ``lambda (1/M) sum f(u_i)`` of Eq. III.43, and the residual."""
     N, M = Phi.shape
@@ -181,8 +239,11 @@ class VarProFlow(Flow):
     ----------
     omega : Tensor (M, dim)
     u : Tensor (M, n_outputs)
-    lam : float
-        Ridge strength ``lambda``.
+    lam : float or 'auto'
+        Ridge strength ``lambda``. ``'auto'``: chosen at every projection from ``alphas`` by exact leave-one-out
+        (:func:`ridge_loo_path`); the current value is ``lam`` (a 0-dim tensor) and is recorded as ``alpha``.
+    alphas : sequence of float
+        The grid searched by ``lam='auto'``.
     regularization : {'biased', 'unbiased'}
     activation : str
         Key of :data:`skflow.flows._ops.ACTIVATIONS`.
@@ -200,14 +261,16 @@ class VarProFlow(Flow):
         Keep a copy of ``omega`` every this many steps (on the device, no host sync).
     """
 
-    _tensor_fields = ("omega", "u")
+    _tensor_fields = ("omega", "u", "alphas")
     _param_fields = ("omega", "u")
 
     def __init__(self, omega, u, *, lam, regularization="biased", activation="relu", domain="euclidean",
-                 solver="varpro", momentum=0.9, stochastic=False, store_every=None):
+                 solver="varpro", momentum=0.9, stochastic=False, store_every=None, alphas=DEFAULT_ALPHAS):
         self.omega = omega
         self.u = u
-        self.lam = float(lam)
+        self.auto = isinstance(lam, str)
+        self.alphas = torch.as_tensor(alphas, dtype=torch.float64, device=omega.device)
+        self.lam = self.alphas[len(self.alphas) // 2].clone() if self.auto else float(lam)
         self.regularization = regularization
         self.activation = activation
         self.domain = domain
@@ -223,6 +286,8 @@ class VarProFlow(Flow):
         new = super().to(device, dtype)
         kwargs = {"device": device} if dtype is None else {"device": device, "dtype": dtype}
         new.snapshots = [t.detach().to(**kwargs).clone() for t in self.snapshots]
+        if self.auto:
+            new.lam = self.lam.detach().to(device=device).clone()
         return new
 
     @property
@@ -250,6 +315,9 @@ class VarProFlow(Flow):
             self.snapshots.append(self.omega.detach().clone())
         if self.solver == "two-timescale":
             self.project(X, Y)
+        elif self.auto and self.solver == "gd":  # one strength for the whole run, chosen at the initial features
+            self.lam = select_ridge(features(self.omega, X, self.activation, self.domain)[0], Y, self.alphas,
+                                    self.regularization)[0]
 
     def finish(self, X, Y, n_steps):
         """After the last step of full-batch VarPro ``u`` is the projection at the previous features:
@@ -270,8 +338,16 @@ class VarProFlow(Flow):
     def project(self, X, Y):
         """Set ``u`` to the exact projection ``u*(omega)`` on ``(X, Y)``, in place."""
         Phi, _, _ = features(self.omega, X, self.activation, self.domain)
-        self.u.copy_(ridge_projection(Phi, Y, self.lam, self.regularization))
+        self.u.copy_(self._projection(Phi, Y))
         self._u_ready = True
+
+    def _projection(self, Phi, Y):
+        """``u*`` at the fixed ``lam``, or, for ``lam='auto'``, at the strength with the least leave-one-out error
+        (which becomes ``lam``)."""
+        if not self.auto:
+            return ridge_projection(Phi, Y, self.lam, self.regularization)
+        self.lam, u = select_ridge(Phi, Y, self.alphas, self.regularization)
+        return u.to(Phi.dtype)
 
     def step(self, X, Y, lr):
         """One step of the chosen solver with time step ``tau = lr``; returns 0-dim tensors before the step.
@@ -284,7 +360,7 @@ class VarProFlow(Flow):
         M = self.width
         if self.solver == "varpro":
             Phi, _, _ = features(self.omega, X, self.activation, self.domain)
-            u_bar = ridge_projection(Phi, Y, self.lam, self.regularization)
+            u_bar = self._projection(Phi, Y)
             if self.stochastic and self._u_ready:
                 # Eq. III.46: average the minibatch projections, which fluctuate with the sampling
                 self.u.mul_(self.momentum).add_(u_bar, alpha=1.0 - self.momentum)
@@ -307,7 +383,10 @@ class VarProFlow(Flow):
                 scale = M / torch.clamp(trace + self.lam, min=1.0)
                 self.u.sub_(grad_u * scale)
             else:  # gd: a single timescale, the features' step M tau / lambda for u too
-                self.u.sub_(grad_u, alpha=M * lr / self.lam)
+                if self.auto:
+                    self.u.sub_(grad_u * (M * lr / self.lam))
+                else:
+                    self.u.sub_(grad_u, alpha=M * lr / self.lam)
         self.omega.sub_(velocity, alpha=lr)
         if self.domain == "sphere":
             # projected step on the sphere (Eq. III.39): renormalise after the tangent step
@@ -315,4 +394,5 @@ class VarProFlow(Flow):
         self.n_steps += 1
         if self.store_every and self.n_steps % self.store_every == 0:
             self.snapshots.append(self.omega.detach().clone())
-        return {"risk": datafit, "reduced_risk": L, "pl_ratio": speed2 / L}
+        alpha = torch.as_tensor(self.lam, dtype=datafit.dtype, device=datafit.device)
+        return {"risk": datafit, "reduced_risk": L, "pl_ratio": speed2 / L, "alpha": alpha}
