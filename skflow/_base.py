@@ -38,7 +38,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._training import TrainConfig, train, warn_stop
+from ._training import TrainConfig, stable_time_step, train, warn_stop
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError
 from .flows._flow import Flow
 
@@ -149,7 +149,7 @@ class BaseFlowEstimator(BaseEstimator):
     """
 
     _parameter_constraints = {
-        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -183,15 +183,28 @@ class BaseFlowEstimator(BaseEstimator):
     def _decode_output(self, out):  # pragma: no cover - interface
         raise NotImplementedError
 
+    #: the time step ``learning_rate='auto'`` starts its search from (each estimator's usual default)
+    _reference_learning_rate = 0.1
+
     def _learning_rate_at(self, iteration):
         """Time step at a given iteration; subclasses may add a schedule."""
-        return self.learning_rate
+        return self.learning_rate_
+
+    def _resolve_learning_rate(self, flow, X, Y, generator):
+        """``learning_rate_``: the given float, or, for 'auto', half the largest stable step found on the data."""
+        if self.learning_rate != "auto":
+            return float(self.learning_rate)
+        if self.batch_size is not None and self.batch_size < X.shape[0]:
+            idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))[: self.batch_size]
+            X, Y = X[idx.to(X.device)], Y[idx.to(X.device)]
+        return stable_time_step(flow, X, Y, self._reference_learning_rate)
 
     def _divergence_hint(self):
         """Extra advice for the divergence warning; the stiffness grows like ``output_scale ** 2``."""
+        hint = f" (now {self.learning_rate_:g}; learning_rate='auto' measures a stable one)"
         if hasattr(self, "output_scale"):
-            return f" (now {self.learning_rate:g}), or a smaller output_scale (now {self.output_scale:g})"
-        return f" (now {self.learning_rate:g})"
+            hint += f", or a smaller output_scale (now {self.output_scale:g})"
+        return hint
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
@@ -272,6 +285,8 @@ class BaseFlowEstimator(BaseEstimator):
             history, start_iter = None, 0
         self._check_memory(flow, data[0].shape[0] if self.batch_size is None else self.batch_size)
         flow.start(data[0], data[1])
+        if not (warm and self.learning_rate == "auto" and hasattr(self, "learning_rate_")):
+            self.learning_rate_ = self._resolve_learning_rate(flow, data[0], data[1], generator)
         result = train(flow, data, self._train_config(), generator, history, start_iter)
         flow.finish(data[0], data[1], result.n_iter)
         self.flow_ = flow

@@ -11,6 +11,7 @@ Nothing here knows about scikit-learn estimators: :mod:`skflow._base` calls :fun
 :class:`TrainConfig` and turns the result into fitted attributes.
 """
 
+import copy
 import math
 import sys
 import time
@@ -23,8 +24,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .exceptions import DivergenceWarning, FitInterruptedWarning
 
-__all__ = ["BestParameters", "History", "StopMonitor", "TrainConfig", "TrainResult", "run_epoch", "train",
-           "warn_stop"]
+__all__ = ["BestParameters", "History", "StopMonitor", "TrainConfig", "TrainResult", "run_epoch",
+           "stable_time_step", "train", "warn_stop"]
 
 #: a training risk above this multiple of the fit's first risk is divergence, even while it is finite
 DIVERGENCE_FACTOR = 1e4
@@ -152,6 +153,40 @@ def run_epoch(flow, X, Y, lr, batch, generator):
         weights.append(idx.shape[0] / n)
     w = torch.tensor(weights, dtype=X.dtype, device=X.device)
     return {k: (torch.stack([r[k] for r in records]) * w).sum() for k in records[0]}
+
+
+def _decreases(flow, X, Y, tau, n_steps):
+    """Whether ``n_steps`` explicit steps of size ``tau``, on a copy of the engine, decrease the risk each time."""
+    probe = copy.deepcopy(flow)
+    with torch.no_grad():
+        # the objective the flow descends: the reduced risk for VarPro, the risk otherwise (before each step)
+        records = [probe.step(X, Y, tau) for _ in range(n_steps + 1)]
+        risks = [float(r.get("reduced_risk", r["risk"])) for r in records]
+    return all(math.isfinite(r) for r in risks) and all(b < a for a, b in zip(risks, risks[1:]))
+
+
+def stable_time_step(flow, X, Y, reference, fraction=0.5, factor=2.0, n_steps=3, max_up=8, max_down=24):
+    """The largest time step of the grid ``reference * factor**k`` whose first explicit steps keep decreasing the
+    risk, times ``fraction``.
+
+    A safeguarded line search on the first steps: the explicit Euler scheme of a gradient flow is stable for
+    ``tau < 2 / L`` (``L`` the smoothness of the risk), and a step beyond the limit makes the risk oscillate or
+    grow. Each probe runs on a copy of the engine, so the engine itself is not moved. ``X``, ``Y`` are the rows
+    a step sees (one minibatch with ``batch_size``). The search goes at most ``factor**max_up`` above the
+    reference and ``factor**max_down`` below it.
+    """
+    tau = float(reference)
+    if _decreases(flow, X, Y, tau, n_steps):
+        for _ in range(max_up):
+            if not _decreases(flow, X, Y, tau * factor, n_steps):
+                break
+            tau *= factor
+    else:
+        for _ in range(max_down):
+            tau /= factor
+            if _decreases(flow, X, Y, tau, n_steps):
+                break
+    return fraction * tau
 
 
 def _log(name, host, t0, final=False):

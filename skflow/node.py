@@ -66,9 +66,12 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     kernel_subsample : int, default=1000
         The kernel diagnostics use at most this many training points (the first ones after a seeded
         shuffle). ``lambda_min`` of a principal submatrix is at least that of the full matrix.
-    learning_rate : float, default=0.1
+    learning_rate : float or 'auto', default=0.1
         Time step ``tau`` of the flow, in mean-field units: particles move by ``tau`` times their velocity,
         so ``tau`` need not be retuned when ``M`` or ``S`` change. Flow time is ``tau * iteration``.
+        ``'auto'``: half the largest time step whose first explicit steps keep decreasing the risk on the training
+        data (a safeguarded line search around the default, on a copy of the model); the value used is
+        ``learning_rate_``.
     max_iter : int, default=2000
         Maximum number of iterations: steps of the flow in full batch, epochs (passes over the training
         data) with ``batch_size`` set. Reaching it before the ``tol`` rule triggers gives a
@@ -115,6 +118,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
 
     Attributes
     ----------
+    learning_rate_ : float
+        The time step used (``learning_rate``, or the one measured for ``'auto'``).
     n_iter_ : int
         Number of iterations run (over all fits with ``warm_start``).
     loss_curve_ : ndarray (n_iter_,)

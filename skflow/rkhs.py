@@ -112,7 +112,7 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         most this many training inputs (a fixed subsample drawn with ``RandomState(0)``). The smallest
         eigenvalue of a principal submatrix is at least that of the full matrix, so on a subsample they are
         upper estimates.
-    learning_rate : float, default=500.0
+    learning_rate : float or 'auto', default=500.0
         Time step ``tau`` of the flow, in the units above (gradient in ``L2([0, 1], F)``), the same for every
         depth ``S`` and width ``M``. Why 500 is stable: at ``theta = 0`` the step changes the logits by
         ``-output_scale^2 tau (K / B) G`` (``K`` the kernel matrix of the batch, ``G`` the loss gradient), and
@@ -121,6 +121,9 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         ``tau < 2 (1 + m) / ((1 - m) output_scale^2 / 2)``, i.e.
         about 840 at the defaults, whatever the (standardised) data. The squared loss has curvature 1:
         use about half the step (e.g. ``learning_rate=200``), or less with ``momentum=0``.
+        ``'auto'``: half the largest time step whose first explicit steps keep decreasing the risk on the training
+        data (a safeguarded line search around the default, on a copy of the model); the value used is
+        ``learning_rate_``.
     max_iter : int, default=250
         Steps (full batch) or epochs (``batch_size`` set). With cross-entropy the risk keeps falling (like
         ``1/t`` once the data are separated) and the relative ``tol`` does not stop it, so a default fit
@@ -168,6 +171,8 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
 
     Attributes
     ----------
+    learning_rate_ : float
+        The time step used (``learning_rate``, or the one measured for ``'auto'``).
     classes_ : ndarray of shape (n_classes,)
         Class labels, in the order of the columns of :meth:`predict_proba`.
     theta_ : ndarray of shape (S, d + K, M)
@@ -274,6 +279,7 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
     }
 
     _stratify = True
+    _reference_learning_rate = 500.0
     _architecture_params = ("n_layers", "n_features", "kernel", "length_scale", "nu", "output_scale", "loss",
                             "momentum")
     #: the data separation is exact up to this many training points, on a fixed subsample above (O(N^2 d))
@@ -336,8 +342,8 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
     def _learning_rate_at(self, iteration):
         """Step decay: ``tau * lr_decay ** (iteration // lr_decay_every)``."""
         if self.lr_decay_every is None:
-            return self.learning_rate
-        return self.learning_rate * self.lr_decay ** (iteration // self.lr_decay_every)
+            return self.learning_rate_
+        return self.learning_rate_ * self.lr_decay ** (iteration // self.lr_decay_every)
 
     def _encode_targets(self, y):
         y = column_or_1d(y, warn=True)

@@ -93,8 +93,11 @@ class VarProSHLRegressor(BaseFlowRegressor):
         Number of top eigenvalues of the tangent kernel kept in ``kernel_spectrum_``.
     kernel_subsample : int, default=4096
         The kernel diagnostics use at most this many training points (a seeded subsample).
-    learning_rate : float, default=1e-2
+    learning_rate : float or 'auto', default=1e-2
         Time step ``tau`` of the feature flow (Eq. III.42); flow time is ``tau * n_iter_``.
+        ``'auto'``: half the largest time step whose first explicit steps keep decreasing the risk on the training
+        data (a safeguarded line search around the default, on a copy of the model); the value used is
+        ``learning_rate_``.
     max_iter : int, default=100
         Maximum number of iterations: steps (full batch) or epochs (``batch_size`` set). Reaching it before
         the ``tol`` rule triggers gives a ``ConvergenceWarning``.
@@ -140,6 +143,8 @@ class VarProSHLRegressor(BaseFlowRegressor):
 
     Attributes
     ----------
+    learning_rate_ : float
+        The time step used (``learning_rate``, or the one measured for ``'auto'``).
     features_ : ndarray of shape (M, d + 1) or (M, d)
         The features ``omega_i``; for ``'euclidean'`` the last column is the bias.
     coef_ : ndarray of shape (M, n_outputs)
@@ -230,6 +235,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
         "kernel_subsample": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
+    _reference_learning_rate = 1e-2
     _architecture_params = ("width", "activation", "feature_domain", "alpha", "regularization", "solver",
                             "projection_momentum")
 

@@ -328,3 +328,32 @@ def test_cot_distance_above_the_budget_is_a_named_subsample_estimate(regression,
     assert est.cot_method_ == "subsample(12)" and est.convergence_report_["cot_method"] == "subsample(12)"
     # the estimate is of the same order as the exact value, and bounded by the paired displacement
     assert 0.2 * exact.cot_distance_ < est.cot_distance_ < 5 * exact.cot_distance_
+
+
+# ---------------------------------------------------------------------- a step size that picks itself
+@pytest.mark.parametrize(
+    "name,params",
+    [("node", dict(output_scale=16.0)), ("node", dict(output_scale=0.5)), ("node", dict(n_layers=24, width=8)),
+     ("node", dict(width=512, n_layers=1)), ("rkhs", dict(output_scale=5.0)), ("rkhs", dict(batch_size=None)),
+     ("varpro", dict(alpha=1e-5)), ("varpro", dict(solver="gd"))],
+)
+def test_auto_learning_rate_does_not_diverge(name, params, regression, classification):
+    """learning_rate='auto' measures a stable step on the data: no divergence whatever the scale or shape."""
+    X, y = classification if name == "rkhs" else regression
+    est = FACTORIES[name](learning_rate="auto", max_iter=40, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        est.fit(X, y)
+    assert est.learning_rate_ > 0 and est.stop_reason_ != "diverged"
+    assert est.loss_curve_[-1] < est.loss_curve_[0]
+    # a fixed float is used as it is
+    assert FACTORIES[name](learning_rate=0.001, max_iter=2, **params).fit(X, y).learning_rate_ == 0.001
+
+
+def test_auto_learning_rate_shrinks_with_the_output_scale(regression):
+    """The flow's stiffness grows like output_scale^2 (Prop. II.6.1): so must the stable step shrink."""
+    X, y = regression
+    lr = {a: _fit_quietly(FACTORIES["node"](learning_rate="auto", max_iter=1, output_scale=a), X, y).learning_rate_
+          for a in (4.0, 16.0)}
+    assert 4 <= lr[4.0] / lr[16.0] <= 64
