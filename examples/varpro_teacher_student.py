@@ -1,60 +1,58 @@
-"""VarPro on the S^1 teacher-student problem of thesis §III.6.1: Figs III.2, III.3, III.4, III.5 and III.7.
+"""
+=====================================================================
+VarPro on the S^1 teacher-student problem (thesis Figs III.2-III.7)
+=====================================================================
 
-A student SHL ``F(x) = (1/M) sum_i u_i ReLU(omega_i . x)`` with features on the circle learns the teacher
-``mu_gamma`` (Eq. III.40) by gradient descent on the reduced risk (VarPro, Eq. III.42); its feature
-distribution is compared with the teacher (energy-distance MMD, Eq. III.49) and with the solution of the
-weighted ultra-fast diffusion (Eq. III.35, r = 2) computed on a grid with LSODA, the ``lambda -> 0`` limit
-of the flow (Thm. III.5). Fig. III.7 compares VarPro with two-timescale gradient descent (Eq. III.44).
+Thesis §III.6.1. A student SHL ``F(x) = (1/M) sum_i u_i ReLU(omega_i . x)`` with features on the circle
+learns the teacher ``mu_gamma`` (Eq. III.40) by gradient descent on the reduced risk (VarPro, Eq. III.42).
+Its feature distribution is compared with the teacher (energy-distance MMD, Eq. III.49) and with the
+solution of the weighted ultra-fast diffusion (Eq. III.35, r = 2) computed on a grid with LSODA, the
+``lambda -> 0`` limit of the flow (Thm. III.5). The figures, in ``examples/figures/``:
+
+* ``varpro_fig_III2_diffusion.png`` (Fig. III.2): the density of the diffusion and a smoothed density of the
+  VarPro particles at a few times, both spreading from the uniform initialisation towards the teacher;
+* ``varpro_fig_III3_reduced_risk.png`` (Fig. III.3): the reduced risk per width, for the biased and the
+  unbiased regulariser: it decreases monotonically;
+* ``varpro_fig_III4_mmd_widths.png`` (Fig. III.4): MMD to the teacher and to the diffusion per width;
+* ``varpro_fig_III5_mmd_lambda.png`` (Fig. III.5): the same against the ridge strength ``lambda`` at the
+  largest width: the particles follow the diffusion better as ``lambda -> 0``;
+* ``varpro_fig_III7_two_timescale.png`` (Fig. III.7): VarPro against two-timescale gradient descent
+  (Eq. III.44), which needs ``tau << lambda`` (Rem. III.6.1) and falls behind at small ``lambda``.
 
 By default the sizes are reduced to run on a CPU in a few minutes (N = 1024, M in {32, 128}, one run per
 setting, tau = 2^-6 so that 1000 steps reach the flow time t ~ 16 of the thesis's 32000 steps at 2^-10).
 ``--full`` uses the thesis's sizes (N = 4096, M in {32, 128, 512, 1024}, tau = 2^-10, 32000 steps, 6 runs):
-meant for a GPU. Figures go to ``examples/figures/``.
+meant for a GPU. ``--quick`` is a smoke run at tiny sizes.
 
-Run: ``python examples/varpro_teacher_student.py [--full] [--device cuda] [--runs R] [--steps S]``
+Run: ``python examples/varpro_teacher_student.py [--quick | --full] [--device D] [--gamma G] [--runs R]
+[--steps S]``
 """
 
+# %%
 import argparse
 import os
 import time
 import warnings
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from skflow import VarProSHLRegressor  # noqa: E402
-from skflow.datasets import make_teacher_student, teacher_density  # noqa: E402
-from skflow.flows.diffusion import ultrafast_diffusion_s1  # noqa: E402
-from skflow.flows.mmd import energy_distance  # noqa: E402
+from skflow import VarProSHLRegressor
+from skflow.datasets import make_teacher_student, teacher_density
+from skflow.diagnostics import energy_distance
+from skflow.diffusion import ultrafast_diffusion_s1
 
 FIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
+TAU7 = 2.0 ** -10  # the thesis's step in Fig. III.7: two-timescale GD needs tau << lambda (Rem. III.6.1)
+SIZES = {  # n_samples, widths, steps, tau, runs, tt_steps, n_snap, teacher_width, n_grid
+    "full": (4096, (32, 128, 512, 1024), 32000, 2.0 ** -10, 6, 32000, 64, 4096, 1024),
+    "quick": (256, (16, 32), 100, 2.0 ** -6, 1, 200, 5, 512, 128),
+    "default": (1024, (32, 128), 1000, 2.0 ** -6, 1, 8000, 20, 4096, 512),
+}
 
-
-def parse():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--full", action="store_true", help="thesis sizes (GPU)")
-    p.add_argument("--quick", action="store_true", help="a smoke run at tiny sizes (seconds)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--gamma", type=float, default=100.0)
-    p.add_argument("--runs", type=int, default=None, help="independent runs averaged (thesis: 6)")
-    p.add_argument("--steps", type=int, default=None, help="VarPro steps for Figs III.2-III.5")
-    a = p.parse_args()
-    runs, steps = a.runs, a.steps
-    if a.full:
-        a.n_samples, a.widths, a.steps, a.tau, a.runs = 4096, (32, 128, 512, 1024), 32000, 2.0 ** -10, 6
-        a.tt_steps, a.n_snap, a.teacher_width, a.n_grid = 32000, 64, 4096, 1024
-    elif a.quick:
-        a.n_samples, a.widths, a.steps, a.tau, a.runs = 256, (16, 32), 100, 2.0 ** -6, 1
-        a.tt_steps, a.n_snap, a.teacher_width, a.n_grid = 200, 5, 512, 128
-    else:
-        a.n_samples, a.widths, a.steps, a.tau, a.runs = 1024, (32, 128), 1000, 2.0 ** -6, 1
-        a.tt_steps, a.n_snap, a.teacher_width, a.n_grid = 8000, 20, 4096, 512
-    a.runs = runs or a.runs
-    a.steps = steps or a.steps
-    return a
+# %%
+# The ultra-fast diffusion and the particle clouds
+# ------------------------------------------------
 
 
 def circle(theta):
@@ -71,9 +69,8 @@ class Diffusion:
         key = tuple(np.round(times, 12))
         if key not in self.cache:
             # f(u) = |u|^2/2 (or |u - 1|^2/2): f_scale = 1/2 in the units of Eq. III.35
-            theta, dens = ultrafast_diffusion_s1(lambda t: teacher_density(t, self.gamma), times,
-                                                 n_grid=self.n_grid, f_scale=0.5)
-            self.cache[key] = (theta, dens)
+            self.cache[key] = ultrafast_diffusion_s1(lambda t: teacher_density(t, self.gamma), times,
+                                                     n_grid=self.n_grid, f_scale=0.5)
         return self.cache[key]
 
     def mmd_curve(self, history, times):
@@ -82,24 +79,42 @@ class Diffusion:
         return np.array([energy_distance(h, pts, weights_b=d) for h, d in zip(history, dens)])
 
 
-def run(X, y, teacher, width, lam, regularization, solver, tau, steps, n_snap, seed, device, diffusion):
-    every = max(1, steps // n_snap)
-    m = VarProSHLRegressor(width, feature_domain="sphere", alpha=lam, regularization=regularization, solver=solver,
-                           learning_rate=tau, max_iter=steps, tol=0, store_features_every=every,
-                           random_state=seed, device=device)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # divergence of two-timescale GD at large tau / lambda is a result here
-        m.fit(X, y)
-    fit_time = time.perf_counter() - t0
-    hist = m.feature_history_
-    snap_iters = np.arange(hist.shape[0]) * every
-    times = snap_iters * tau
-    return dict(
-        reduced_risk=m.reduced_risk_curve_, iters=snap_iters, fit_time=fit_time,
-        mmd_teacher=np.array([energy_distance(h, teacher) for h in hist]),
-        mmd_diffusion=diffusion.mmd_curve(hist, times), final_L=m.reduced_risk(X, y), model=m,
-    )
+# %%
+# Fitting, with a cache of runs
+# -----------------------------
+# The figures share many settings (width, ``lambda``, regulariser, solver, step, number of steps): each is
+# fitted once (``runs`` seeds) and its reduced risk, MMD curves and final exact reduced risk are kept.
+
+
+class Experiment:
+    def __init__(self, args):
+        self.args = args
+        self.X, self.y, self.teacher = make_teacher_student(args.n_samples, teacher_width=args.teacher_width,
+                                                            gamma=args.gamma, return_teacher=True, random_state=0)
+        self.diffusion = Diffusion(args.gamma, args.n_grid)
+        self.cache = {}
+
+    def runs(self, width, lam, reg, solver="varpro", tau=None, steps=None):
+        key = (width, lam, reg, solver, tau or self.args.tau, steps or self.args.steps)
+        if key not in self.cache:
+            self.cache[key] = [self.fit(*key, seed) for seed in range(self.args.runs)]
+        return self.cache[key]
+
+    def fit(self, width, lam, reg, solver, tau, steps, seed):
+        every = max(1, steps // self.args.n_snap)
+        m = VarProSHLRegressor(width, feature_domain="sphere", alpha=lam, regularization=reg, solver=solver,
+                               learning_rate=tau, max_iter=steps, tol=0, store_features_every=every,
+                               random_state=seed, device=self.args.device)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # divergence of two-timescale GD at large tau / lambda is a result here
+            m.fit(self.X, self.y)
+        fit_time = time.perf_counter() - t0
+        hist = m.feature_history_
+        iters = np.arange(hist.shape[0]) * every
+        return dict(reduced_risk=m.reduced_risk_curve_, iters=iters, fit_time=fit_time, model=m,
+                    mmd_teacher=np.array([energy_distance(h, self.teacher) for h in hist]),
+                    mmd_diffusion=self.diffusion.mmd_curve(hist, iters * tau), final_L=m.reduced_risk(self.X, self.y))
 
 
 def averaged(runs, key):
@@ -107,145 +122,193 @@ def averaged(runs, key):
     return np.mean([r[key][:n] for r in runs], axis=0)
 
 
-def main():
-    a = parse()
-    os.makedirs(FIG_DIR, exist_ok=True)
-    X, y, teacher = make_teacher_student(a.n_samples, teacher_width=a.teacher_width, gamma=a.gamma,
-                                         return_teacher=True, random_state=0)
-    diffusion = Diffusion(a.gamma, a.n_grid)
-    t_start = time.perf_counter()
-    cache = {}
+def monotone(runs):
+    return all(np.all(np.diff(r["reduced_risk"]) <= 1e-12 * r["reduced_risk"][0]) for r in runs)
 
-    def get(width, lam, reg, solver="varpro", tau=a.tau, steps=a.steps):
-        key = (width, lam, reg, solver, tau, steps)
-        if key not in cache:
-            cache[key] = [run(X, y, teacher, width, lam, reg, solver, tau, steps, a.n_snap, s, a.device, diffusion)
-                          for s in range(a.runs)]
-        return cache[key]
 
-    print(f"S^1 teacher-student: N={a.n_samples}, gamma={a.gamma}, widths={a.widths}, tau={a.tau:g}, "
-          f"steps={a.steps}, runs={a.runs}")
+def log_axes(axes, titles, fontsize=7, xlabel="iteration"):
+    for ax, title in zip(axes, titles):
+        ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel(xlabel), ax.set_title(title)
+        ax.legend(fontsize=fontsize)
 
-    # ---------------------------------------------------------------- Fig III.2: diffusion vs particles
-    M2 = a.widths[-1]
-    rs = get(M2, 1e-4, "biased")
-    m = rs[0]["model"]
-    hist, every = m.feature_history_, m.store_features_every
+
+def save(fig, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(FIG_DIR, name), dpi=120)
+    plt.close(fig)
+
+
+# %%
+# Fig. III.2: the diffusion against the particles
+# -----------------------------------------------
+# The empirical measure of the particles is smoothed by a periodic Gaussian: ``sigma = 0.03`` as in the
+# thesis with ``M = 1024``, wider for fewer particles (the noise of a kernel density estimate grows like
+# ``1/sqrt(M sigma)``).
+
+
+def periodic_kde(grid, angles, bw):
+    diff = np.angle(np.exp(1j * (grid[:, None] - angles[None, :])))
+    return np.exp(-0.5 * (diff / bw) ** 2).mean(axis=1) / (bw * np.sqrt(2 * np.pi))
+
+
+def figure_III2(exp):
+    a, M = exp.args, exp.args.widths[-1]
+    m = exp.runs(M, 1e-4, "biased")[0]["model"]
+    hist = m.feature_history_
     idx = np.unique(np.linspace(0, hist.shape[0] - 1, 5).astype(int))
-    times = idx * every * a.tau
-    theta, dens = diffusion.at(times)
+    times = idx * m.store_features_every * a.tau
+    theta, dens = exp.diffusion.at(times)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     grid = np.linspace(-np.pi, np.pi, 721)
+    bw = 0.03 if M >= 1024 else 0.03 * np.sqrt(1024 / M)
     for j, (i, t) in enumerate(zip(idx, times)):
         c = plt.cm.viridis(j / max(1, len(idx) - 1))
         axes[0].plot(theta, dens[j], color=c, label=f"t = {t:.2f}")
-        ang = np.arctan2(hist[i][:, 1], hist[i][:, 0])
-        # periodic Gaussian smoothing of the empirical measure: sigma = 0.03 as in the thesis with M = 1024,
-        # wider for fewer particles (the noise of a kernel density estimate grows like 1/sqrt(M sigma))
-        bw = 0.03 if M2 >= 1024 else 0.03 * np.sqrt(1024 / M2)
-        diff = np.angle(np.exp(1j * (grid[:, None] - ang[None, :])))
-        kde = np.exp(-0.5 * (diff / bw) ** 2).mean(axis=1) / (bw * np.sqrt(2 * np.pi))
-        axes[1].plot(grid, kde, color=c, label=f"t = {t:.2f}")
-    for ax, title in zip(axes, ["ultra-fast diffusion (Eq. III.35, LSODA)", f"VarPro particles, M={M2}"]):
+        axes[1].plot(grid, periodic_kde(grid, np.arctan2(hist[i][:, 1], hist[i][:, 0]), bw), color=c,
+                     label=f"t = {t:.2f}")
+    for ax, title in zip(axes, ["ultra-fast diffusion (Eq. III.35, LSODA)", f"VarPro particles, M={M}"]):
         ax.plot(grid, teacher_density(grid, a.gamma), "k--", lw=1, label="teacher $\\mu_\\gamma$")
         ax.set_yscale("log"), ax.set_xlabel("$\\theta$"), ax.set_title(title), ax.set_ylim(1e-3, 10)
     axes[0].set_ylabel("density"), axes[1].legend(fontsize=7)
     fig.suptitle("Fig. III.2 — biased, $\\lambda=10^{-4}$, $\\gamma=%g$" % a.gamma)
-    fig.tight_layout(), fig.savefig(os.path.join(FIG_DIR, "varpro_fig_III2_diffusion.png"), dpi=120)
-    plt.close(fig)
+    save(fig, "varpro_fig_III2_diffusion.png")
 
-    # ---------------------------------------------------------------- Fig III.3 / III.4: widths, lambda = 1e-3
+
+# %%
+# Figs. III.3 and III.4: widths at ``lambda = 1e-3``
+# --------------------------------------------------
+
+
+def figures_III3_III4(exp):
+    widths = exp.args.widths
     fig3, ax3 = plt.subplots(1, 2, figsize=(11, 4))
     fig4, ax4 = plt.subplots(1, 2, figsize=(11, 4))
     print("\nFigs III.3-III.4 (lambda=1e-3): width, regulariser, final reduced risk, MMD to teacher, "
           "MMD to diffusion, monotone")
-    for k, M in enumerate(a.widths):
-        c = plt.cm.plasma(k / max(1, len(a.widths)))
+    for k, M in enumerate(widths):
+        c = plt.cm.plasma(k / max(1, len(widths)))
         for j, reg in enumerate(("biased", "unbiased")):
-            rs = get(M, 1e-3, reg)
-            L = averaged(rs, "reduced_risk")
-            it = rs[0]["iters"]
+            rs = exp.runs(M, 1e-3, reg)
+            L, it, ls = averaged(rs, "reduced_risk"), rs[0]["iters"], "--" if reg == "biased" else "-"
             ax3[j].plot(np.arange(1, len(L) + 1), L, color=c, label=f"M={M}")
-            ls = "--" if reg == "biased" else "-"
             ax4[0].plot(it + 1, averaged(rs, "mmd_teacher"), ls, color=c, label=f"M={M} {reg}")
             ax4[1].plot(it + 1, averaged(rs, "mmd_diffusion"), ls, color=c, label=f"M={M} {reg}")
-            mono = all(np.all(np.diff(r["reduced_risk"]) <= 1e-12 * r["reduced_risk"][0]) for r in rs)
             print(f"  M={M:5d} {reg:9s} L={L[-1]:.3e}  MMD_teacher={averaged(rs, 'mmd_teacher')[-1]:.4f}  "
-                  f"MMD_diffusion={averaged(rs, 'mmd_diffusion')[-1]:.4f}  monotone={mono}")
-    for ax, reg in zip(ax3, ("biased $f_b$", "unbiased $f_u$")):
-        ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("iteration"), ax.set_ylabel("reduced risk")
-        ax.set_title(reg), ax.legend(fontsize=7)
-    fig3.suptitle("Fig. III.3 — reduced risk, $\\lambda=10^{-3}$"), fig3.tight_layout()
-    fig3.savefig(os.path.join(FIG_DIR, "varpro_fig_III3_reduced_risk.png"), dpi=120)
-    for ax, t in zip(ax4, ("MMD to teacher", "MMD to ultra-fast diffusion")):
-        ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("iteration"), ax.set_title(t)
-        ax.legend(fontsize=7)
-    fig4.suptitle("Fig. III.4 — dashed: biased, plain: unbiased, $\\lambda=10^{-3}$"), fig4.tight_layout()
-    fig4.savefig(os.path.join(FIG_DIR, "varpro_fig_III4_mmd_widths.png"), dpi=120)
-    plt.close(fig3), plt.close(fig4)
+                  f"MMD_diffusion={averaged(rs, 'mmd_diffusion')[-1]:.4f}  monotone={monotone(rs)}")
+    log_axes(ax3, ("biased $f_b$", "unbiased $f_u$"))
+    for ax in ax3:
+        ax.set_ylabel("reduced risk")
+    fig3.suptitle("Fig. III.3 — reduced risk, $\\lambda=10^{-3}$")
+    save(fig3, "varpro_fig_III3_reduced_risk.png")
+    log_axes(ax4, ("MMD to teacher", "MMD to ultra-fast diffusion"))
+    fig4.suptitle("Fig. III.4 — dashed: biased, plain: unbiased, $\\lambda=10^{-3}$")
+    save(fig4, "varpro_fig_III4_mmd_widths.png")
 
-    # ---------------------------------------------------------------- Fig III.5: lambda sweep at the largest M
-    fig5, ax5 = plt.subplots(1, 2, figsize=(11, 4))
-    print(f"\nFig III.5 (M={M2}): lambda, regulariser, MMD to teacher, MMD to diffusion, lambda/||K||")
+
+# %%
+# Fig. III.5: ``lambda`` sweep at the largest width
+# -------------------------------------------------
+
+
+def figure_III5(exp):
+    M = exp.args.widths[-1]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    print(f"\nFig III.5 (M={M}): lambda, regulariser, MMD to teacher, MMD to diffusion, lambda/||K||")
     for k, lam in enumerate((1e-1, 1e-2, 1e-3, 1e-4)):
         c = plt.cm.viridis(k / 4)
         for reg in ("biased", "unbiased"):
-            rs = get(M2, lam, reg)
-            ls = "--" if reg == "biased" else "-"
-            it = rs[0]["iters"]
-            ax5[0].plot(it + 1, averaged(rs, "mmd_teacher"), ls, color=c, label=f"$\\lambda$={lam:g} {reg}")
-            ax5[1].plot(it + 1, averaged(rs, "mmd_diffusion"), ls, color=c, label=f"$\\lambda$={lam:g} {reg}")
+            rs = exp.runs(M, lam, reg)
+            it, ls = rs[0]["iters"], "--" if reg == "biased" else "-"
+            ax[0].plot(it + 1, averaged(rs, "mmd_teacher"), ls, color=c, label=f"$\\lambda$={lam:g} {reg}")
+            ax[1].plot(it + 1, averaged(rs, "mmd_diffusion"), ls, color=c, label=f"$\\lambda$={lam:g} {reg}")
             print(f"  lambda={lam:7.0e} {reg:9s} MMD_teacher={averaged(rs, 'mmd_teacher')[-1]:.4f}  "
                   f"MMD_diffusion={averaged(rs, 'mmd_diffusion')[-1]:.4f}  "
                   f"lambda/||K||={rs[0]['model'].regularization_ratio_:.2e}")
-    for ax, t in zip(ax5, ("MMD to teacher", "MMD to ultra-fast diffusion")):
-        ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("iteration"), ax.set_title(t)
-        ax.legend(fontsize=6)
-    fig5.suptitle(f"Fig. III.5 — M={M2}, dashed: biased, plain: unbiased"), fig5.tight_layout()
-    fig5.savefig(os.path.join(FIG_DIR, "varpro_fig_III5_mmd_lambda.png"), dpi=120)
-    plt.close(fig5)
+    log_axes(ax, ("MMD to teacher", "MMD to ultra-fast diffusion"), fontsize=6)
+    fig.suptitle(f"Fig. III.5 — M={M}, dashed: biased, plain: unbiased")
+    save(fig, "varpro_fig_III5_mmd_lambda.png")
 
-    # ---------------------------------------------------------------- Fig III.7: VarPro vs two-timescale GD
-    tau7 = 2.0 ** -10  # the thesis's step: two-timescale GD needs tau << lambda (Rem. III.6.1)
-    lams7 = (1e-1, 1e-2, 1e-3)
-    fig7, ax7 = plt.subplots(len(lams7), 3, figsize=(14, 3.3 * len(lams7)))
-    print(f"\nFig III.7 (unbiased, tau=2^-10, {a.tt_steps} steps): exact reduced risk L(omega) at the end")
-    for r_, lam in enumerate(lams7):
-        for k, M in enumerate(a.widths):
-            c = plt.cm.plasma(k / max(1, len(a.widths)))
-            finals = {}
-            for solver, ls in (("varpro", "-"), ("two-timescale", "--")):
-                rs = get(M, lam, "unbiased", solver, tau7, a.tt_steps)
-                it = rs[0]["iters"]
-                L = averaged(rs, "reduced_risk")
-                ax7[r_, 0].plot(np.arange(1, len(L) + 1), L, ls, color=c, label=f"M={M} {solver}")
-                ax7[r_, 1].plot(it + 1, averaged(rs, "mmd_teacher"), ls, color=c)
-                ax7[r_, 2].plot(it + 1, averaged(rs, "mmd_diffusion"), ls, color=c)
-                finals[solver] = (np.mean([x["final_L"] for x in rs]), averaged(rs, "mmd_teacher")[-1],
-                                  np.mean([x["fit_time"] for x in rs]))
-            vp, tt = finals["varpro"], finals["two-timescale"]
-            print(f"  lambda={lam:7.0e} M={M:5d}  VarPro L={vp[0]:.3e} MMD={vp[1]:.4f} ({vp[2]:.1f}s)   "
-                  f"two-timescale L={tt[0]:.3e} MMD={tt[1]:.4f} ({tt[2]:.1f}s)")
-        ax7[r_, 0].set_ylabel(f"$\\lambda$={lam:g}")
-        for j, t in enumerate(("risk (R/$\\lambda$)", "MMD to teacher", "MMD to diffusion")):
-            ax7[r_, j].set_xscale("log"), ax7[r_, j].set_yscale("log"), ax7[r_, j].set_title(t, fontsize=9)
-    ax7[0, 0].legend(fontsize=6)
-    fig7.suptitle("Fig. III.7 — plain: VarPro, dashed: two-timescale GD (unbiased)"), fig7.tight_layout()
-    fig7.savefig(os.path.join(FIG_DIR, "varpro_fig_III7_two_timescale.png"), dpi=120)
-    plt.close(fig7)
 
-    # ---------------------------------------------------------------- the acceptance numbers
+# %%
+# Fig. III.7: VarPro against two-timescale gradient descent
+# ---------------------------------------------------------
+# Both at the thesis's step ``tau = 2^-10``, unbiased regulariser; the printed ``L`` is the exact reduced
+# risk of the final features.
+
+
+def plot_III7_width(axrow, exp, lam, M, color):
+    finals = {}
+    for solver, ls in (("varpro", "-"), ("two-timescale", "--")):
+        rs = exp.runs(M, lam, "unbiased", solver, TAU7, exp.args.tt_steps)
+        it, L = rs[0]["iters"], averaged(rs, "reduced_risk")
+        axrow[0].plot(np.arange(1, len(L) + 1), L, ls, color=color, label=f"M={M} {solver}")
+        axrow[1].plot(it + 1, averaged(rs, "mmd_teacher"), ls, color=color)
+        axrow[2].plot(it + 1, averaged(rs, "mmd_diffusion"), ls, color=color)
+        finals[solver] = (np.mean([x["final_L"] for x in rs]), averaged(rs, "mmd_teacher")[-1],
+                          np.mean([x["fit_time"] for x in rs]))
+    vp, tt = finals["varpro"], finals["two-timescale"]
+    print(f"  lambda={lam:7.0e} M={M:5d}  VarPro L={vp[0]:.3e} MMD={vp[1]:.4f} ({vp[2]:.1f}s)   "
+          f"two-timescale L={tt[0]:.3e} MMD={tt[1]:.4f} ({tt[2]:.1f}s)")
+
+
+def figure_III7(exp):
+    lams, widths = (1e-1, 1e-2, 1e-3), exp.args.widths
+    fig, ax = plt.subplots(len(lams), 3, figsize=(14, 3.3 * len(lams)))
+    print(f"\nFig III.7 (unbiased, tau=2^-10, {exp.args.tt_steps} steps): exact reduced risk L(omega) at the end")
+    for r, lam in enumerate(lams):
+        for k, M in enumerate(widths):
+            plot_III7_width(ax[r], exp, lam, M, plt.cm.plasma(k / max(1, len(widths))))
+        ax[r, 0].set_ylabel(f"$\\lambda$={lam:g}")
+        for j, title in enumerate(("risk (R/$\\lambda$)", "MMD to teacher", "MMD to diffusion")):
+            ax[r, j].set_xscale("log"), ax[r, j].set_yscale("log"), ax[r, j].set_title(title, fontsize=9)
+    ax[0, 0].legend(fontsize=6)
+    fig.suptitle("Fig. III.7 — plain: VarPro, dashed: two-timescale GD (unbiased)")
+    save(fig, "varpro_fig_III7_two_timescale.png")
+
+
+# %%
+# Summary numbers
+# ---------------
+
+
+def print_summary(exp):
+    a = exp.args
     M = 128 if 128 in a.widths else a.widths[-1]
-    rs = get(M, 1e-3, "unbiased")
-    mono = all(np.all(np.diff(r["reduced_risk"]) <= 1e-12 * r["reduced_risk"][0]) for r in rs)
+    rs = exp.runs(M, 1e-3, "unbiased")
     print(f"\nSummary (lambda=1e-3, gamma={a.gamma:g}, unbiased, M={M}, {a.steps} steps at tau={a.tau:g}): "
-          f"reduced risk monotone={mono}, final MMD to teacher={averaged(rs, 'mmd_teacher')[-1]:.4f}")
-    vp = get(M, 1e-3, "unbiased", "varpro", tau7, a.tt_steps)
-    tt = get(M, 1e-3, "unbiased", "two-timescale", tau7, a.tt_steps)
+          f"reduced risk monotone={monotone(rs)}, final MMD to teacher={averaged(rs, 'mmd_teacher')[-1]:.4f}")
+    vp = exp.runs(M, 1e-3, "unbiased", "varpro", TAU7, a.tt_steps)
+    tt = exp.runs(M, 1e-3, "unbiased", "two-timescale", TAU7, a.tt_steps)
     print(f"  same lambda, {a.tt_steps} steps at tau=2^-10: VarPro L={np.mean([r['final_L'] for r in vp]):.4e}  "
           f"two-timescale L={np.mean([r['final_L'] for r in tt]):.4e}")
+
+
+def main(args):
+    os.makedirs(FIG_DIR, exist_ok=True)
+    exp = Experiment(args)
+    t_start = time.perf_counter()
+    print(f"S^1 teacher-student: N={args.n_samples}, gamma={args.gamma}, widths={args.widths}, tau={args.tau:g}, "
+          f"steps={args.steps}, runs={args.runs}")
+    figure_III2(exp)
+    figures_III3_III4(exp)
+    figure_III5(exp)
+    figure_III7(exp)
+    print_summary(exp)
     print(f"total time {time.perf_counter() - t_start:.0f}s; figures in {FIG_DIR}")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description="VarPro on the S^1 teacher-student problem (Figs III.2-III.7).")
+    parser.add_argument("--full", action="store_true", help="thesis sizes (GPU)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run at tiny sizes (seconds)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--gamma", type=float, default=100.0)
+    parser.add_argument("--runs", type=int, default=None, help="independent runs averaged (thesis: 6)")
+    parser.add_argument("--steps", type=int, default=None, help="VarPro steps for Figs III.2-III.5")
+    args = parser.parse_args()
+    size = "full" if args.full else "quick" if args.quick else "default"
+    runs, steps = args.runs, args.steps
+    (args.n_samples, args.widths, args.steps, args.tau, args.runs, args.tt_steps, args.n_snap, args.teacher_width,
+     args.n_grid) = SIZES[size]
+    args.runs, args.steps = runs or args.runs, steps or args.steps
+    main(args)
