@@ -284,7 +284,7 @@ class BaseFlowEstimator(BaseEstimator):
             flow = self._make_flow(data[0], data[1], generator)
             history, start_iter = None, 0
         self._check_memory(flow, data[0].shape[0] if self.batch_size is None else self.batch_size)
-        flow.start(data[0], data[1])
+        flow.start(data[0], data[1], None if data[2] is None else (data[2], data[3]))
         if not (warm and self.learning_rate == "auto" and hasattr(self, "learning_rate_")):
             self.learning_rate_ = self._resolve_learning_rate(flow, data[0], data[1], generator)
         result = train(flow, data, self._train_config(), generator, history, start_iter)

@@ -11,7 +11,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
 from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
-from .exceptions import SingularKernelWarning
 from .flows._ops import ACTIVATIONS, lift
 from .flows.node import MeanFieldSHLFlow, init_particles
 
@@ -141,8 +140,9 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         Lowest validation risk; only with ``early_stopping``.
     kernel_lambda_min_ : float
         ``lambda_0 = (1/S) sum_k lambda_min(K1_k)`` at initialisation (Thm. II.7), on the
-        ``kernel_n_samples_`` points. Exactly 0, with a :class:`skflow.SingularKernelWarning`, when ``M`` is
-        below the number of points (``K1_k = Phi_k Phi_k^T / M`` has rank ``<= M``, Eq. II.38). The matrices
+        ``kernel_n_samples_`` points. Exactly 0 when ``M`` is
+        below the number of points, by construction and without a warning (``convergence_report_['kernel_note']``
+        says so) (``K1_k = Phi_k Phi_k^T / M`` has rank ``<= M``, Eq. II.38). The matrices
         themselves are returned by :meth:`feature_kernel_matrices`.
     layer_kernel_lambda_min_ : ndarray (n_layers,)
         ``lambda_min(K1_k)`` of each layer at initialisation; ``kernel_lambda_min_`` is their mean.
@@ -320,6 +320,13 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             displacement_curve=self.cot_displacement_curve_,
         )
         self.convergence_report_["cot_method"] = self.cot_method_
+        if self.width < self.kernel_n_samples_:
+            self.convergence_report_["kernel_note"] = (
+                f"width M={self.width} is below the {self.kernel_n_samples_} points of the kernel diagnostic, so "
+                "the finite-width kernel K1 = Phi Phi^T / M is singular by construction (rank <= M): "
+                "kernel_lambda_min_ is 0 and the linear rate of Thm. II.7 is not guaranteed from the kernel alone "
+                "(the fit may still converge; pl_constant_ measures it). Use width >= N, or kernel_subsample <= "
+                "width, for a positive lambda_0; exact_kernel_lambda_min_ is the infinite-width value.")
 
     def feature_kernel_matrices(self, X, initial=True):
         """Finite-width kernel matrices ``K1_k = Phi_k Phi_k^T / M`` of every layer on the inputs ``X`` (Eq. II.38).
@@ -355,15 +362,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     def _layer_lambda_min(self, flow, Xs):
         """``lambda_min(K1_k)`` of every layer at initialisation, exactly 0 when ``M`` is below the points."""
         if self.width < Xs.shape[0]:
-            # rank(Phi Phi^T / M) <= M < n: lambda_min is exactly 0, not round-off (Eq. II.38)
-            warnings.warn(
-                f"{type(self).__name__}: width M={self.width} is below the {Xs.shape[0]} points of the kernel "
-                "diagnostic, so the finite-width kernel K1 = Phi Phi^T / M is singular: kernel_lambda_min_ is "
-                "set to 0 and the linear-convergence guarantee of Thm. II.7 does not apply (training may still "
-                "fit well). Use width >= N (or kernel_subsample <= width) for a positive lambda_0, or read "
-                "exact_kernel_lambda_min_, the infinite-width value.",
-                SingularKernelWarning,
-            )
+            # rank(Phi Phi^T / M) <= M < n: lambda_min is exactly 0, not round-off (Eq. II.38). This is the
+            # usual case (M < N) and not a fault: convergence_report_['kernel_note'] explains it, no warning
             return np.zeros(self.n_layers)
         with torch.no_grad():
             Ks = flow.to("cpu", torch.float64).feature_kernels(Xs, initial=True)

@@ -42,7 +42,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
     feature_domain : {'euclidean', 'sphere'}, default='euclidean'
         ``'sphere'``: features on the unit sphere of ``R^d``, no bias; the step is projected (tangent step,
         then renormalise).
-    alpha : float or 'auto', default=1e-3
+    alpha : float or 'auto', default='auto'
         Ridge strength ``lambda`` of the outer weights (scikit-learn's name for it, as in ``Ridge``).
         ``lambda << ||K||_op`` (see ``regularization_ratio_``) is the ultra-fast
         diffusion regime with a linear rate, ``lambda >~ ||K||_op`` the slow algebraic regime (§III.6.1).
@@ -98,7 +98,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
         ``'auto'``: half the largest time step whose first explicit steps keep decreasing the risk on the training
         data (a safeguarded line search around the default, on a copy of the model); the value used is
         ``learning_rate_``.
-    max_iter : int, default=100
+    max_iter : int, default=500
         Maximum number of iterations: steps (full batch) or epochs (``batch_size`` set). Reaching it before
         the ``tol`` rule triggers gives a ``ConvergenceWarning``.
     tol : float, default=1e-4
@@ -107,10 +107,10 @@ class VarProSHLRegressor(BaseFlowRegressor):
     n_iter_no_change : int, default=10
         Number of consecutive iterations without a relative decrease of at least ``tol`` of the monitored
         risk after which training stops.
-    early_stopping : bool, default=False
+    early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the training data, monitor the data fit on it instead of the
         training one, and restore the parameters with the best validation value at the end.
-    validation_fraction : float, default=0.1
+    validation_fraction : float, default=0.2
         Fraction of the training data held out as validation set (at least one sample) for
         ``early_stopping``; unused otherwise. The split is seeded by ``random_state``.
     batch_size : int or None, default=None
@@ -245,7 +245,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
         *,
         activation="relu",
         feature_domain="euclidean",
-        alpha=1e-3,
+        alpha="auto",
         alphas=None,
         regularization="biased",
         solver="varpro",
@@ -256,11 +256,11 @@ class VarProSHLRegressor(BaseFlowRegressor):
         n_spectrum=10,
         kernel_subsample=4096,
         learning_rate=1e-2,
-        max_iter=100,
+        max_iter=500,
         tol=1e-4,
         n_iter_no_change=10,
-        early_stopping=False,
-        validation_fraction=0.1,
+        early_stopping=True,
+        validation_fraction=0.2,
         batch_size=None,
         device="auto",
         dtype="float64",

@@ -6,9 +6,10 @@ import, and owns its whole training algorithm. The estimators drive it through t
 ``parameters()``
     the list of tensors that training updates **in place** (the fit loop snapshots them to restore the best
     state, so an engine must never rebind them: use ``p.sub_(...)``, ``p.copy_(...)``).
-``start(X, Y)``
-    called once before the first step of a fit (also of a warm-started one), on the training data: e.g.
-    VarPro's initial projection and first feature snapshot.
+``start(X, Y, validation=None)``
+    called once before the first step of a fit (also of a warm-started one), on the training data and the
+    held-out ``(X_val, Y_val)`` of early stopping (or None): e.g. VarPro's initial projection and first
+    feature snapshot. An engine may use the held-out rows to choose a hyperparameter, never to step.
 ``step(X, Y, lr) -> dict[str, Tensor]``
     evaluate the risk at the current parameters on the batch ``(X, Y)`` and take one explicit step of the
     flow with time step ``lr``. Returns 0-dim tensors, left on the device (no ``.item()``): at least
@@ -59,7 +60,7 @@ class Flow:
     def itemsize(self):
         return self.parameters()[0].element_size()
 
-    def start(self, X, Y):
+    def start(self, X, Y, validation=None):
         """Hook run before the first step of a fit; nothing by default."""
 
     def finish(self, X, Y, n_steps):

@@ -66,6 +66,9 @@ class RKHSFlow(Flow):
         Logits are ``output_scale * z(1)[d:]``.
     loss : {'cross_entropy', 'squared'}
         ``R = -(1/N) sum_n sum_j Y_nj log softmax(logits_n)_j`` or ``R = (1/2N) sum_n |logits_n - Y_n|^2``.
+    weight_decay : float
+        ``a >= 0``: the objective is ``R + (a/2) ||theta||^2_{L2}`` (the RKHS norm of the residuals, the
+        regularisation of a kernel machine); its gradient in ``L2`` adds ``a theta_k`` to ``S dR/dtheta_k``.
     momentum : float in [0, 1)
         Momentum ``m`` of the step, written as an exponential average of the gradient:
         ``v <- m v + (1 - m) S dR/dtheta``, ``theta <- theta - tau v``. The ``1 - m`` keeps the time units of
@@ -76,7 +79,7 @@ class RKHSFlow(Flow):
     _tensor_fields = ("theta", "W", "b", "velocity")
     _param_fields = ("theta",)
 
-    def __init__(self, theta, W, b, d_in, output_scale=1.0, loss="cross_entropy", momentum=0.0):
+    def __init__(self, theta, W, b, d_in, output_scale=1.0, loss="cross_entropy", momentum=0.0, weight_decay=0.0):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.theta, self.W, self.b = theta, W, b
@@ -85,6 +88,7 @@ class RKHSFlow(Flow):
         self.output_scale = float(output_scale)
         self.loss = loss
         self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
 
     @property
     def n_layers(self):
@@ -206,6 +210,8 @@ class RKHSFlow(Flow):
         with torch.no_grad():
             R, g = self.gradients(X, Y)
             S = float(self.n_layers)
+            if self.weight_decay > 0:  # d/dtheta_k of (a/2)(1/S) sum_k |theta_k|^2
+                g = g + (self.weight_decay / S) * self.theta
             pl = S * (g * g).sum() / R
             norm = torch.sqrt((self.theta * self.theta).sum() / S)
             if self.momentum > 0:

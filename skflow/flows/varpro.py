@@ -116,6 +116,9 @@ def ridge_projection(Phi, Y, lam, regularization="biased"):
     return u.to(out_dtype)
 
 
+#: with ``lam='auto'`` the features move in the time units of this fixed strength (see ``VarProFlow.step``)
+AUTO_TIME_UNIT = 1e-3
+
 #: grid of ridge strengths searched by ``lam='auto'`` (log-spaced; the tangent kernel has ``||K||_op = O(1)``)
 DEFAULT_ALPHAS = tuple(float(a) for a in torch.logspace(-4, 1, 11, dtype=torch.float64))
 
@@ -269,6 +272,7 @@ class VarProFlow(Flow):
         self.omega = omega
         self.u = u
         self.auto = isinstance(lam, str)
+        self.validation = None
         self.alphas = torch.as_tensor(alphas, dtype=torch.float64, device=omega.device)
         self.lam = self.alphas[len(self.alphas) // 2].clone() if self.auto else float(lam)
         self.regularization = regularization
@@ -306,9 +310,10 @@ class VarProFlow(Flow):
         """The stored copies of ``omega`` (the initial features first), as a list of tensors."""
         return list(self.snapshots)
 
-    def start(self, X, Y):
+    def start(self, X, Y, validation=None):
         """Before the first step: store the initial features, and project once for the two-timescale solver
         (as in the thesis's comparison, §III.6.1). A warm start continues where the previous fit ended."""
+        self.validation = validation if self.auto else None
         if self.n_steps > 0:
             return
         if self.store_every and not self.snapshots:
@@ -324,6 +329,7 @@ class VarProFlow(Flow):
         re-project, so that the model is ``u*(omega)`` at the final features exactly (VarPro's model)."""
         if self.solver == "varpro" and not self.stochastic and self.n_steps > 0:
             self.project(X, Y)
+        self.validation = None  # the fitted model keeps no data
 
     # ------------------------------------------------------------------ protocol
     def forward(self, X):
@@ -346,8 +352,17 @@ class VarProFlow(Flow):
         (which becomes ``lam``)."""
         if not self.auto:
             return ridge_projection(Phi, Y, self.lam, self.regularization)
-        self.lam, u = select_ridge(Phi, Y, self.alphas, self.regularization)
-        return u.to(Phi.dtype)
+        if self.validation is None:
+            self.lam, u = select_ridge(Phi, Y, self.alphas, self.regularization)
+            return u.to(Phi.dtype)
+        # held-out rows: they have been seen neither by the projection nor by the features
+        _, path = ridge_loo_path(Phi, Y, self.alphas, self.regularization)
+        Xv, Yv = self.validation
+        Phi_v = features(self.omega, Xv, self.activation, self.domain)[0].double()
+        err = ((torch.einsum("nm,lmo->lno", Phi_v, path) / self.width - Yv.double()[None]) ** 2).sum((1, 2))
+        best = torch.argmin(err)
+        self.lam = self.alphas.to(err)[best]
+        return path[best].to(Phi.dtype)
 
     def step(self, X, Y, lr):
         """One step of the chosen solver with time step ``tau = lr``; returns 0-dim tensors before the step.
@@ -371,6 +386,10 @@ class VarProFlow(Flow):
             self.omega, self.u, X, Y, self.lam, self.regularization, self.activation, self.domain)
         L = (datafit + penalty) / self.lam
         velocity = M * G  # Eq. III.42: omega_i <- omega_i - M tau grad_{omega_i} L
+        if self.auto:
+            # Eq. III.42 is in the time of L = R / lambda: a re-chosen lambda would rescale the step. With 'auto'
+            # the features keep the time of R / AUTO_TIME_UNIT, so that only the projection follows lambda
+            velocity = velocity * (self.lam / AUTO_TIME_UNIT)
         speed2 = (velocity * velocity).sum() / M
         if self.solver != "varpro":
             c = regularizer_centre(self.regularization)
