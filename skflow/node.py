@@ -31,8 +31,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     ----------
     n_layers : int, default=8
         Depth ``S``: number of layers (time steps of the NODE, ``h = 1/S``).
-    width : int, default=256
-        Width ``M``: particles (hidden units) per layer.
+    width : int, default=128
+        Width ``M``: particles (hidden units) per layer. Risk curves against flow time do not depend on ``M``
+        (the mean-field limit), so the default is the smallest width at which test scores stopped changing
+        across datasets; a fit costs ``O(N M S)`` per step.
     activation : {'cos', 'tanh', 'silu', 'gelu', 'relu'}, default='cos'
         ``sigma``. 'cos' is the worked example of Cor. II.5.1 (its kernel is Gaussian or Matern). 'relu' is
         outside the theory (Rem. II.5.1) and warns.
@@ -87,9 +89,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         drives the *training* risk to zero (that is the theorem, Thm. II.7), so on noisy targets it
         eventually fits the noise; early stopping ends the run before it does. Set False to follow the
         training flow for ``max_iter`` steps (the convergence experiments do).
-    validation_fraction : float, default=0.1
+    validation_fraction : float, default=0.2
         Fraction of the training data held out as validation set (at least one sample) for
-        ``early_stopping``; unused otherwise. The split is seeded by ``random_state``.
+        ``early_stopping``; unused otherwise. The split is seeded by ``random_state``. A fifth: a smaller
+        hold-out makes the stopping point noisy on small data sets.
     batch_size : int or None, default=None
         None is the full-batch gradient flow (the explicit Euler scheme of the theory); an integer runs
         minibatch steps over shuffled batches of that size, one epoch per iteration.
@@ -225,7 +228,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     def __init__(
         self,
         n_layers=8,
-        width=256,
+        width=128,
         *,
         activation="cos",
         feature_init="gaussian",
@@ -242,7 +245,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         tol=1e-4,
         n_iter_no_change=50,
         early_stopping=True,
-        validation_fraction=0.1,
+        validation_fraction=0.2,
         batch_size=None,
         device="auto",
         dtype="float64",
