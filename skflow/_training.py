@@ -203,15 +203,20 @@ def _log(name, host, t0, final=False):
 
 
 def _sync(history, monitor):
-    """Move pending records to the host through the monitor; returns a stop reason or None."""
+    """Move pending records to the host through the monitor; returns a stop reason or None.
+
+    Every record of a complete iteration is kept when the ``tol`` rule fires inside the block, so that the
+    history, ``n_iter_`` and the best-validation snapshot (taken on the device at every iteration) agree; a
+    divergent record and those after it are dropped.
+    """
+    reason = None
     for row in history.take_pending():
-        reason = monitor.update(row)
-        if reason == "diverged":
-            return reason
+        verdict = monitor.update(row)
+        if verdict == "diverged":
+            return verdict
         history.keep(row)
-        if reason is not None:
-            return reason
-    return None
+        reason = reason or verdict
+    return reason
 
 
 def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
@@ -230,6 +235,9 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
                           history.host.get("val_risk" if use_val else "risk", ()), initial_risk)
     lowest = BestParameters(params, X)
     best_val = BestParameters(params, X) if use_val else None
+    if use_val:  # the starting point is a candidate too: a first step that diverges must not be kept
+        with torch.no_grad():
+            best_val.update(flow.risk(Xv, Yv), params)
     start = [p.detach().clone() for p in params]
     n = X.shape[0]
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)

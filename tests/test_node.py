@@ -1,65 +1,19 @@
-"""Estimator tests for skflow.MeanFieldNODERegressor."""
+"""Tests specific to skflow.MeanFieldNODERegressor (the contract shared by every estimator: test_common.py)."""
 
-import pickle
 import warnings
 
 import numpy as np
 import pytest
-import torch
 from sklearn.base import clone
-from sklearn.datasets import make_friedman1
-from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skflow import MeanFieldNODERegressor, SingularKernelWarning
+from skflow import MeanFieldNODERegressor
 from skflow.diagnostics import conditional_wasserstein, kernel_lambda_min
 
 
-def _expected_failed_checks(estimator):
-    """Checks of scikit-learn this estimator is expected to fail, with the reason.
-
-    None at present: every check passes. The callable stays so that a future expected failure must come
-    with a written reason.
-    """
-    return {}
-
-
-def _small(**kw):
-    """A configuration small enough for the estimator checks (dozens of fits) to run in seconds."""
-    params = dict(n_layers=3, width=32, max_iter=60, device="cpu")
-    params.update(kw)
-    return MeanFieldNODERegressor(**params)
-
-
-@parametrize_with_checks(
-    [_small(), _small(early_stopping=False, solver="midpoint", activation="tanh", feature_init="student")],
-    expected_failed_checks=_expected_failed_checks,
-)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SingularKernelWarning)
-        check(estimator)
-
-
-def _quiet_fit(model, X, y):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model.fit(X, y)
-
-
-@pytest.fixture(scope="module")
-def friedman():
-    X, y = make_friedman1(n_samples=240, noise=0.3, random_state=0)
-    X = StandardScaler().fit_transform(X)
-    return X[:160], y[:160], X[160:], y[160:]
-
-
-def test_fits_friedman_and_exposes_diagnostics(friedman):
-    X, y, Xt, yt = friedman
-    m = _quiet_fit(MeanFieldNODERegressor(n_layers=4, width=256, max_iter=150, early_stopping=False,
-                                          random_state=0, device="cpu"), X, y)
+def test_fits_friedman_and_exposes_diagnostics(regression_data, quiet_fit):
+    X, y, Xt, yt = regression_data
+    m = quiet_fit(MeanFieldNODERegressor(n_layers=4, width=256, max_iter=150, early_stopping=False,
+                                         random_state=0, device="cpu"), X, y)
     assert m.score(Xt, yt) > 0.75
     S, M, D = 4, 256, X.shape[1] + 1
     assert m.U_.shape == (S, M, D) and m.W_.shape == (S, M, D) and m.b_.shape == (S, M)
@@ -91,13 +45,19 @@ def _initial(model):
     return P
 
 
-def test_singular_kernel_warns_when_width_below_n(friedman):
-    X, y, _, _ = friedman
-    with pytest.warns(SingularKernelWarning, match="width M=16 is below the 160 points"):
+def test_singular_kernel_below_n_is_explained_not_warned(regression_data):
+    """M < N makes K1 singular by construction: lambda_min is exactly 0, said in the report, with no warning."""
+    X, y, _, _ = regression_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         m = MeanFieldNODERegressor(n_layers=2, width=16, max_iter=5, early_stopping=False, tol=0,
                                    device="cpu", random_state=0).fit(X, y)
     assert m.kernel_lambda_min_ == 0.0 and np.all(m.layer_kernel_lambda_min_ == 0)
     assert m.exact_kernel_lambda_min_ > 0
+    assert "width M=16 is below the 160 points" in m.convergence_report_["kernel_note"]
+    wide = MeanFieldNODERegressor(n_layers=2, width=200, max_iter=2, early_stopping=False, tol=0, device="cpu",
+                                  random_state=0).fit(X, y)
+    assert "kernel_note" not in wide.convergence_report_ and wide.kernel_lambda_min_ > 0
 
 
 def test_kernel_lambda_min_positive_and_close_to_closed_form_when_wide():
@@ -109,130 +69,22 @@ def test_kernel_lambda_min_positive_and_close_to_closed_form_when_wide():
     assert m.kernel_lambda_min_ == pytest.approx(m.exact_kernel_lambda_min_, rel=0.1)
 
 
-def test_multi_output(friedman):
-    X, y, _, _ = friedman
+def test_multi_output(regression_data, quiet_fit):
+    X, y, _, _ = regression_data
     Y = np.column_stack([y, -2 * y + 1])
-    m = _quiet_fit(MeanFieldNODERegressor(n_layers=3, width=64, max_iter=80, random_state=0, device="cpu"), X, Y)
+    m = quiet_fit(MeanFieldNODERegressor(n_layers=3, width=64, max_iter=80, random_state=0, device="cpu"), X, Y)
     P = m.predict(X)
     assert P.shape == (160, 2)
     assert m.U_.shape[2] == X.shape[1] + 2
     assert np.corrcoef(P[:, 0], P[:, 1])[0, 1] < -0.99  # the two outputs share the learned structure
-    m1 = _quiet_fit(clone(m), X, y)
+    m1 = quiet_fit(clone(m), X, y)
     assert m1.predict(X).shape == (160,)
 
 
-def test_random_state_reproducibility_and_clone(friedman):
-    X, y, Xt, _ = friedman
-    a = _quiet_fit(_small(random_state=3), X, y)
-    b = _quiet_fit(clone(a), X, y)
-    np.testing.assert_array_equal(a.predict(Xt), b.predict(Xt))
-    np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
-    c = _quiet_fit(_small(random_state=4), X, y)
-    assert not np.allclose(a.predict(Xt), c.predict(Xt))
-    assert "random_state" in clone(a).get_params() and not hasattr(clone(a), "flow_")
-
-
-def test_pickle_round_trip(friedman):
-    X, y, Xt, _ = friedman
-    m = _quiet_fit(_small(random_state=0), X, y)
-    m2 = pickle.loads(pickle.dumps(m))
-    np.testing.assert_array_equal(m.predict(Xt), m2.predict(Xt))
-    assert m2.device_ == torch.device("cpu")
-    for name in ("loss_curve_", "U_", "convergence_report_"):
-        assert name in m2.__dict__
-
-
-def test_pickled_on_a_gpu_loads_on_the_cpu(friedman, monkeypatch):
-    """A model whose device_ is CUDA unpickles onto the CPU when no GPU is present (simulated here)."""
-    X, y, Xt, _ = friedman
-    m = _quiet_fit(_small(random_state=0), X, y)
-    expected = m.predict(Xt)
-    m.device_ = torch.device("cuda", 0)  # as if it had been trained on a GPU: __getstate__ moves tensors
-    blob = pickle.dumps(m)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    m2 = pickle.loads(blob)
-    assert m2.device_ == torch.device("cpu")
-    np.testing.assert_array_equal(m2.predict(Xt), expected)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_trained_on_gpu_pickles_to_cpu(friedman):
-    X, y, Xt, _ = friedman
-    m = _quiet_fit(_small(random_state=0, device="cuda"), X, y)
-    assert m.device_.type == "cuda"
-    blob = pickle.dumps(m)
-    m2 = pickle.loads(blob)
-    np.testing.assert_allclose(m2.predict(Xt), m.predict(Xt), rtol=1e-10)
-    state = m.__getstate__()
-    assert all(t.device.type == "cpu" for t in state["flow_"].parameters())
-    cpu = _quiet_fit(_small(random_state=0, device="cpu"), X, y)
-    np.testing.assert_allclose(cpu.predict(Xt), m.predict(Xt), rtol=1e-6, atol=1e-8)
-
-
-def test_pipeline_in_grid_search_with_two_jobs(friedman):
-    X, y, Xt, yt = friedman
-    pipe = Pipeline([("scale", StandardScaler()), ("node", _small(random_state=0))])
-    grid = GridSearchCV(pipe, {"node__output_scale": [1.0, 4.0], "node__feature_scale": [0.25, 0.5]}, cv=2,
-                        n_jobs=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        grid.fit(X, y)
-    assert set(grid.best_params_) == {"node__output_scale", "node__feature_scale"}
-    assert grid.score(Xt, yt) > 0.3
-
-
-def test_feature_names_in(friedman):
-    pd = pytest.importorskip("pandas")
-    X, y, _, _ = friedman
-    df = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
-    m = _quiet_fit(_small(random_state=0), df, y)
-    assert m.n_features_in_ == X.shape[1]
-    np.testing.assert_array_equal(m.feature_names_in_, df.columns)
-
-
-@pytest.mark.parametrize(
-    "X, y, match",
-    [
-        (np.array([[0.0, np.nan], [1.0, 2.0]]), np.array([1.0, 2.0]), "NaN"),
-        (np.array([[0.0, np.inf], [1.0, 2.0]]), np.array([1.0, 2.0]), "infinity"),
-        (np.zeros((0, 3)), np.zeros(0), "0 sample"),
-        (np.arange(5.0), np.arange(5.0), "Expected 2D array"),
-        (np.ones((3, 2)), np.array(["a", "b", "c"]), "numeric"),
-        (np.ones((3, 2)), np.array([1.0, np.nan, 2.0]), "NaN"),
-        (np.ones((3, 2)), np.ones(4), "inconsistent numbers of samples"),
-    ],
-)
-def test_bad_input_gives_clear_errors(X, y, match):
-    m = _small()
-    with pytest.raises(ValueError, match=match):
-        m.fit(X, y)
-    assert not hasattr(m, "flow_") and not hasattr(m, "n_features_in_")
-
-
-def test_bad_input_leaves_a_fitted_model_untouched(friedman):
-    X, y, Xt, _ = friedman
-    m = _quiet_fit(_small(random_state=0), X, y)
-    before = m.predict(Xt)
-    with pytest.raises(ValueError, match="NaN"):
-        m.fit(np.full_like(X, np.nan), y)
-    with pytest.raises(ValueError):
-        m.fit(X, np.array(["a"] * len(y)))
-    np.testing.assert_array_equal(m.predict(Xt), before)
-    assert m.n_features_in_ == X.shape[1]
-
-
-def test_wrong_number_of_features_at_predict(friedman):
-    X, y, _, _ = friedman
-    m = _quiet_fit(_small(), X, y)
-    with pytest.raises(ValueError, match="X has 3 features, but MeanFieldNODERegressor is expecting 10"):
-        m.predict(X[:, :3])
-
-
-def test_huge_learning_rate_is_caught_as_divergence(friedman):
+def test_huge_learning_rate_is_caught_as_divergence(regression_data):
     from skflow import DivergenceWarning
 
-    X, y, Xt, _ = friedman
+    X, y, Xt, _ = regression_data
     m = MeanFieldNODERegressor(n_layers=3, width=32, learning_rate=1e4, max_iter=50, early_stopping=False,
                                device="cpu", random_state=0)
     with pytest.warns(DivergenceWarning, match="smaller learning_rate"):
@@ -243,51 +95,34 @@ def test_huge_learning_rate_is_caught_as_divergence(friedman):
     assert np.all(np.isfinite(m.U_))
 
 
-def test_invalid_parameters_are_rejected(friedman):
-    X, y, _, _ = friedman
-    for bad in (dict(width=0), dict(solver="heun"), dict(activation="sigmoid"), dict(learning_rate=-1.0),
-                dict(feature_init="uniform"), dict(dtype="float16")):
-        with pytest.raises(ValueError):
-            _small(**bad).fit(X, y)
-
-
 @pytest.mark.parametrize("solver", ["euler", "midpoint", "rk4"])
-def test_solvers_agree_for_deep_nets(solver, friedman):
+def test_solvers_agree_for_deep_nets(solver, regression_data, quiet_fit):
     """All integrators discretise the same ODE: for S large they train to the same risk curve."""
-    X, y, _, _ = friedman
+    X, y, _, _ = regression_data
     kw = dict(n_layers=16, width=64, max_iter=30, tol=0, early_stopping=False, device="cpu", random_state=0)
-    ref = _quiet_fit(MeanFieldNODERegressor(**kw), X, y)
-    m = _quiet_fit(MeanFieldNODERegressor(solver=solver, **kw), X, y)
+    ref = quiet_fit(MeanFieldNODERegressor(**kw), X, y)
+    m = quiet_fit(MeanFieldNODERegressor(solver=solver, **kw), X, y)
     np.testing.assert_allclose(m.loss_curve_, ref.loss_curve_, rtol=0.02)
 
 
-def test_float32_option(friedman):
-    X, y, Xt, _ = friedman
-    kw = dict(n_layers=3, width=64, max_iter=40, tol=0, early_stopping=False, device="cpu", random_state=0)
-    m64 = _quiet_fit(MeanFieldNODERegressor(**kw), X, y)
-    m32 = _quiet_fit(MeanFieldNODERegressor(dtype="float32", **kw), X, y)
-    assert m32.flow_.U.dtype == torch.float32 and m32.U_.dtype == np.float64
-    np.testing.assert_allclose(m32.predict(Xt), m64.predict(Xt), rtol=1e-3, atol=1e-3)
-
-
-def test_minibatch_option(friedman):
-    X, y, Xt, yt = friedman
-    m = _quiet_fit(MeanFieldNODERegressor(n_layers=3, width=64, batch_size=32, max_iter=30, early_stopping=False,
-                                          device="cpu", random_state=0), X, y)
+def test_minibatch_option(regression_data, quiet_fit):
+    X, y, Xt, yt = regression_data
+    m = quiet_fit(MeanFieldNODERegressor(n_layers=3, width=64, batch_size=32, max_iter=30, early_stopping=False,
+                                         device="cpu", random_state=0), X, y)
     assert m.n_iter_ == 30
     np.testing.assert_allclose(m.flow_time_, m.learning_rate * 5 * np.arange(30))  # 5 steps per epoch
     assert m.score(Xt, yt) > 0.5
 
 
-def test_frozen_features(friedman):
-    X, y, _, _ = friedman
-    m = _quiet_fit(MeanFieldNODERegressor(n_layers=2, width=32, max_iter=10, train_features=False,
-                                          device="cpu", random_state=0), X, y)
+def test_frozen_features(regression_data, quiet_fit):
+    X, y, _, _ = regression_data
+    m = quiet_fit(MeanFieldNODERegressor(n_layers=2, width=32, max_iter=10, train_features=False,
+                                         device="cpu", random_state=0), X, y)
     W0 = m.flow_.W0.cpu().numpy()
     np.testing.assert_array_equal(m.W_, W0)
 
 
-def test_relu_warns_outside_theory(friedman):
-    X, y, _, _ = friedman
+def test_relu_warns_outside_theory(regression_data):
+    X, y, _, _ = regression_data
     with pytest.warns(UserWarning, match="outside the theory"):
-        _small(activation="relu", max_iter=2).fit(X, y)
+        MeanFieldNODERegressor(n_layers=3, width=32, activation="relu", max_iter=2, device="cpu").fit(X, y)

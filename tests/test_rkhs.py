@@ -1,14 +1,11 @@
-"""Estimator tests for skflow.RKHSNODEClassifier."""
+"""Tests specific to skflow.RKHSNODEClassifier (the contract shared by every estimator: test_common.py)."""
 
-import pickle
 import warnings
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits, make_blobs, make_classification
-from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow import RKHSNODEClassifier
 from skflow.diagnostics import gaussian_kernel, lambda_min
@@ -16,43 +13,17 @@ from skflow.exceptions import DuplicateInputsWarning, SingularKernelWarning
 from skflow.rkhs import median_length_scale
 
 
-def _expected_failed_checks(estimator):
-    """Checks of scikit-learn this estimator is expected to fail, with the reason.
-
-    None at present: every check passes with the defaults and with the full-batch squared-loss variant below.
-    The callable is kept so that a future expected failure must come with a written reason.
-    """
-    return {}
-
-
-@parametrize_with_checks(
-    [
-        RKHSNODEClassifier(device="cpu"),
-        RKHSNODEClassifier(loss="squared", batch_size=None, momentum=0.0, output_scale=1.0, learning_rate=1.0,
-                           n_layers=2, n_features=64, max_iter=30, device="cpu"),
-    ],
-    expected_failed_checks=_expected_failed_checks,
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
-
-
-def _quiet_fit(model, X, y):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model.fit(X, y)
-
-
 @pytest.fixture(scope="module")
-def blobs():
-    X, y = make_blobs(n_samples=150, centers=3, n_features=4, cluster_std=2.0, random_state=0)
-    return StandardScaler().fit_transform(X), y
+def blobs(classification_data):
+    """The 150 training points of the shared classification set (3 classes, 4 features)."""
+    X, y, _, _ = classification_data
+    return X, y
 
 
-def test_string_labels_round_trip(blobs):
+def test_string_labels_round_trip(blobs, quiet_fit):
     X, y = blobs
     names = np.array(["setosa", "versicolor", "virginica"])[y]
-    m = _quiet_fit(RKHSNODEClassifier(max_iter=20, random_state=0, device="cpu"), X, names)
+    m = quiet_fit(RKHSNODEClassifier(max_iter=20, random_state=0, device="cpu"), X, names)
     assert list(m.classes_) == ["setosa", "versicolor", "virginica"]
     pred = m.predict(X)
     assert pred.dtype == names.dtype and set(pred) <= set(names)
@@ -63,10 +34,10 @@ def test_string_labels_round_trip(blobs):
     np.testing.assert_allclose(np.exp(m.predict_log_proba(X)), P, rtol=1e-10)
 
 
-def test_binary_decision_function_and_proba():
+def test_binary_decision_function_and_proba(quiet_fit):
     X, y = make_classification(n_samples=120, n_features=5, random_state=0)
     labels = np.where(y == 1, "yes", "no")
-    m = _quiet_fit(RKHSNODEClassifier(max_iter=20, random_state=0, device="cpu"), X, labels)
+    m = quiet_fit(RKHSNODEClassifier(max_iter=20, random_state=0, device="cpu"), X, labels)
     s = m.decision_function(X)
     assert s.shape == (120,)
     np.testing.assert_array_equal(m.predict(X), m.classes_[(s > 0).astype(int)])
@@ -76,11 +47,11 @@ def test_binary_decision_function_and_proba():
     np.testing.assert_allclose(P[:, 1], 1.0 / (1.0 + np.exp(-s)), rtol=1e-10)
 
 
-def test_fitted_attributes(blobs):
+def test_fitted_attributes(blobs, quiet_fit):
     X, y = blobs
     S, M = 3, 200
-    m = _quiet_fit(RKHSNODEClassifier(n_layers=S, n_features=M, max_iter=15, tol=0, random_state=0, device="cpu"),
-                   X, y)
+    m = quiet_fit(RKHSNODEClassifier(n_layers=S, n_features=M, max_iter=15, tol=0, random_state=0, device="cpu"),
+                  X, y)
     D = X.shape[1] + 3
     assert m.theta_.shape == (S, D, M)
     assert m.random_weights_.shape == (M, D) and m.random_offset_.shape == (M,)
@@ -107,13 +78,13 @@ def test_fitted_attributes(blobs):
     np.testing.assert_allclose(m.decision_function(X), m.output_scale * z[:, X.shape[1]:], rtol=1e-9, atol=1e-12)
 
 
-def test_random_feature_lambda_min_approaches_exact():
+def test_random_feature_lambda_min_approaches_exact(quiet_fit):
     rng = np.random.RandomState(0)
     X, y = 2.0 * rng.randn(30, 3), np.arange(30) % 2
     lam = {}
     for M in (60, 6000):
-        m = _quiet_fit(RKHSNODEClassifier(n_features=M, n_layers=1, max_iter=1, length_scale=0.5, random_state=0,
-                                             device="cpu"), X, y)
+        m = quiet_fit(RKHSNODEClassifier(n_features=M, n_layers=1, max_iter=1, length_scale=0.5, random_state=0,
+                                         device="cpu"), X, y)
         assert m.exact_kernel_lambda_min_ > 0.05
         lam[M] = abs(m.kernel_lambda_min_ - m.exact_kernel_lambda_min_)
     assert lam[6000] < lam[60]
@@ -142,80 +113,32 @@ def test_warnings_duplicates_and_width(blobs):
         RKHSNODEClassifier(n_features=200, max_iter=2, tol=0, random_state=0, device="cpu").fit(X, y)
 
 
-@pytest.mark.parametrize(
-    "X,y,match",
-    [
-        (np.ones((10, 2)) * np.arange(10)[:, None], np.zeros(10), "at least 2 classes"),
-        (np.array([[0.0, np.nan], [1.0, 2.0], [2.0, 1.0]]), np.array([0, 1, 0]), "NaN"),
-        (np.random.RandomState(0).randn(10, 2), np.linspace(0, 1, 10), "Unknown label type"),
-    ],
-)
-def test_bad_input_errors(X, y, match):
-    with pytest.raises(ValueError, match=match):
-        RKHSNODEClassifier(device="cpu").fit(X, y)
-
-
-def test_wrong_number_of_features_at_predict(blobs):
-    X, y = blobs
-    with pytest.raises(NotFittedError):
-        RKHSNODEClassifier(device="cpu").predict(X)
-    m = _quiet_fit(RKHSNODEClassifier(max_iter=3, random_state=0, device="cpu"), X, y)
-    with pytest.raises(ValueError, match="features"):
-        m.predict(X[:, :3])
-
-
-def test_pickle_round_trip_and_reproducibility(blobs):
-    X, y = blobs
-    kw = dict(n_features=64, max_iter=10, random_state=3, device="cpu")
-    a = _quiet_fit(RKHSNODEClassifier(**kw), X, y)
-    b = _quiet_fit(RKHSNODEClassifier(**kw), X, y)
-    np.testing.assert_array_equal(a.theta_, b.theta_)
-    np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
-    c = _quiet_fit(RKHSNODEClassifier(**{**kw, "random_state": 4}), X, y)
-    assert not np.array_equal(a.random_weights_, c.random_weights_)
-    restored = pickle.loads(pickle.dumps(a))
-    np.testing.assert_array_equal(restored.predict_proba(X), a.predict_proba(X))
-    np.testing.assert_array_equal(restored.classes_, a.classes_)
-
-
-def test_step_decay_schedule_and_flow_time(blobs):
+def test_step_decay_schedule_and_flow_time(blobs, quiet_fit):
     X, y = blobs
     m = RKHSNODEClassifier(learning_rate=100.0, lr_decay=0.5, lr_decay_every=4, max_iter=10, tol=0,
                            batch_size=None, random_state=0, device="cpu")
-    _quiet_fit(m, X, y)
+    quiet_fit(m, X, y)
     taus = 100.0 * 0.5 ** (np.arange(10) // 4)
     np.testing.assert_allclose(m.flow_time_, np.r_[0.0, np.cumsum(taus)[:-1]])
 
 
-def test_warm_start_continues(blobs):
-    X, y = blobs
-    m = RKHSNODEClassifier(max_iter=5, tol=0, warm_start=True, random_state=0, device="cpu")
-    _quiet_fit(m, X, y)
-    W = m.random_weights_.copy()
-    _quiet_fit(m, X, y)
-    assert m.n_iter_ == 10 and m.loss_curve_.shape == (10,)
-    np.testing.assert_array_equal(m.random_weights_, W)
-    with pytest.raises(ValueError, match="classes"):
-        m.fit(X, np.where(y == 2, 1, y))
-
-
-def test_squared_loss_and_matern_train():
+def test_squared_loss_and_matern_train(quiet_fit):
     X, y = make_blobs(n_samples=90, centers=3, n_features=3, random_state=2)
     X = StandardScaler().fit_transform(X)
     for kw in (dict(loss="squared", output_scale=1.0, learning_rate=1.0, batch_size=None, momentum=0.5),
                dict(kernel="matern", nu=2.5)):
-        m = _quiet_fit(RKHSNODEClassifier(max_iter=30, random_state=0, device="cpu", **kw), X, y)
+        m = quiet_fit(RKHSNODEClassifier(max_iter=30, random_state=0, device="cpu", **kw), X, y)
         assert m.loss_curve_[-1] < 0.5 * m.loss_curve_[0]
         assert m.score(X, y) > 0.9
 
 
-def test_digits_subset_trains_to_small_risk():
+def test_digits_subset_trains_to_small_risk(quiet_fit):
     """The default model (fewer epochs, for speed) interpolates a 500-point digits subset: CE risk falls by orders
     of magnitude."""
     X, y = load_digits(return_X_y=True)
     X = StandardScaler().fit_transform(X[:500])
     y = y[:500]
-    m = _quiet_fit(RKHSNODEClassifier(max_iter=150, random_state=0, device="cpu"), X, y)
+    m = quiet_fit(RKHSNODEClassifier(max_iter=150, random_state=0, device="cpu"), X, y)
     assert m.score(X, y) == 1.0
     assert m.loss_curve_[-1] < 1e-2 * m.loss_curve_[0]
     # the P-L ratio stays away from 0 along training (observed linear-ish rate)
