@@ -103,8 +103,8 @@ class Experiment:
     def fit(self, width, lam, reg, solver, tau, steps, seed):
         every = max(1, steps // self.args.n_snap)
         m = VarProSHLRegressor(width, feature_domain="sphere", alpha=lam, regularization=reg, solver=solver,
-                               learning_rate=tau, max_iter=steps, tol=0, store_features_every=every,
-                               random_state=seed, device=self.args.device)
+                               learning_rate=tau, max_iter=steps, tol=0, early_stopping=False,
+                               store_features_every=every, random_state=seed, device=self.args.device)
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # divergence of two-timescale GD at large tau / lambda is a result here
