@@ -24,6 +24,7 @@ A subclass implements four hooks:
 and lists in ``_architecture_params`` the parameters a warm start cannot change.
 """
 
+import contextlib
 import copy
 import math
 import numbers
@@ -79,6 +80,22 @@ def available_memory(device):
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return None
+
+
+@contextlib.contextmanager
+def _translated_memory_errors(name, what):
+    """Turn an allocator failure (CPU or CUDA) into a MemoryError that names the remedies."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and "allocate" not in text and "out of memory" not in text.lower():
+            raise
+        first = text.strip().splitlines()[-1][:200] if text.strip() else type(exc).__name__
+        raise MemoryError(
+            f"{name}: not enough memory to {what} ({first}). Use a smaller width / n_features / n_layers, a "
+            "batch_size, or dtype='float32'."
+        ) from exc
 
 
 def _seed_generator(random_state):
@@ -277,17 +294,19 @@ class BaseFlowEstimator(BaseEstimator):
         self.device_ = resolve_device(self.device)
         generator = _seed_generator(self.random_state)
         data = [None if A is None else self._to_tensor(A) for A in self._split(X, Y, y)]
-        if warm:
-            flow = self.flow_.to(self.device_, self._fit_dtype)
-            history, start_iter = dict(self.history_), self.n_iter_
-        else:
-            flow = self._make_flow(data[0], data[1], generator)
-            history, start_iter = None, 0
+        with _translated_memory_errors(type(self).__name__, "build the model"):
+            if warm:
+                flow = self.flow_.to(self.device_, self._fit_dtype)
+                history, start_iter = dict(self.history_), self.n_iter_
+            else:
+                flow = self._make_flow(data[0], data[1], generator)
+                history, start_iter = None, 0
         self._check_memory(flow, data[0].shape[0] if self.batch_size is None else self.batch_size)
         flow.start(data[0], data[1], None if data[2] is None else (data[2], data[3]))
         if not (warm and self.learning_rate == "auto" and hasattr(self, "learning_rate_")):
             self.learning_rate_ = self._resolve_learning_rate(flow, data[0], data[1], generator)
-        result = train(flow, data, self._train_config(), generator, history, start_iter)
+        with _translated_memory_errors(type(self).__name__, "train"):
+            result = train(flow, data, self._train_config(), generator, history, start_iter)
         flow.finish(data[0], data[1], result.n_iter)
         self.flow_ = flow
         self._set_history(result)
@@ -413,7 +432,7 @@ class BaseFlowEstimator(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=np.float64)
         chunk = self._predict_chunk()
         outs = []
-        with torch.no_grad():
+        with torch.no_grad(), _translated_memory_errors(type(self).__name__, "predict"):
             for start in range(0, X.shape[0], chunk):
                 outs.append(self.flow_.forward(self._to_tensor(X[start:start + chunk])).double().cpu().numpy())
         if not outs:

@@ -357,3 +357,24 @@ def test_auto_learning_rate_shrinks_with_the_output_scale(regression):
     lr = {a: _fit_quietly(FACTORIES["node"](learning_rate="auto", max_iter=1, output_scale=a), X, y).learning_rate_
           for a in (4.0, 16.0)}
     assert 4 <= lr[4.0] / lr[16.0] <= 64
+
+
+@pytest.mark.parametrize("setup", ALL, indirect=True)
+def test_allocator_failure_is_a_memory_error_with_remedies(setup, monkeypatch):
+    """A model too large to allocate gives a MemoryError naming the remedies, not the allocator's raw message."""
+    name, make, X, y = setup
+    est = _fit_quietly(make(), X, y)
+    before, pred = _state(est), _output(est, X)
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 384000000000 bytes.")
+
+    monkeypatch.setattr(type(est), "_make_flow", no_memory)
+    with pytest.raises(MemoryError, match="not enough memory to build the model.*smaller width.*float32"):
+        _fit_quietly(est, X, y)
+    _assert_unchanged(est, before, X, pred)
+    # other runtime errors pass through unchanged
+    monkeypatch.setattr(type(est), "_make_flow", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="^other$"):
+        _fit_quietly(est, X, y)
