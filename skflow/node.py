@@ -47,9 +47,12 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         scale 4), which generalises better on smooth targets than the sharper kernels of larger ``rho``.
     nu : float, default=1.5
         Smoothness of the Matern kernel of ``feature_init='student'``.
-    output_scale : float, default=4.0
+    output_scale : float or 'certify', default=4.0
         Output scale of the lifting-and-scaling construction (§II.6): predictions are
-        ``output_scale * z(1)[d:]``. The P-L ratio at initialisation grows as ``output_scale^2``
+        ``output_scale * z(1)[d:]``. 'certify' picks, at ``fit``, the smallest ``2^k`` (``k = 0..40``) for
+        which the sufficient local P-L condition ``R(mu_0) < m r^2 / 4`` of Thm. II.7 (Eq. II.10) holds on the
+        training data and the initialisation (see :func:`skflow.inspection.certify`), and raises ``ValueError``
+        if none does; a float ``learning_rate`` is then replaced by ``min(lr, 16 lr / output_scale_^2)``. The P-L ratio at initialisation grows as ``output_scale^2``
         (Prop. II.6.1; see ``examples/node_lifting_scaling.py``); the flow is stiffer too, so for
         ``output_scale >= 4`` the ``learning_rate`` should shrink roughly as ``1 / output_scale^2``
         (``0.1 * 16 / output_scale^2``). For a smaller ``output_scale`` the particles travel further and the
@@ -120,6 +123,11 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
 
     Attributes
     ----------
+    output_scale_ : float
+        The output scale used (``output_scale``, or the certified one).
+    certificate_ : skflow.inspection.ConvergenceCertificate or None
+        With ``output_scale='certify'``, the certificate computed before training (also in
+        ``convergence_report_['certificate']``); None otherwise.
     learning_rate_ : float
         The time step used (``learning_rate``, or the one measured for ``'auto'``).
     n_iter_ : int
@@ -162,8 +170,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         How ``cot_distance_`` was computed: 'exact' or 'subsample(k)' (``k`` particles per layer).
     cot_displacement_curve_ : ndarray (n_iter_,)
         RMS particle displacement from the initialisation, an upper bound of ``W2_COT(mu_t, mu_0)``.
-    convergence_report_ : dict
-        See :func:`skflow.diagnostics.convergence_report`; its 'cot_method' entry is ``cot_method_``.
+    convergence_report_ : skflow.diagnostics.ConvergenceReport
+        A dict, see :func:`skflow.diagnostics.convergence_report`; its 'cot_method' entry is ``cot_method_``.
+        With ``output_scale='certify'`` it also holds 'certificate', 'predicted_rate' and 'rate_at_least_predicted'.
+        ``print`` shows it as a short table.
     U_, W_ : ndarray (S, M, D)
         Trained particles: outer weights ``u_{k,i}`` and inner weights ``w_{k,i}``.
     b_ : ndarray (S, M)
@@ -212,7 +222,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         "feature_init": [StrOptions({"gaussian", "student"})],
         "feature_scale": [Interval(numbers.Real, 0, None, closed="neither")],
         "nu": [Interval(numbers.Real, 0, None, closed="neither")],
-        "output_scale": [Interval(numbers.Real, 0, None, closed="neither")],
+        "output_scale": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"certify"})],
         "solver": [StrOptions({"euler", "midpoint", "rk4"})],
         "extra_dims": [Interval(numbers.Integral, 0, None, closed="left")],
         "train_features": ["boolean"],
@@ -291,12 +301,50 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         # drawn in float64 on the CPU whatever the dtype, so a seed gives the same initialisation in float32
         U, W, b = init_particles(self.n_layers, self.width, D, self.feature_init, self.feature_scale, self.nu,
                                  generator=generator, dtype=torch.float64)
+        self._certify(X, Y, W, b)
         to = dict(device=self.device_, dtype=self._torch_dtype)
         return MeanFieldSHLFlow(
             U.to(**to), W.to(**to), b.to(**to), d, dout,
-            activation=self.activation, output_scale=self.output_scale, solver=self.solver,
+            activation=self.activation, output_scale=self.output_scale_, solver=self.solver,
             train_features=self.train_features,
         )
+
+    def _certify(self, X, Y, W, b):
+        """``output_scale_`` and, for ``output_scale='certify'``, ``certificate_`` (Thm. II.7, Prop. II.6.1).
+
+        The certificate is computed on the training data and the initial particles the flow starts from.
+        """
+        self.certificate_ = None
+        if self.output_scale != "certify":
+            self.output_scale_ = float(self.output_scale)
+            return
+        from .inspection._certificate import node_certificate
+
+        Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
+        self.certificate_ = node_certificate(
+            Xc, Yc, W, b, output_scale="certify", activation=self.activation, feature_init=self.feature_init,
+            feature_scale=self.feature_scale, nu=self.nu, train_features=self.train_features,
+            kernel_subsample=self.kernel_subsample)
+        self.output_scale_ = self.certificate_["output_scale"]
+
+    @property
+    def _reference_learning_rate(self):
+        """Centre of the 'auto' search: 0.1, times ``min(1, 16 / output_scale_^2)`` for a certified scale."""
+        if self.output_scale == "certify" and hasattr(self, "output_scale_"):
+            return 0.1 * min(1.0, 16.0 / self.output_scale_**2)
+        return 0.1
+
+    def _resolve_learning_rate(self, flow, X, Y, generator):
+        """As the base class; a float ``learning_rate`` with ``output_scale='certify'`` becomes
+        ``min(lr, 16 lr / output_scale_^2)``: the flow stiffens like ``output_scale^2`` (Prop. II.6.1)."""
+        lr = super()._resolve_learning_rate(flow, X, Y, generator)
+        if self.output_scale == "certify" and self.learning_rate != "auto":
+            lr = min(lr, lr * 16.0 / self.output_scale_**2)
+        return lr
+
+    def _divergence_hint(self):
+        hint = f" (now {self.learning_rate_:g}; learning_rate='auto' measures a stable one)"
+        return hint + f", or a smaller output_scale (now {getattr(self, 'output_scale_', self.output_scale)})"
 
     def _finalize_fit(self, X, Y):
         flow = self.flow_
@@ -319,9 +367,12 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
                 self.feature_scale, self.nu)
         self.convergence_report_ = convergence_report(
             self.loss_curve_, self.flow_time_, self.pl_ratio_curve_, self.kernel_lambda_min_,
-            n_samples=X.shape[0], output_scale=self.output_scale, distance=self.cot_distance_,
+            n_samples=X.shape[0], output_scale=self.output_scale_, distance=self.cot_distance_,
             displacement_curve=self.cot_displacement_curve_,
+            predicted_rate=None if self.certificate_ is None else self.certificate_["predicted_rate"],
         )
+        if self.certificate_ is not None:
+            self.convergence_report_["certificate"] = self.certificate_
         self.convergence_report_["cot_method"] = self.cot_method_
         if self.width < self.kernel_n_samples_:
             self.convergence_report_["kernel_note"] = (

@@ -26,10 +26,11 @@ from .kernels import (
     top_eigenvalues,
 )
 from .mmd import energy_distance
-from .pl import convergence_report, feature_kappa, pl_bound
+from .pl import ConvergenceReport, convergence_report, feature_kappa, pl_bound
 from .transport import conditional_wasserstein
 
 __all__ = [
+    "ConvergenceReport",
     "conditional_wasserstein",
     "convergence_report",
     "data_separation",

@@ -13,32 +13,103 @@ import torch
 from .._arrays import as_float64_tensor
 from .kernels import exact_kernel_lambda_min
 
-__all__ = ["convergence_report", "feature_kappa", "pl_bound"]
+__all__ = ["ConvergenceReport", "convergence_report", "feature_kappa", "pl_bound"]
+
+_REPORT_ROWS = (
+    ("n_iter", "iterations"),
+    ("flow_time", "flow time T"),
+    ("initial_risk", "R(0)"),
+    ("final_risk", "R(T)"),
+    ("observed_rate", "observed rate -log(R(T)/R(0))/T"),
+    ("predicted_rate", "predicted rate (certificate)"),
+    ("pl_constant", "P-L constant m (min ratio)"),
+    ("kernel_lambda_min", "lambda_0 (kernel at init)"),
+    ("kernel_rate", "kernel rate 2 alpha^2 lambda_0 / N"),
+    ("distance_travelled", "W2_COT to the init"),
+    ("max_displacement", "max displacement r"),
+)
+
+
+def _fmt(value):
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, int, np.floating, np.integer)):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class ConvergenceReport(dict):
+    """The convergence report of a run (a dict), rendered as a short table by ``print`` and in notebooks.
+
+    The sentences under the table say whether the P-L bound ``R(t) <= R(0) exp(-m t)`` held along the run
+    (Thm. II.3), whether the local P-L condition ``R(mu_0) < m r^2 / 4`` (Eq. II.10) held on the ball explored,
+    how the observed rate compares with a certificate's predicted one, and the kernel note if any.
+    """
+
+    def rows(self):
+        """``(label, value)`` pairs of the table, for the keys present."""
+        return [(label, self[key]) for key, label in _REPORT_ROWS if key in self]
+
+    def sentences(self):
+        """The verdicts in words."""
+        out = []
+        cert = self.get("certificate")
+        if cert is not None and "output_scale" in cert:
+            out.append(f"Before training, at output scale {cert['output_scale']:g}, the certificate's sufficient "
+                       "condition " + ("held." if cert.get("condition_holds") else "failed."))
+        if "pl_bound_holds" in self:
+            out.append("The P-L bound R(t) <= R(0) exp(-m t) " + ("held" if self["pl_bound_holds"] else
+                       "did not hold") + " along the run (Thm. II.3).")
+        if "local_pl_condition" in self:
+            out.append("A posteriori, the local P-L condition R(0) < m r^2 / 4 with r the displacement reached " + (
+                "held: convergence is guaranteed (Eq. II.10)." if self["local_pl_condition"] else
+                "did not hold (this check is conclusive only when it holds)."))
+        if "rate_at_least_predicted" in self:
+            out.append(f"The observed rate {_fmt(self.get('observed_rate'))} is " + (
+                "at least" if self["rate_at_least_predicted"] else "below") +
+                f" the certified rate {_fmt(self.get('predicted_rate'))}.")
+        if "kernel_note" in self:
+            out.append("Note: " + str(self["kernel_note"]))
+        return out
+
+    def __str__(self):
+        rows = self.rows()
+        width = max((len(label) for label, _ in rows), default=0)
+        lines = ["Convergence report", "------------------"]
+        lines += [f"{label.ljust(width)}  {_fmt(value)}" for label, value in rows]
+        return "\n".join(lines + [""] + self.sentences())
+
+    def _repr_html_(self):
+        from html import escape
+
+        body = "".join(f"<tr><td>{escape(label)}</td><td>{escape(_fmt(v))}</td></tr>" for label, v in self.rows())
+        text = "".join(f"<p>{escape(s)}</p>" for s in self.sentences())
+        return f"<div><strong>Convergence report</strong><table>{body}</table>{text}</div>"
 
 
 def convergence_report(loss_curve, flow_time, pl_ratio_curve, lambda_0, n_samples, output_scale=1.0,
-                       distance=None, displacement_curve=None):
+                       distance=None, displacement_curve=None, predicted_rate=None):
     """Summarise what the theory predicts and what the run did.
 
-    Returns a dict with
+    Returns a :class:`ConvergenceReport` (a dict that prints as a table) with
 
     - ``initial_risk``, ``final_risk``, ``flow_time`` (at the last recorded iteration);
     - ``observed_rate``: average linear rate ``-log(R(t)/R(0)) / t`` of the risk;
     - ``pl_constant``: minimum P-L ratio ``m`` along the trajectory; gradient flow guarantees
       ``R(t) <= R(0) exp(-m t)``;
     - ``pl_bound_holds``: whether the recorded curve obeys that bound (1e-9 relative slack);
-    - ``kernel_lambda_min`` (``lambda_0``) and ``kernel_rate``: the rate ``2 output_scale^2 lambda_0 / N`` the
-      initial kernel alone guarantees (``||grad R||^2 >= 2 output_scale^2 lambda_min(K1) R / N`` at the identity
-      init, Thm. II.7);
+    - ``kernel_lambda_min`` (``lambda_0``) and ``kernel_rate = 2 output_scale^2 lambda_0 / N``, the P-L constant
+      of the initial kernel at the identity init (Eq. II.41, Thm. II.7);
     - ``distance_travelled`` (``W2_COT`` to the initialisation) and ``max_displacement``;
     - ``local_pl_radius`` and ``local_pl_condition``: with ``r`` the largest displacement explored, whether
       ``R(mu_0) < m r^2 / 4`` held (the local P-L condition of the Hauer-Mazon argument: it guarantees
-      convergence inside the ball that was actually explored).
+      convergence inside the ball that was actually explored);
+    - with ``predicted_rate`` (of :func:`skflow.inspection.certify`): ``rate_at_least_predicted``.
     """
     R = np.asarray(loss_curve, dtype=np.float64)
     t = np.asarray(flow_time, dtype=np.float64)
     pl = np.asarray(pl_ratio_curve, dtype=np.float64)
-    report = {"n_iter": int(R.size)}
+    report = ConvergenceReport(n_iter=int(R.size))
     if R.size == 0:
         return report
     R0, Rt, T = float(R[0]), float(R[-1]), float(t[-1])
@@ -48,11 +119,7 @@ def convergence_report(loss_curve, flow_time, pl_ratio_curve, lambda_0, n_sample
     with np.errstate(over="ignore", invalid="ignore"):
         bound = R0 * np.exp(-m * t)
     report.update(
-        initial_risk=R0,
-        final_risk=Rt,
-        flow_time=T,
-        observed_rate=rate,
-        pl_constant=m,
+        initial_risk=R0, final_risk=Rt, flow_time=T, observed_rate=rate, pl_constant=m,
         pl_bound_holds=bool(np.all(R <= bound * (1 + 1e-9) + 1e-300)) if math.isfinite(m) else False,
         kernel_lambda_min=float(lambda_0),
         kernel_rate=2.0 * output_scale**2 * float(lambda_0) / n_samples,
@@ -64,6 +131,8 @@ def convergence_report(loss_curve, flow_time, pl_ratio_curve, lambda_0, n_sample
         report["max_displacement"] = r
         report["local_pl_radius"] = r
         report["local_pl_condition"] = bool(math.isfinite(m) and R0 < m * r * r / 4.0)
+    if predicted_rate is not None:
+        report.update(predicted_rate=float(predicted_rate), rate_at_least_predicted=bool(rate >= predicted_rate))
     return report
 
 
