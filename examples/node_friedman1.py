@@ -13,14 +13,17 @@ a ``StandardScaler`` in a Pipeline.
 Printed: test R^2 and the fitted diagnostics (P-L constant, kernel ``lambda_min`` at initialisation, COT
 distance travelled, the convergence report). The figure ``examples/figures/node_friedman1.png`` shows
 
-(a) the training risk against flow time (log scale) with the P-L bound ``R(0) exp(-m t)``,
+(a) :class:`skflow.inspection.ConvergenceDisplay`: the training risk against flow time (log scale) with
+    the P-L bound ``R(0) exp(-m t)``,
     ``m = pl_constant_``, and the kernel-regime rate ``2 alpha^2 lambda_0 / N`` (finite width when ``M``
     exceeds the kernel points, else the infinite-width ``exact_kernel_lambda_min_``): the risk must stay
     below the P-L bound;
-(b) ``lambda_min`` of the layer kernels ``K1_k = Phi_k Phi_k^T / M`` at initialisation (Eq. II.38): the
-    model's ``layer_kernel_lambda_min_`` (exactly 0, with a SingularKernelWarning, when ``M`` is below the
-    number of kernel points) and, on subsamples of fewer than ``M`` points, the finite-width values against
-    the closed-form infinite-width kernel ``exp(-rho^2 |x - y|^2 / 2) / 2`` (Cor. II.5.1);
+(b) the spectra of the layer kernels ``K1_k = Phi_k Phi_k^T / M`` at initialisation (Eq. II.38), drawn by
+    :class:`skflow.inspection.KernelSpectrumDisplay` on a subsample of fewer than ``M`` points, against the
+    closed-form infinite-width kernel ``exp(-rho^2 |x - y|^2 / 2) / 2`` (Cor. II.5.1), ``lambda_min``
+    marked; the model's ``kernel_lambda_min_`` (exactly 0, with a SingularKernelWarning, when ``M`` is below
+    the number of kernel points) is given below the panel, and the printed table compares ``lambda_min`` on
+    subsamples of several sizes;
 (c) the RMS particle displacement from the initialisation (``cot_displacement_curve_``, an upper bound of
     ``W2_COT(mu_t, mu_0)``, Def. I.2) with the exact ``cot_distance_`` of the returned (best-validation)
     particles;
@@ -48,6 +51,7 @@ from sklearn.preprocessing import StandardScaler
 
 from skflow import MeanFieldNODERegressor
 from skflow.diagnostics import kernel_lambda_min, lambda_min
+from skflow.inspection import ConvergenceDisplay, KernelSpectrumDisplay
 
 FIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
 
@@ -136,24 +140,23 @@ def print_diagnostics(fit):
 # ---------------------------------------
 
 
-def plot_risk(ax, m, exact_rate, r2_test):
-    t, R = m.flow_time_, m.loss_curve_
-    ax.semilogy(t, R, lw=2, label="training risk R(t)")
-    if "val_risk" in m.history_:
-        ax.semilogy(t, m.history_["val_risk"], lw=1, alpha=0.8, label="validation risk (after the step)")
-    ax.semilogy(t, R[0] * np.exp(-m.pl_constant_ * t), "k--",
-                label=f"P-L bound R(0) exp(-m t), m={m.pl_constant_:.3g}")
+def plot_risk(ax, pipe, exact_rate, r2_test):
+    """``ConvergenceDisplay`` of the fit, with the kernel-regime rates drawn on its axes."""
+    disp = ConvergenceDisplay.from_estimator(pipe, ax=ax, show_pl_ratio=False)
+    m, t, R = pipe[-1], disp.flow_time, disp.risk
     k_rate = m.convergence_report_.get("kernel_rate", 0.0)
     if k_rate > 0:
-        ax.semilogy(t, R[0] * np.exp(-k_rate * t), "g:", label=f"kernel rate 2a^2 l0/N = {k_rate:.3g}")
+        ax.plot(t, R[0] * np.exp(-k_rate * t), "g:", label=f"kernel rate 2a^2 l0/N = {k_rate:.3g}")
     if np.isfinite(exact_rate) and exact_rate > 0:
-        ax.semilogy(t, R[0] * np.exp(-exact_rate * t), "m:",
-                    label=f"infinite-width kernel rate 2a^2 l0/N = {exact_rate:.2g}")
-    ax.set_ylim(min(R.min(), m.history_.get("val_risk", R).min()) / 2, R[0] * 1.5)
+        ax.plot(t, R[0] * np.exp(-exact_rate * t), "m:",
+                label=f"infinite-width kernel rate 2a^2 l0/N = {exact_rate:.2g}")
+    low = R.min() if disp.val_risk is None else min(R.min(), disp.val_risk.min())
+    ax.set_ylim(low / 2, R[0] * 1.5)
     ax.set_xlabel("flow time t = tau x iteration")
     ax.set_ylabel("risk (standardised targets)")
     ax.set_title(f"(a) training risk; test R$^2$ = {r2_test:.3f}")
     ax.legend(fontsize=8)
+    return disp
 
 
 # %%
@@ -170,30 +173,26 @@ def layer_lambdas(m, Xs):
     return finite, kernel_lambda_min(Xs, m.feature_init, m.feature_scale, m.nu)
 
 
-def plot_layer_kernels(ax, m, Xsc):
-    layers = np.arange(m.n_layers)
+def kernel_table(m, Xsc):
+    """``(points, mean_k lambda_min(K1_k), closed form)`` on seeded subsamples of the scaled inputs."""
     perm = np.random.RandomState(1).permutation(len(Xsc))
     table = []
-    for n_sub, color in zip((16, 64, min(m.width // 2, 256)), ("C0", "C1", "C2")):
+    for n_sub in (16, 64, min(m.width // 2, 256)):
         finite, exact = layer_lambdas(m, Xsc[perm[:n_sub]])
         table.append((n_sub, finite.mean(), exact))
-        ax.semilogy(layers, np.maximum(finite, 1e-300), "o-", color=color,
-                    label=f"{n_sub} points: finite width M={m.width}")
-        ax.axhline(exact, color=color, ls="--", lw=1, label=f"{n_sub} points: closed form (M = inf) {exact:.2e}")
-    if m.kernel_lambda_min_ > 0:
-        ax.semilogy(layers, m.layer_kernel_lambda_min_, "s-", color="C3",
-                    label=f"layer_kernel_lambda_min_ ({m.kernel_n_samples_} points)")
-        ax.axhline(m.exact_kernel_lambda_min_, color="C3", ls="--", lw=1,
-                   label=f"exact_kernel_lambda_min_ ({m.kernel_n_samples_} points)")
-        ax.set_xlabel("layer k")
-    else:
-        ax.set_xlabel(f"layer k\nfitted: layer_kernel_lambda_min_ = 0 on {m.kernel_n_samples_} points "
-                      f"(M={m.width} < {m.kernel_n_samples_}: K1 singular),\nexact_kernel_lambda_min_ = "
-                      f"{m.exact_kernel_lambda_min_:.2e} on {m.kernel_n_samples_} points", fontsize=8)
-    ax.set_ylabel("lambda_min(K1_k) at initialisation")
-    ax.set_title("(b) layer kernels at initialisation (seeded subsamples)")
-    ax.legend(fontsize=7, loc="lower right", ncol=1)
     return table
+
+
+def plot_layer_kernels(ax, pipe, Xtr):
+    """``KernelSpectrumDisplay`` of the layer kernels on a subsample of fewer than ``M`` points."""
+    m = pipe[-1]
+    n_sub = min(m.width // 2, 256)
+    disp = KernelSpectrumDisplay.from_estimator(pipe, Xtr, max_samples=n_sub, ax=ax)
+    ax.set_xlabel(f"eigenvalue index ({n_sub} points)\nfitted on {m.kernel_n_samples_} points: mean layer "
+                  f"lambda_min (kernel_lambda_min_) = {m.kernel_lambda_min_:.2e}, "
+                  f"exact_kernel_lambda_min_ = {m.exact_kernel_lambda_min_:.2e}", fontsize=8)
+    ax.set_title("(b) layer kernel spectra at initialisation")
+    return disp
 
 
 # %%
@@ -272,8 +271,9 @@ def plot_predictions(ax, fit):
 def make_figure(fit, exact_rate):
     m = fit["model"]
     fig, ax = plt.subplots(2, 3, figsize=(16, 9.5))
-    plot_risk(ax[0, 0], m, exact_rate, fit["r2_test"])
-    table = plot_layer_kernels(ax[0, 1], m, fit["pipe"][0].transform(fit["Xtr"]))
+    plot_risk(ax[0, 0], fit["pipe"], exact_rate, fit["r2_test"])
+    plot_layer_kernels(ax[0, 1], fit["pipe"], fit["Xtr"])
+    table = kernel_table(m, fit["pipe"][0].transform(fit["Xtr"]))
     plot_cot(ax[0, 2], m)
     plot_inner_weights(ax[1, 0], m)
     plot_outer_weights(ax[1, 1], m)

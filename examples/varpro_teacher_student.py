@@ -9,8 +9,9 @@ Its feature distribution is compared with the teacher (energy-distance MMD, Eq. 
 solution of the weighted ultra-fast diffusion (Eq. III.35, r = 2) computed on a grid with LSODA, the
 ``lambda -> 0`` limit of the flow (Thm. III.5). The figures, in ``examples/figures/``:
 
-* ``varpro_fig_III2_diffusion.png`` (Fig. III.2): the density of the diffusion and a smoothed density of the
-  VarPro particles at a few times, both spreading from the uniform initialisation towards the teacher;
+* ``varpro_fig_III2_diffusion.png`` (Fig. III.2): the density of the diffusion and, drawn by
+  :class:`skflow.inspection.FeatureDistributionDisplay`, a histogram density of the VarPro particles at a few
+  times, both spreading from the uniform initialisation towards the teacher;
 * ``varpro_fig_III3_reduced_risk.png`` (Fig. III.3): the reduced risk per width, for the biased and the
   unbiased regulariser: it decreases monotonically;
 * ``varpro_fig_III4_mmd_widths.png`` (Fig. III.4): MMD to the teacher and to the diffusion per width;
@@ -41,6 +42,7 @@ from skflow import VarProSHLRegressor
 from skflow.datasets import make_teacher_student, teacher_density
 from skflow.diagnostics import energy_distance
 from skflow.diffusion import ultrafast_diffusion_s1
+from skflow.inspection import FeatureDistributionDisplay
 
 FIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
 TAU7 = 2.0 ** -10  # the thesis's step in Fig. III.7: two-timescale GD needs tau << lambda (Rem. III.6.1)
@@ -141,14 +143,20 @@ def save(fig, name):
 # %%
 # Fig. III.2: the diffusion against the particles
 # -----------------------------------------------
-# The empirical measure of the particles is smoothed by a periodic Gaussian: ``sigma = 0.03`` as in the
-# thesis with ``M = 1024``, wider for fewer particles (the noise of a kernel density estimate grows like
-# ``1/sqrt(M sigma)``).
+# The particles are drawn by :class:`skflow.inspection.FeatureDistributionDisplay`: a histogram density of
+# their angles at each snapshot, against the teacher density. The number of bins grows with ``M`` (the noise
+# of a histogram of ``M`` points in bins of width ``h`` grows like ``1/sqrt(M h)``).
 
 
-def periodic_kde(grid, angles, bw):
-    diff = np.angle(np.exp(1j * (grid[:, None] - angles[None, :])))
-    return np.exp(-0.5 * (diff / bw) ** 2).mean(axis=1) / (bw * np.sqrt(2 * np.pi))
+def plot_particles_III2(ax, hist, idx, times, gamma):
+    """One FeatureDistributionDisplay per snapshot on ``ax``; the teacher is the reference of the last one."""
+    grid, bins = np.linspace(-np.pi, np.pi, 721), int(np.clip(hist.shape[1] // 4, 12, 72))
+    for j, (i, t) in enumerate(zip(idx, times)):
+        ref = (grid, teacher_density(grid, gamma)) if j == len(idx) - 1 else None
+        disp = FeatureDistributionDisplay(hist[i], True, reference=ref, reference_label="teacher $\\mu_\\gamma$")
+        disp.plot(ax=ax, bins=bins, line_kw=dict(color=plt.cm.viridis(j / max(1, len(idx) - 1)), lw=1.5,
+                                                 label=f"t = {t:.2f}"))
+    return disp
 
 
 def figure_III2(exp):
@@ -159,17 +167,14 @@ def figure_III2(exp):
     times = idx * m.store_features_every * a.tau
     theta, dens = exp.diffusion.at(times)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for j, t in enumerate(times):
+        axes[0].plot(theta, dens[j], color=plt.cm.viridis(j / max(1, len(idx) - 1)), label=f"t = {t:.2f}")
     grid = np.linspace(-np.pi, np.pi, 721)
-    bw = 0.03 if M >= 1024 else 0.03 * np.sqrt(1024 / M)
-    for j, (i, t) in enumerate(zip(idx, times)):
-        c = plt.cm.viridis(j / max(1, len(idx) - 1))
-        axes[0].plot(theta, dens[j], color=c, label=f"t = {t:.2f}")
-        axes[1].plot(grid, periodic_kde(grid, np.arctan2(hist[i][:, 1], hist[i][:, 0]), bw), color=c,
-                     label=f"t = {t:.2f}")
+    axes[0].plot(grid, teacher_density(grid, a.gamma), "k--", lw=1, label="teacher $\\mu_\\gamma$")
+    plot_particles_III2(axes[1], hist, idx, times, a.gamma)
     for ax, title in zip(axes, ["ultra-fast diffusion (Eq. III.35, LSODA)", f"VarPro particles, M={M}"]):
-        ax.plot(grid, teacher_density(grid, a.gamma), "k--", lw=1, label="teacher $\\mu_\\gamma$")
         ax.set_yscale("log"), ax.set_xlabel("$\\theta$"), ax.set_title(title), ax.set_ylim(1e-3, 10)
-    axes[0].set_ylabel("density"), axes[1].legend(fontsize=7)
+    axes[0].set_ylabel("density"), axes[0].legend(fontsize=7), axes[1].legend(fontsize=7)
     fig.suptitle("Fig. III.2 — biased, $\\lambda=10^{-4}$, $\\gamma=%g$" % a.gamma)
     save(fig, "varpro_fig_III2_diffusion.png")
 
