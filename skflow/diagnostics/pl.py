@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .._arrays import as_float64_tensor
+from .._tables import format_value, html_table, text_table
 from .kernels import exact_kernel_lambda_min
 
 __all__ = ["ConvergenceReport", "convergence_report", "feature_kappa", "pl_bound"]
@@ -28,14 +29,6 @@ _REPORT_ROWS = (
     ("distance_travelled", "W2_COT to the init"),
     ("max_displacement", "max displacement r"),
 )
-
-
-def _fmt(value):
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, int, np.floating, np.integer)):
-        return f"{value:.4g}"
-    return str(value)
 
 
 class ConvergenceReport(dict):
@@ -65,26 +58,18 @@ class ConvergenceReport(dict):
                 "held: convergence is guaranteed (Eq. II.10)." if self["local_pl_condition"] else
                 "did not hold (this check is conclusive only when it holds)."))
         if "rate_at_least_predicted" in self:
-            out.append(f"The observed rate {_fmt(self.get('observed_rate'))} is " + (
+            out.append(f"The observed rate {format_value(self.get('observed_rate'))} is " + (
                 "at least" if self["rate_at_least_predicted"] else "below") +
-                f" the certified rate {_fmt(self.get('predicted_rate'))}.")
+                f" the certified rate {format_value(self.get('predicted_rate'))}.")
         if "kernel_note" in self:
             out.append("Note: " + str(self["kernel_note"]))
         return out
 
     def __str__(self):
-        rows = self.rows()
-        width = max((len(label) for label, _ in rows), default=0)
-        lines = ["Convergence report", "------------------"]
-        lines += [f"{label.ljust(width)}  {_fmt(value)}" for label, value in rows]
-        return "\n".join(lines + [""] + self.sentences())
+        return text_table("Convergence report", self.rows(), self.sentences())
 
     def _repr_html_(self):
-        from html import escape
-
-        body = "".join(f"<tr><td>{escape(label)}</td><td>{escape(_fmt(v))}</td></tr>" for label, v in self.rows())
-        text = "".join(f"<p>{escape(s)}</p>" for s in self.sentences())
-        return f"<div><strong>Convergence report</strong><table>{body}</table>{text}</div>"
+        return html_table("Convergence report", self.rows(), self.sentences())
 
 
 def convergence_report(loss_curve, flow_time, pl_ratio_curve, lambda_0, n_samples, output_scale=1.0,

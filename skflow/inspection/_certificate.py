@@ -38,6 +38,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from .._arrays import seeded_subsample
+from .._tables import html_table, text_table
 from .._base import _seed_generator
 from ..diagnostics.kernels import lambda_min, shl_limit_kernel
 from ..flows._ops import ACTIVATIONS, lift
@@ -76,38 +77,13 @@ class ConvergenceCertificate(dict):
     def _rows(self):
         return [(label, self[key]) for key, label in _ROWS if key in self]
 
+    _title = "Convergence certificate (local P-L condition, Thm. II.7)"
+
     def __str__(self):
-        return _text_table("Convergence certificate (local P-L condition, Thm. II.7)", self._rows(),
-                           self.get("reason", ""))
+        return text_table(self._title, self._rows(), [self.get("reason", "")])
 
     def _repr_html_(self):
-        return _html_table("Convergence certificate (local P-L condition, Thm. II.7)", self._rows(),
-                           self.get("reason", ""))
-
-
-def _fmt(value):
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, int, np.floating, np.integer)):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _text_table(title, rows, sentence):
-    width = max((len(label) for label, _ in rows), default=0)
-    lines = [title, "-" * len(title)]
-    lines += [f"{label.ljust(width)}  {_fmt(value)}" for label, value in rows]
-    if sentence:
-        lines += ["", sentence]
-    return "\n".join(lines)
-
-
-def _html_table(title, rows, sentence):
-    from html import escape
-
-    body = "".join(f"<tr><td>{escape(label)}</td><td>{escape(_fmt(value))}</td></tr>" for label, value in rows)
-    return (f"<div><strong>{escape(title)}</strong><table>{body}</table>"
-            f"<p>{escape(sentence)}</p></div>")
+        return html_table(self._title, self._rows(), [self.get("reason", "")])
 
 
 def _lambda_pieces(Z, W, b, activation, feature_init, feature_scale, nu):
