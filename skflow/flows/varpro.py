@@ -402,10 +402,7 @@ class VarProFlow(Flow):
                 scale = M / torch.clamp(trace + self.lam, min=1.0)
                 self.u.sub_(grad_u * scale)
             else:  # gd: a single timescale, the features' step M tau / lambda for u too
-                if self.auto:
-                    self.u.sub_(grad_u * (M * lr / self.lam))
-                else:
-                    self.u.sub_(grad_u, alpha=M * lr / self.lam)
+                self.u.sub_(grad_u * (M * lr / self.lam))  # lam is a 0-dim tensor with alpha='auto'
         self.omega.sub_(velocity, alpha=lr)
         if self.domain == "sphere":
             # projected step on the sphere (Eq. III.39): renormalise after the tangent step
