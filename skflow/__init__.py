@@ -3,6 +3,7 @@
 __version__ = "0.2.0.dev0"
 
 from .exceptions import (  # noqa: E402
+    CompileFallbackWarning,
     DiagnosticWarning,
     DivergenceWarning,
     DuplicateInputsWarning,
@@ -15,6 +16,7 @@ from .rkhs import RKHSNODEClassifier  # noqa: E402
 from .varpro import VarProSHLRegressor  # noqa: E402
 
 __all__ = [
+    "CompileFallbackWarning",
     "DiagnosticWarning",
     "DivergenceWarning",
     "DuplicateInputsWarning",

@@ -42,6 +42,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._training import TrainConfig, stable_time_step, train, warn_stop
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError
 from .flows._flow import Flow
+from .flows._fused import decide_compile
 
 __all__ = ["BaseFlowEstimator", "BaseFlowRegressor", "available_memory", "resolve_device", "resolve_dtype"]
 
@@ -178,6 +179,7 @@ class BaseFlowEstimator(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
+        "compile": ["boolean", StrOptions({"auto"})],
     }
 
     #: parameters a warm start cannot change (the shape of the model)
@@ -302,6 +304,8 @@ class BaseFlowEstimator(BaseEstimator):
                 flow = self._make_flow(data[0], data[1], generator)
                 history, start_iter = None, 0
         self._check_memory(flow, data[0].shape[0] if self.batch_size is None else self.batch_size)
+        flow.compiled = decide_compile(getattr(self, "compile", False), flow.elementwise_per_row() * data[0].shape[0]
+                                       * self.max_iter, flow.activations, self.device_, self._fit_dtype)
         flow.start(data[0], data[1], None if data[2] is None else (data[2], data[3]))
         if not (warm and self.learning_rate == "auto" and hasattr(self, "learning_rate_")):
             self.learning_rate_ = self._resolve_learning_rate(flow, data[0], data[1], generator)

@@ -8,6 +8,8 @@
 * :class:`DuplicateInputsWarning` -- training inputs coincide while carrying different labels.
 * :class:`DiagnosticWarning` -- a diagnostic could not be computed (or only a cheaper estimate of it); the
   fitted model is unaffected.
+* :class:`CompileFallbackWarning` -- ``torch.compile`` could not build the fused kernels; the eager ones are
+  used (same results, slower steps).
 * :class:`IncompatibleWarmStartError` -- ``warm_start=True`` with data or parameters the previous model cannot
   continue from.
 
@@ -18,6 +20,7 @@ triggered) and :class:`~sklearn.exceptions.NotFittedError` are used as they are.
 from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
+    "CompileFallbackWarning",
     "DiagnosticWarning",
     "DivergenceWarning",
     "DuplicateInputsWarning",
@@ -58,6 +61,14 @@ class DiagnosticWarning(UserWarning):
     """A convergence diagnostic failed or was too expensive, and was replaced by NaN or a named estimate.
 
     The fitted model is not affected.
+    """
+
+
+class CompileFallbackWarning(UserWarning):
+    """``torch.compile`` could not build or run a fused kernel (no C++ compiler, no Inductor support...).
+
+    The engine uses the eager kernels for the rest of the process: the results are the same up to float
+    rounding, the steps slower. ``compile=False`` skips the attempt.
     """
 
 

@@ -167,6 +167,12 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
     verbose : int, default=0
         0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
         100 iterations and at the end; 2 or more prints every 20 iterations.
+    compile : bool or 'auto', default='auto'
+        Run the step's fused elementwise kernels (bias, activation and its derivative in one pass) compiled by
+        ``torch.compile``. ``'auto'`` compiles when the fit is long enough to repay the build (10-30 s the first
+        time in a process, see :data:`skflow.flows._fused.AUTO_COMPILE_WORK`) or when the kernels are already
+        built in this process. Where no compiler is available the eager kernels are used, with a
+        :class:`~skflow.exceptions.CompileFallbackWarning`. The results agree to float rounding either way.
     warm_start : bool, default=False
         When True, ``fit`` continues from the previous fit's coefficients ``theta`` (and momentum) and
         appends to its history; otherwise it starts from ``theta = 0`` with new random features. The data's
@@ -320,6 +326,7 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         random_state=None,
         verbose=0,
         warm_start=False,
+        compile="auto",
     ):
         self.n_layers = n_layers
         self.n_features = n_features
@@ -345,6 +352,7 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.compile = compile
 
     # ------------------------------------------------------------------ hooks
     def _learning_rate_at(self, iteration):

@@ -31,6 +31,17 @@ import copy
 
 import torch
 
+#: default bytes of workspace a full-batch step may use beyond the data, by device type: the step runs over
+#: blocks of rows that fit and accumulates the gradient. Small on CPUs, where blocks that stay near the caches
+#: are also the fastest; large on GPUs, which need big products to be busy.
+STEP_WORKSPACE_BYTES = {"cpu": 32 * 2**20, "cuda": 512 * 2**20}
+
+
+def row_blocks(n, rows):
+    """Consecutive slices of ``range(n)`` with at most ``rows`` rows each."""
+    rows = max(1, int(rows))
+    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+
 
 class Flow:
     """Base class for engines: moves the tensors named in ``_tensor_fields`` between devices and dtypes.
@@ -40,6 +51,26 @@ class Flow:
 
     _tensor_fields: tuple = ()
     _param_fields: tuple = ()
+    #: workspace of a step in bytes (None: :data:`STEP_WORKSPACE_BYTES` of the device)
+    workspace_bytes = None
+    #: whether the fused elementwise kernels run compiled (see :mod:`skflow.flows._fused`)
+    compiled = False
+
+    @property
+    def activations(self):
+        """Names of the fused activation kernels a step uses (see :mod:`skflow.flows._fused`)."""
+        return ()
+
+    def elementwise_per_row(self):
+        """Entries of pre-activations a step computes per row of data (the work the fused kernels speed up)."""
+        return 0
+
+    def block_rows(self, device, training=True):
+        """Rows per block of a step (``training``) or a forward pass, from the workspace budget."""
+        budget = self.workspace_bytes
+        if budget is None:
+            budget = STEP_WORKSPACE_BYTES.get(torch.device(device).type, STEP_WORKSPACE_BYTES["cuda"])
+        return max(1, int(budget // max(1, self.bytes_per_row(training))))
 
     def parameters(self):
         return [getattr(self, name) for name in self._param_fields]

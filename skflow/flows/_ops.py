@@ -13,7 +13,7 @@ __all__ = ["ACTIVATIONS", "lift", "regularizer_centre", "sample_spectral"]
 
 
 def _cos(a):
-    return torch.cos(a), -torch.sin(a)
+    return torch.cos(a), torch.sin(a).neg_()
 
 
 def _tanh(a):

@@ -16,7 +16,8 @@ import math
 
 import torch
 
-from ._flow import Flow
+from ._flow import Flow, row_blocks
+from ._fused import activation_with_bias, value_with_bias
 from ._ops import ACTIVATIONS, lift, sample_spectral
 
 __all__ = ["MeanFieldSHLFlow", "init_particles"]
@@ -92,6 +93,13 @@ class MeanFieldSHLFlow(Flow):
         return self.U.shape[1]
 
     @property
+    def activations(self):
+        return (self.activation,)
+
+    def elementwise_per_row(self):
+        return self.n_layers * self.width
+
+    @property
     def dim(self):
         return self.U.shape[2]
 
@@ -130,8 +138,19 @@ class MeanFieldSHLFlow(Flow):
         return zs
 
     def forward(self, X, U=None, W=None, b=None):
-        z = self.trajectory(X, U, W, b)[-1]
-        return self.output_scale * z[:, self.d_in:self.d_in + self.d_out]
+        if self.solver != "euler" or U is not None or W is not None or b is not None:
+            z = self.trajectory(X, U, W, b)[-1]
+            return self.output_scale * z[:, self.d_in:self.d_in + self.d_out]
+        S, M, D = self.U.shape
+        out = []
+        for rows in row_blocks(X.shape[0], self.block_rows(X.device, training=False)):
+            zT = X.new_zeros((D, rows.stop - rows.start))
+            zT[: self.d_in] = X[rows].T
+            for k in range(S):
+                s = value_with_bias(self.activation, torch.mm(zT.T, self.W[k].T), self.b[k], self.compiled)
+                zT = torch.addmm(zT, self.U[k].T, s.T, alpha=1.0 / (S * M))
+            out.append(zT[self.d_in:self.d_in + self.d_out].T)
+        return self.output_scale * torch.cat(out)
 
     def risk(self, X, Y, U=None, W=None, b=None):
         """``R = (1/N) sum_n |y_hat_n - y_n|^2 / 2`` (unregularised, as in the theory)."""
@@ -145,37 +164,53 @@ class MeanFieldSHLFlow(Flow):
         Euler: the discrete adjoint written out (Eq. 55 discretised), no autograd. The adjoint
         ``p_k = dR/dz_k`` runs backward with ``p_k = p_{k+1} + (h/M) [(p_{k+1} U_k^T) * sigma'(a_k)] W_k``, and
         ``dR/dU_k = (h/M) sigma(a_k)^T p_{k+1}``, ``dR/dW_k = (h/M) [(p_{k+1} U_k^T) * sigma'(a_k)]^T z_k``.
-        Midpoint / RK4: autograd through the integrator.
+        The rows are processed in blocks that fit :meth:`block_rows` and the sums over rows accumulated, so
+        that the memory of a step does not grow with ``N``. Midpoint / RK4: autograd through the integrator.
         """
         if self.solver != "euler":
             return self._autograd_gradients(X, Y)
-        S, M = self.n_layers, self.width
-        h = 1.0 / S
-        act = ACTIVATIONS[self.activation]
-        z = lift(X, self.dim)
-        zs, acts = [], []
+        S, M, D = self.U.shape
+        gUT = self.U.new_zeros((S, D, M))  # transposed: the products below write (D, M) blocks
+        gWT = self.W.new_zeros((S, D, M))
+        gb = self.b.new_zeros((S, M))
+        R = self.U.new_zeros(())
+        for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
+            R += self._adjoint_block(X[rows], Y[rows], X.shape[0], gUT, gWT, gb)
+        gU = gUT.transpose(1, 2).mul(1.0 / (S * M))
+        return R, gU.contiguous(), gWT.transpose(1, 2).contiguous(), gb
+
+    def _adjoint_block(self, X, Y, n_total, gUT, gWT, gb):
+        """Forward and adjoint pass on a block of rows; adds its terms to the (transposed) gradients in place
+        and returns its part of the risk (normalised by ``n_total``, the rows of the whole batch).
+
+        States are kept transposed, ``z^T`` (D, n), so that every product has the layout BLAS runs fastest;
+        the scalings ``h/M`` go on the small (M, D) side of each product, the bias on the activation's pass.
+        """
+        S, M, D = self.U.shape
+        c = 1.0 / (S * M)  # h / M
+        zT = X.new_zeros((D, X.shape[0]))
+        zT[: self.d_in] = X.T
+        states, acts = [], []
         for k in range(S):
-            s, ds = act(torch.addmm(self.b[k], z, self.W[k].T))
-            zs.append(z)
+            s, ds = activation_with_bias(self.activation, torch.mm(zT.T, self.W[k].T), self.b[k], self.compiled)
+            states.append(zT)
             acts.append((s, ds))
-            z = z + (h / M) * (s @ self.U[k])
-        r = self.output_scale * z[:, self.d_in:self.d_in + self.d_out] - Y
-        n = X.shape[0]
-        R = 0.5 * (r * r).sum() / n
-        p = torch.zeros_like(z)
-        p[:, self.d_in:self.d_in + self.d_out] = (self.output_scale / n) * r
-        gU = torch.empty_like(self.U)
-        gW = torch.empty_like(self.W)
-        gb = torch.empty_like(self.b)
-        c = h / M
+            zT = torch.addmm(zT, self.U[k].T, s.T, alpha=c)
+        out = slice(self.d_in, self.d_in + self.d_out)
+        r = self.output_scale * zT[out].T - Y
+        R = 0.5 * (r * r).sum() / n_total
+        pT = torch.zeros_like(zT)
+        pT[out] = (self.output_scale / n_total) * r.T
+        UTc = self.U.transpose(1, 2) * c  # (S, D, M)
         for k in range(S - 1, -1, -1):
             s, ds = acts[k]
-            torch.mm(s.T, p, out=gU[k]).mul_(c)
-            Ga = (p @ self.U[k].T).mul_(ds).mul_(c)
-            torch.mm(Ga.T, zs[k], out=gW[k])
-            torch.sum(Ga, 0, out=gb[k])
-            p = p + Ga @ self.W[k]
-        return R, gU, gW, gb
+            gUT[k].addmm_(pT, s)
+            Ga = torch.mm(pT.T, UTc[k]).mul_(ds)
+            gWT[k].addmm_(states[k], Ga)
+            gb[k].add_(Ga.sum(0))
+            if k > 0:  # p_0 is not needed
+                pT = torch.addmm(pT, self.W[k].T, Ga.T)
+        return R
 
     def _autograd_gradients(self, X, Y):
         U = self.U.detach().requires_grad_(True)

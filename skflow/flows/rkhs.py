@@ -24,7 +24,8 @@ import math
 
 import torch
 
-from ._flow import Flow
+from ._flow import Flow, row_blocks
+from ._fused import activation_with_bias, value_with_bias
 from ._ops import lift, sample_spectral
 
 __all__ = ["LOSSES", "RKHSFlow", "init_random_features", "random_features"]
@@ -102,6 +103,11 @@ class RKHSFlow(Flow):
     def n_features(self):
         return self.theta.shape[2]
 
+    activations = ("cos",)
+
+    def elementwise_per_row(self):
+        return self.n_layers * self.n_features
+
     def bytes_per_row(self, training=True):
         """Training keeps the pre-activations (N x M) of every layer and a few N x M temporaries; a forward
         pass holds one layer's features at a time."""
@@ -127,17 +133,24 @@ class RKHSFlow(Flow):
         return zs
 
     def forward(self, X, theta=None):
-        """Logits ``output_scale * z(1)[d:]``, shape (N, K)."""
+        """Logits ``output_scale * z(1)[d:]``, shape (N, K), over blocks of :meth:`block_rows` rows."""
         theta = self.theta if theta is None else theta
-        h = 1.0 / theta.shape[0]
-        z = lift(X, self.dim)
-        for k in range(theta.shape[0]):
-            z = z + h * (self.features(z) @ theta[k].T)
-        return self.output_scale * z[:, self.d_in:]
+        S, D, M = theta.shape
+        hc = math.sqrt(2.0 / M) / S
+        out = []
+        for rows in row_blocks(X.shape[0], self.block_rows(X.device, training=False)):
+            zT = X.new_zeros((D, rows.stop - rows.start))
+            zT[: self.d_in] = X[rows].T
+            for k in range(S):
+                cos = value_with_bias("cos", torch.mm(zT.T, self.W.T), self.b, self.compiled)
+                zT = torch.addmm(zT, theta[k], cos.T, alpha=hc)
+            out.append(zT[self.d_in:].T)
+        return self.output_scale * torch.cat(out)
 
-    def _loss_and_grad(self, logits, Y):
-        """Risk and its gradient with respect to the logits (both averaged over the batch)."""
-        n = logits.shape[0]
+    def _loss_and_grad(self, logits, Y, n=None):
+        """Risk and its gradient with respect to the logits (both summed over the rows and divided by ``n``,
+        the rows of the whole batch; by default those of ``logits``)."""
+        n = logits.shape[0] if n is None else n
         if self.loss == "squared":
             r = logits - Y
             return 0.5 * (r * r).sum() / n, r / n
@@ -167,28 +180,38 @@ class RKHSFlow(Flow):
             p_k      = p_{k+1} - h sqrt(2/M) [(p_{k+1} theta_k) * sin(a_k)] W
 
         i.e. ``S dR/dtheta_k = (1/N) sum_n p_n(s_k) (x) phi(z_n(s_k))`` up to the ``1/N`` already in ``p``: the
-        velocity field of Eq. II.26 in parameter coordinates.
+        velocity field of Eq. II.26 in parameter coordinates. The rows are processed in blocks of
+        :meth:`block_rows` and the sums accumulated, so that a step's memory does not grow with ``N``.
         """
-        S, M = self.n_layers, self.n_features
-        h = 1.0 / S
-        c = math.sqrt(2.0 / M)
-        z = lift(X, self.dim)
-        pre = []
-        for k in range(S):
-            a = torch.addmm(self.b, z, self.W.T)
-            pre.append(a)
-            z = z + h * ((c * torch.cos(a)) @ self.theta[k].T)
-        R, G = self._loss_and_grad(self.output_scale * z[:, self.d_in:], Y)
-        p = torch.zeros_like(z)
-        p[:, self.d_in:] = self.output_scale * G
-        grad = torch.empty_like(self.theta)
-        for k in range(S - 1, -1, -1):
-            a = pre[k]
-            torch.mm(p.T, torch.cos(a), out=grad[k]).mul_(h * c)
-            if k > 0:  # p_0 is not needed
-                q = (p @ self.theta[k]).mul_(torch.sin(a)).mul_(h * c)
-                p = p - q @ self.W
+        grad = torch.zeros_like(self.theta)
+        R = self.theta.new_zeros(())
+        for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
+            R += self._adjoint_block(X[rows], Y[rows], X.shape[0], grad)
         return R, grad
+
+    def _adjoint_block(self, X, Y, n_total, grad):
+        """Forward and adjoint pass on a block of rows, states transposed (D, n); adds the block's terms to
+        ``grad`` and returns its part of the risk. ``cos(a_k)`` and ``sin(a_k)`` come from one fused pass in the
+        forward sweep and are kept for the adjoint."""
+        S, D, M = self.theta.shape
+        hc = math.sqrt(2.0 / M) / S
+        zT = X.new_zeros((D, X.shape[0]))
+        zT[: self.d_in] = X.T
+        acts = []
+        for k in range(S):
+            cos, msin = activation_with_bias("cos", torch.mm(zT.T, self.W.T), self.b, self.compiled)
+            acts.append((cos, msin))
+            zT = torch.addmm(zT, self.theta[k], cos.T, alpha=hc)
+        R, G = self._loss_and_grad(self.output_scale * zT[self.d_in:].T, Y, n_total)
+        pT = torch.zeros_like(zT)
+        pT[self.d_in:] = self.output_scale * G.T
+        for k in range(S - 1, -1, -1):
+            cos, msin = acts[k]
+            grad[k].addmm_(pT, cos, alpha=hc)
+            if k > 0:  # p_0 is not needed
+                q = torch.mm(pT.T, self.theta[k]).mul_(msin)
+                pT = torch.addmm(pT, self.W.T, q.T, alpha=hc)
+        return R
 
     def autograd_gradients(self, X, Y):
         """``(R, dR/dtheta)`` by torch.autograd through :meth:`risk` (reference for the explicit adjoint)."""

@@ -1,0 +1,121 @@
+"""Fused elementwise kernels of the engines, compiled by ``torch.compile`` where that pays.
+
+A step of every engine is a few matrix products per layer and, between them, elementwise work on
+``N x M`` pre-activations: the bias, the activation and its derivative. Run eagerly, each of these is a
+separate pass over memory, and ``cos`` and ``sin`` are separate transcendental evaluations; compiled by
+TorchInductor they are one loop that reads ``a`` once and writes ``sigma(a + b)`` and ``sigma'(a + b)``.
+
+Compilation costs seconds (a C++ or Triton build the first time in a process, cached on disk after), so it
+is opt-in per fit (the estimators' ``compile`` parameter): ``'auto'`` compiles when the fit's elementwise work
+is large enough to repay it, or when the kernel has already been compiled in this process. Wherever
+``torch.compile`` cannot run (no C++ compiler, an unsupported platform, a torch build without Inductor) the
+kernel falls back to its eager definition, with one :class:`skflow.exceptions.CompileFallbackWarning`: the
+results are the same up to float rounding, only slower.
+"""
+
+import warnings
+
+import torch
+
+from ..exceptions import CompileFallbackWarning
+from ._ops import ACTIVATIONS
+
+__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "value_with_bias"]
+
+#: ``compile='auto'`` compiles a fit whose elementwise work (entries of the ``N x M`` pre-activations computed
+#: over the whole fit, at most ``max_iter`` steps) reaches this: about a minute of eager elementwise time on one
+#: CPU core, against 10-30 s to build the kernels the first time in a process.
+AUTO_COMPILE_WORK = 3e10
+
+
+class FusedKernel:
+    """An elementwise function with an eager definition, compiled on first use when asked to.
+
+    ``kernel(*args, compiled=True)`` runs the compiled version (built by ``torch.compile(fn, dynamic=True)``
+    the first time) and ``compiled=False`` the eager one. A failure to compile or to run the compiled code
+    falls back to the eager function for good, with a :class:`CompileFallbackWarning`.
+    """
+
+    def __init__(self, fn, name):
+        self.fn = fn
+        self.name = name
+        self._compiled = None
+        self._failed = False
+        self._built = set()  # (device type, dtype) pairs already compiled in this process
+
+    def is_built(self, device, dtype):
+        return (torch.device(device).type, dtype) in self._built
+
+    def __call__(self, *args, compiled=False):
+        if compiled and not self._failed:
+            try:
+                if self._compiled is None:
+                    self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+                out = self._compiled(*args)
+                self._built.add((args[0].device.type, args[0].dtype))
+                return out
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, results unchanged
+                self._failed = True
+                warnings.warn(
+                    f"torch.compile could not build the fused kernel {self.name!r} "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                    "using the eager kernels instead: same results, slower steps. Pass compile=False to "
+                    "skip the attempt.", CompileFallbackWarning, stacklevel=3)
+        return self.fn(*args)
+
+
+def _with_bias(name):
+    act = ACTIVATIONS[name]
+
+    def fused(a, b):
+        return act(a + b)
+
+    return fused
+
+
+def _value(name):
+    act = ACTIVATIONS[name]
+
+    def fused(a, b):
+        return act(a + b)[0]
+
+    return fused
+
+
+_DERIVATIVE = {name: FusedKernel(_with_bias(name), f"{name}_and_derivative") for name in ACTIVATIONS}
+_VALUE = {name: FusedKernel(_value(name), name) for name in ACTIVATIONS}
+
+
+def activation_with_bias(name, a, b, compiled=False):
+    """``(sigma(a + b), sigma'(a + b))`` for pre-activations ``a`` (N, M) and a bias ``b`` (M,).
+
+    Eager, ``a`` is overwritten (it must be a temporary, e.g. the output of a matrix product).
+    """
+    if compiled:
+        return _DERIVATIVE[name](a, b, compiled=True)
+    return ACTIVATIONS[name](a.add_(b))
+
+
+def value_with_bias(name, a, b, compiled=False):
+    """``sigma(a + b)``; eager, ``a`` is overwritten."""
+    if compiled:
+        return _VALUE[name](a, b, compiled=True)
+    return ACTIVATIONS[name](a.add_(b))[0]
+
+
+def decide_compile(option, work, names, device, dtype):
+    """Resolve the estimators' ``compile`` parameter into a bool for one fit.
+
+    ``option``: True, False or ``'auto'``. ``work``: the entries of the ``N x M`` pre-activations the fit
+    computes at most. ``names``: the activations the engine uses. ``'auto'`` is True when every kernel the fit
+    needs is already built for this device and dtype (free), or when ``work >= AUTO_COMPILE_WORK``, and never
+    after a kernel failed to compile.
+    """
+    if option != "auto":
+        return bool(option)
+    kernels = [_DERIVATIVE[n] for n in names] + [_VALUE[n] for n in names]
+    if any(k._failed for k in kernels):
+        return False
+    if all(k.is_built(device, dtype) for k in kernels):
+        return True
+    return work >= AUTO_COMPILE_WORK

@@ -1,0 +1,138 @@
+"""The engines' speed paths change no result: row blocks, fused kernels compiled or not, and the fallback.
+
+Each test runs the same computation two ways and compares them, so a block that drops rows, a kernel that
+differs from its eager definition or a fallback that changes the model makes it fail.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import skflow
+from skflow.exceptions import CompileFallbackWarning
+from skflow.flows import _fused
+from skflow.flows._flow import row_blocks
+from skflow.flows.node import MeanFieldSHLFlow, init_particles
+from skflow.flows.rkhs import RKHSFlow, init_random_features
+
+
+def _node(N=257, d=3, S=4, M=16, seed=0, dtype=torch.float64, activation="cos"):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(N, d, generator=g, dtype=torch.float64)
+    Y = torch.sin(X.sum(1, keepdim=True))
+    U, W, b = init_particles(S, M, d + 2, generator=g)
+    U = 0.5 * torch.randn(U.shape, generator=g, dtype=torch.float64)
+    flow = MeanFieldSHLFlow(U, W, b, d, 1, activation=activation, output_scale=2.0)
+    return flow.to(dtype=dtype), X.to(dtype), Y.to(dtype)
+
+
+def _rkhs(N=257, d=3, K=3, S=4, M=32, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(N, d, generator=g, dtype=torch.float64)
+    Y = torch.nn.functional.one_hot(torch.randint(K, (N,), generator=g), K).double()
+    W, b = init_random_features(M, d + K, generator=g)
+    theta = 0.3 * torch.randn(S, d + K, M, generator=g, dtype=torch.float64)
+    flow = RKHSFlow(theta, W, b, d, output_scale=2.0)
+    return flow.to(dtype=dtype), X.to(dtype), Y.to(dtype)
+
+
+def test_row_blocks_cover_every_row_once():
+    for n, rows in [(10, 3), (9, 3), (1, 5), (7, 1)]:
+        idx = np.concatenate([np.arange(n)[s] for s in row_blocks(n, rows)])
+        np.testing.assert_array_equal(idx, np.arange(n))
+        assert max(s.stop - s.start for s in row_blocks(n, rows)) <= rows
+
+
+@pytest.mark.parametrize("make", [_node, _rkhs], ids=["node", "rkhs"])
+def test_blocked_step_equals_one_block(make):
+    """A budget of a few rows splits the step into many blocks: same risk, gradients and output (float64)."""
+    flow, X, Y = make()
+    whole = flow.gradients(X, Y)
+    out = flow.forward(X)
+    flow.workspace_bytes = 7 * flow.bytes_per_row(True)  # blocks of 7 rows, the last one shorter
+    assert flow.block_rows(X.device) == 7
+    blocked = flow.gradients(X, Y)
+    for a, b in zip(whole, blocked):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(flow.forward(X), out, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("make", [_node, _rkhs], ids=["node", "rkhs"])
+def test_adjoint_matches_autograd_in_float32(make):
+    """The transposed-layout adjoint in float32 agrees with float64 autograd to float32 rounding."""
+    flow64, X, Y = make()
+    ref = flow64._autograd_gradients(X, Y) if hasattr(flow64, "_autograd_gradients") else \
+        flow64.autograd_gradients(X, Y)
+    flow32 = flow64.to(dtype=torch.float32)
+    got = flow32.gradients(X.float(), Y.float())
+    for a, b in zip(got, ref):
+        scale = float(b.abs().max())
+        assert float((a.double() - b).abs().max()) <= 1e-5 * scale
+
+
+def _fail_compile(*args, **kwargs):
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler found (simulated)")
+    return broken
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch):
+    """Kernel registries with nothing built or failed, restored afterwards."""
+    for table in (_fused._DERIVATIVE, _fused._VALUE):
+        for name, kernel in list(table.items()):
+            monkeypatch.setitem(table, name, _fused.FusedKernel(kernel.fn, kernel.name))
+
+
+def test_compile_failure_falls_back_to_identical_eager_results(monkeypatch, fresh_kernels):
+    monkeypatch.setattr(torch, "compile", _fail_compile)
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = np.sin(X[:, 0])
+    kw = dict(width=16, n_layers=3, max_iter=5, early_stopping=False, random_state=0)
+    eager = skflow.MeanFieldNODERegressor(compile=False, **kw).fit(X, y)
+    with pytest.warns(CompileFallbackWarning, match="compile=False"):
+        fallback = skflow.MeanFieldNODERegressor(compile=True, **kw).fit(X, y)
+    np.testing.assert_array_equal(fallback.predict(X), eager.predict(X))
+    # the failure is remembered: 'auto' does not try again, and says nothing more
+    assert not _fused.decide_compile("auto", 1e30, ("cos",), "cpu", torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        skflow.MeanFieldNODERegressor(compile="auto", **kw).fit(X, y)
+
+
+def test_auto_compiles_only_long_fits(fresh_kernels):
+    small = _fused.AUTO_COMPILE_WORK / 10
+    assert not _fused.decide_compile("auto", small, ("cos",), "cpu", torch.float64)
+    assert _fused.decide_compile("auto", _fused.AUTO_COMPILE_WORK, ("cos",), "cpu", torch.float64)
+    assert _fused.decide_compile(True, 0, ("cos",), "cpu", torch.float64)
+    assert not _fused.decide_compile(False, 1e30, ("cos",), "cpu", torch.float64)
+    # a fit with the defaults on a demo-sized problem never pays a compilation
+    est = skflow.MeanFieldNODERegressor(max_iter=3, random_state=0).fit(np.random.rand(200, 5), np.random.rand(200))
+    assert est.flow_.compiled is False
+
+
+def _compiler_available():
+    try:
+        torch.compile(lambda a: torch.cos(a), dynamic=True)(torch.zeros(3))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_kernels_match_eager(dtype, fresh_kernels):
+    """The compiled fused kernels give the eager step's risk and gradients to float rounding (NODE and RKHS)."""
+    if not _compiler_available():
+        pytest.skip("torch.compile cannot build kernels on this machine")
+    eps = 1e-12 if dtype == torch.float64 else 2e-5
+    for make in (_node, _rkhs):
+        flow, X, Y = make(dtype=dtype)
+        eager = flow.gradients(X, Y)
+        out = flow.forward(X)
+        flow.compiled = True
+        compiled = flow.gradients(X, Y)
+        for a, b in zip(eager, compiled):
+            assert float((a - b).abs().max()) <= eps * float(a.abs().max())
+        assert float((flow.forward(X) - out).abs().max()) <= eps * float(out.abs().max())
