@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from skflow import MeanFieldNODERegressor  # noqa: E402
-from skflow.flows.shl import MeanFieldSHLFlow, init_particles  # noqa: E402
+from skflow.flows.node import MeanFieldSHLFlow, init_particles  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -182,7 +182,7 @@ def loop_overhead(N, S, M, d, dtype, k):
 
 def activation_workload(N, S, M, dtype, device, seed=0):
     """``sigma(a), sigma'(a)`` for cos (``cos a`` and ``-sin a``) on an (N x M) block, S times."""
-    from skflow.flows.shl import ACTIVATIONS
+    from skflow.flows.node import ACTIVATIONS
 
     gen = torch.Generator().manual_seed(seed)
     A = torch.randn(N, M, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
