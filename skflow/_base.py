@@ -39,7 +39,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._training import TrainConfig, stable_time_step, train, warn_stop
+from . import distributed
+from ._training import TrainConfig, n_batches, stable_time_step, train, warn_stop
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError
 from .flows._flow import Flow
 from .flows._fused import decide_compile
@@ -164,6 +165,12 @@ class BaseFlowEstimator(BaseEstimator):
         100 iterations and at the end; 2 or more prints every 20 iterations (each host synchronisation).
     warm_start : bool
         Continue from the previous fit's parameters, appending to the history.
+
+    Data-parallel fits: inside an initialised ``torch.distributed`` process group with more than one rank,
+    ``fit`` is data-parallel with nothing to set: every rank calls ``fit`` on its own rows and all the ranks
+    end with the model one process would fit on all the rows (full batch, no early stopping); ``n_ranks_``
+    records the number of ranks. The inputs must be preprocessed alike on every rank (a scaler fitted on
+    global statistics, not per shard). See :mod:`skflow.distributed`.
     """
 
     _parameter_constraints = {
@@ -217,6 +224,12 @@ class BaseFlowEstimator(BaseEstimator):
             idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))[: self.batch_size]
             X, Y = X[idx.to(X.device)], Y[idx.to(X.device)]
         return stable_time_step(flow, X, Y, self._reference_learning_rate)
+
+    def _uses_minibatches(self, n_rows):
+        """Whether the fit on ``n_rows`` training rows runs minibatch steps; in a data-parallel fit, whether any
+        rank does (all the ranks then take the same number of minibatch steps, see
+        :func:`skflow._training.n_batches`)."""
+        return n_batches(n_rows, self.batch_size, getattr(self, "_rows_per_rank", None)) > 1
 
     def _divergence_hint(self):
         """Extra advice for the divergence warning; the stiffness grows like ``output_scale ** 2``."""
@@ -285,37 +298,55 @@ class BaseFlowEstimator(BaseEstimator):
         previous = self._model_signature(getattr(self, "_fitted_architecture", {})) if warm else None
         if not warm:
             self._clear_fitted()
-        X, y = self._validate_fit_data(X, y)
-        Y = self._prepare_targets(y)
-        self._fit_dtype = self._torch_dtype
-        _check_magnitude(X, self._fit_dtype, "X")
-        self._n_targets = Y.shape[1]
-        if warm:
-            self._check_warm_start(previous)
-        self._fitted_architecture = self._architecture
-        self.device_ = resolve_device(self.device)
-        generator = _seed_generator(self.random_state)
-        data = [None if A is None else self._to_tensor(A) for A in self._split(X, Y, y)]
-        with _translated_memory_errors(type(self).__name__, "build the model"):
+        # data-parallel inside an initialised process group of several ranks (see skflow.distributed): every
+        # check that may fail on some ranks only ends in a `consensus`, so that all the ranks raise together
+        dp = self._data_parallel = distributed.current()
+        self.n_ranks_ = 1 if dp is None else dp.world_size
+        with distributed.consensus(dp):
+            X, y = self._validate_fit_data(X, y)
+        with distributed.consensus(dp):
+            Y = self._prepare_targets(y)  # its collectives (classes, target moments) come before its checks
+            self._fit_dtype = self._torch_dtype
+            _check_magnitude(X, self._fit_dtype, "X")
+            self._n_targets = Y.shape[1]
             if warm:
-                flow = self.flow_.to(self.device_, self._fit_dtype)
-                history, start_iter = dict(self.history_), self.n_iter_
-            else:
-                flow = self._make_flow(data[0], data[1], generator)
-                history, start_iter = None, 0
-        self._check_memory(flow, data[0].shape[0] if self.batch_size is None else self.batch_size)
-        flow.compiled = decide_compile(getattr(self, "compile", False), flow.elementwise_per_row() * data[0].shape[0]
-                                       * self.max_iter, flow.activations, self.device_, self._fit_dtype)
-        flow.start(data[0], data[1], None if data[2] is None else (data[2], data[3]))
-        if not (warm and self.learning_rate == "auto" and hasattr(self, "learning_rate_")):
-            self.learning_rate_ = self._resolve_learning_rate(flow, data[0], data[1], generator)
-        with _translated_memory_errors(type(self).__name__, "train"):
-            result = train(flow, data, self._train_config(), generator, history, start_iter)
-        flow.finish(data[0], data[1], result.n_iter)
-        self.flow_ = flow
-        self._set_history(result)
-        warn_stop(result, type(self).__name__, self._train_config(), self._divergence_hint())
-        self._finalize_fit(data[0], data[1])
+                self._check_warm_start(previous)
+            self._fitted_architecture = self._architecture
+            self.device_ = resolve_device(self.device)
+            generator = _seed_generator(self.random_state)
+            data = [None if A is None else self._to_tensor(A) for A in self._split(X, Y, y)]
+        self._rows_per_rank = None if dp is None else dp.rows_per_rank(data[0].shape[0])
+        self._n_train_rows = data[0].shape[0] if dp is None else sum(self._rows_per_rank)
+        with distributed.consensus(dp):
+            with _translated_memory_errors(type(self).__name__, "build the model"):
+                if warm:
+                    flow = self.flow_.to(self.device_, self._fit_dtype)
+                    history, start_iter = dict(self.history_), self.n_iter_
+                else:
+                    flow = self._make_flow(data[0], data[1], generator)  # its collectives come before its checks
+                    history, start_iter = None, 0
+            self._check_memory(flow, data[0].shape[0] if self.batch_size is None else self.batch_size)
+            if dp is not None and not flow.supports_data_parallel:
+                raise NotImplementedError(f"{type(self).__name__}: its engine {type(flow).__name__} cannot fit "
+                                          "data-parallel yet; fit outside the process group (on one process).")
+        flow.compiled = decide_compile(getattr(self, "compile", False), flow.elementwise_per_row()
+                                       * self._n_train_rows * self.max_iter, flow.activations, self.device_,
+                                       self._fit_dtype)
+        flow.data_parallel = dp  # the engine all-reduces its sums over rows until the fit ends
+        try:
+            flow.start(data[0], data[1], None if data[2] is None else (data[2], data[3]))
+            if not (warm and self.learning_rate == "auto" and hasattr(self, "learning_rate_")):
+                self.learning_rate_ = self._resolve_learning_rate(flow, data[0], data[1], generator)
+            with _translated_memory_errors(type(self).__name__, "train"):
+                result = train(flow, data, self._train_config(), generator, history, start_iter)
+            flow.finish(data[0], data[1], result.n_iter)
+            self.flow_ = flow
+            self._set_history(result)
+            warn_stop(result, type(self).__name__, self._train_config(), self._divergence_hint())
+            self._finalize_fit(data[0], data[1])
+        finally:
+            flow.data_parallel = None  # the fitted model keeps no handle on the process group
+            self._data_parallel = None
         if getattr(self, "_diagnostics_interrupted", False):
             warnings.warn(f"{type(self).__name__}: interrupted while computing the diagnostics; the fitted model "
                           "is kept and the diagnostics not computed are NaN.", FitInterruptedWarning)
@@ -335,7 +366,10 @@ class BaseFlowEstimator(BaseEstimator):
         return TrainConfig(
             max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             batch_size=self.batch_size, learning_rate_at=self._learning_rate_at, sync_every=self._sync_every,
-            verbose=self.verbose, name=type(self).__name__,
+            # data-parallel: every rank trains alike, rank 0 alone prints the progress
+            verbose=self.verbose if getattr(self, "_data_parallel", None) is None or self._data_parallel.rank == 0
+            else 0,
+            name=type(self).__name__, rows_per_rank=getattr(self, "_rows_per_rank", None),
         )
 
     def _clear_fitted(self):
@@ -368,6 +402,8 @@ class BaseFlowEstimator(BaseEstimator):
 
     def _check_memory(self, flow, rows):
         """A MemoryError, before anything is allocated, when a training step cannot fit in memory."""
+        if flow.row_blocked:  # the step runs over blocks of rows: its workspace is bounded whatever N
+            rows = min(int(rows), flow.block_rows(self.device_))
         need = flow.bytes_per_row(training=True) * int(rows)
         have = available_memory(self.device_)
         if have is not None and need > have:
@@ -498,6 +534,9 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         Y2 = Y[:, None] if Y.ndim == 1 else Y
         if self.warm_start and hasattr(self, "y_mean_") and self.y_mean_.shape[0] == Y2.shape[1]:
             mean, scale = self.y_mean_, self.y_scale_  # a warm start keeps the units of the first fit
+        elif self._scales_targets() and getattr(self, "_data_parallel", None) is not None:
+            mean, scale = self._global_target_moments(Y2)
+            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
         elif self._scales_targets():
             # moments of Y / max|Y|: they cannot overflow, whatever the magnitude of y
             peak = np.max(np.abs(Y2), axis=0) if Y2.shape[0] else np.ones(Y2.shape[1])
@@ -511,6 +550,20 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         self._y_ndim = Y.ndim
         self.y_mean_, self.y_scale_ = mean, scale
         return (Y2 - mean) / scale
+
+    def _global_target_moments(self, Y2):
+        """Data-parallel: the mean and standard deviation of the targets of all the ranks (as a single process
+        computes them, to round-off), from the all-reduced peak, sum and sum of squared deviations per output."""
+        dp = self._data_parallel
+        (peak,) = dp.all_reduce_max(torch.as_tensor(np.max(np.abs(Y2), axis=0) if Y2.shape[0]
+                                                    else np.zeros(Y2.shape[1])))
+        peak = peak.numpy()
+        peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+        Z = Y2 / peak
+        total, count = dp.all_reduce_sum(torch.as_tensor(Z.sum(axis=0)), torch.tensor([float(Z.shape[0])]))
+        mean = total.numpy() / count.item()
+        (sq,) = dp.all_reduce_sum(torch.as_tensor(((Z - mean) ** 2).sum(axis=0)))
+        return mean * peak, np.sqrt(sq.numpy() / count.item()) * peak
 
     def _decode_output(self, out):
         pred = out * self.y_scale_ + self.y_mean_

@@ -24,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .exceptions import DivergenceWarning, FitInterruptedWarning
 
-__all__ = ["BestParameters", "History", "StopMonitor", "TrainConfig", "TrainResult", "run_epoch",
+__all__ = ["BestParameters", "History", "StopMonitor", "TrainConfig", "TrainResult", "n_batches", "run_epoch",
            "stable_time_step", "train", "warn_stop"]
 
 #: a training risk above this multiple of the fit's first risk is divergence, even while it is finite
@@ -43,6 +43,8 @@ class TrainConfig:
     sync_every: int = 20
     verbose: int = 0
     name: str = "estimator"
+    #: data-parallel fits: the training rows of every rank, in rank order (None: a single process)
+    rows_per_rank: tuple = None
 
 
 @dataclass
@@ -137,12 +139,42 @@ class StopMonitor:
         return None
 
 
-def run_epoch(flow, X, Y, lr, batch, generator):
+def n_batches(n, batch, rows_per_rank=None):
+    """Minibatches per epoch: ``ceil(n / batch)``; data-parallel, ``ceil(max rows of a rank / batch)`` on every rank.
+
+    Every rank must take the same number of steps (each step is a collective), so in a data-parallel fit each
+    rank splits its rows into that many nearly equal batches (a rank with fewer rows takes smaller ones); a
+    step's gradient is then the mean over the union of the ranks' batches.
+    """
+    if batch is None:
+        return 1
+    most = n if rows_per_rank is None else max(rows_per_rank)
+    return max(1, math.ceil(most / batch))
+
+
+def _split_sizes(n, k):
+    """Sizes of ``torch.tensor_split`` of ``n`` items into ``k`` parts."""
+    return [n // k + (j < n % k) for j in range(k)]
+
+
+def run_epoch(flow, X, Y, lr, batch, generator, rows_per_rank=None):
     """One iteration: a full-batch step (``batch >= N``) or a pass over shuffled minibatches of ``batch`` rows.
 
-    Returns the step's record (epoch averages weighted by batch size for minibatches).
+    Returns the step's record (epoch averages weighted by batch size for minibatches). Data-parallel
+    (``rows_per_rank``, the rows of every rank): see :func:`n_batches`; the records are already means over
+    the ranks and the epoch average weighs them by the rows of the union of the ranks' batches.
     """
     n = X.shape[0]
+    if rows_per_rank is not None:
+        k = n_batches(n, batch, rows_per_rank)
+        if k == 1:
+            return dict(flow.step(X, Y, lr))
+        perm = torch.randperm(n, generator=generator).to(X.device)
+        records = [flow.step(X[idx], Y[idx], lr) for idx in torch.tensor_split(perm, k)]
+        # every rank knows the batch sizes of all the ranks from their row counts: the same weights everywhere
+        sizes = np.sum([_split_sizes(r, k) for r in rows_per_rank], axis=0)
+        w = torch.tensor(sizes / sum(rows_per_rank), dtype=X.dtype, device=X.device)
+        return {key: (torch.stack([r[key] for r in records]) * w).sum() for key in records[0]}
     if batch >= n:
         return dict(flow.step(X, Y, lr))
     perm = torch.randperm(n, generator=generator).to(X.device)
@@ -241,6 +273,8 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
     start = [p.detach().clone() for p in params]
     n = X.shape[0]
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    if cfg.rows_per_rank is not None:
+        batch = cfg.batch_size
     log_every = (cfg.sync_every if cfg.verbose >= 2 else 5 * cfg.sync_every) if cfg.verbose else 0
     reason, stepping, t0 = "max_iter", False, time.perf_counter()
     try:
@@ -248,7 +282,7 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
             for p, s in zip(params, start):
                 s.copy_(p)
             stepping = True
-            rec = run_epoch(flow, X, Y, float(cfg.learning_rate_at(it)), batch, generator)
+            rec = run_epoch(flow, X, Y, float(cfg.learning_rate_at(it)), batch, generator, cfg.rows_per_rank)
             stepping = False
             lowest.update(rec["risk"], start)
             if use_val:
@@ -270,10 +304,11 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
                 p.copy_(s)
         for row in history.take_pending():  # every pending record is of a complete iteration
             history.keep(row)
-    return _conclude(flow, params, history, reason, lowest, best_val, cfg, batch, n, t0, log_every)
+    return _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches(n, batch, cfg.rows_per_rank),
+                     t0, log_every)
 
 
-def _conclude(flow, params, history, reason, lowest, best_val, cfg, batch, n, t0, log_every):
+def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t0, log_every):
     restored = ""
     n_done = len(history)
     if reason == "diverged":
@@ -284,7 +319,7 @@ def _conclude(flow, params, history, reason, lowest, best_val, cfg, batch, n, t0
     if log_every:
         _log(cfg.name, history.host, t0, final=True)
     return TrainResult(
-        history=history.arrays(), stop_reason=reason, n_iter=n_done, n_batches=math.ceil(n / batch),
+        history=history.arrays(), stop_reason=reason, n_iter=n_done, n_batches=n_batches,
         best_validation_risk=float(best_val.value) if best_val is not None and n_done else float("nan"),
         restored=restored,
     )

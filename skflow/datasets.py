@@ -1,9 +1,20 @@
-"""Synthetic data sets of the thesis: the S^1 teacher-student problem of §III.6.1."""
+"""Synthetic data sets of the thesis: the S^1 teacher-student problem of §III.6.1 and the torus RBF
+deconvolution of App. III.B."""
 
 import numpy as np
+import torch
 from sklearn.utils import check_random_state
 
-__all__ = ["make_teacher_student", "sample_teacher_angles", "teacher_density"]
+from .flows.varpro import RBFKernel, Torus, rbf_features
+
+__all__ = [
+    "make_teacher_student",
+    "make_torus_teacher",
+    "sample_teacher_angles",
+    "sample_torus_teacher",
+    "teacher_density",
+    "torus_teacher_density",
+]
 
 _DEFAULT_MODES = (0.0, 0.4 * np.pi)
 _DEFAULT_WEIGHTS = (2.0 / 3.0, 1.0 / 3.0)
@@ -125,3 +136,152 @@ def make_teacher_student(n_samples=4096, *, teacher_width=4096, gamma=100.0, mod
     if return_teacher:
         return X, y, teacher
     return X, y
+
+
+# ------------------------------------------------------------------------------ torus RBF deconvolution (App. III.B)
+_TORUS_MODES = ((-1.0, 0.0), (1.0, 1.0))
+_TORUS_WEIGHTS = (0.5, 0.5)
+
+
+def _check_torus_mixture(gamma, period, modes, weights):
+    if not gamma >= 0:  # also rejects NaN; gamma = inf is the atomic teacher
+        raise ValueError(f"gamma must be >= 0 (np.inf for atoms at the modes); got {gamma}.")
+    if not (np.isfinite(period) and period > 0):
+        raise ValueError(f"period must be a positive finite number; got {period}.")
+    modes = np.atleast_2d(np.asarray(modes, dtype=np.float64))
+    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if modes.ndim != 2 or modes.shape[0] != weights.shape[0] or modes.size == 0:
+        raise ValueError("modes must be an array of shape (n_modes, d) and weights of shape (n_modes,).")
+    if np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError("weights must be non-negative and not all zero.")
+    return modes, weights / weights.sum()
+
+
+def _wrap(Z, period):
+    """Representative of ``Z`` modulo ``period`` in ``[-period/2, period/2)``."""
+    W = Z - period * np.floor(Z / period + 0.5)
+    return np.where(W >= 0.5 * period, W - period, W)
+
+
+def torus_teacher_density(z, gamma=100.0, period=4.0, modes=_TORUS_MODES, weights=_TORUS_WEIGHTS):
+    """Density (w.r.t. Lebesgue on ``[-L/2, L/2)^d``) of ``mu_gamma = (sum_k w_k delta_{m_k}) * pi_gamma`` (App. III.B).
+
+    ``pi_gamma(z) = prod_j sqrt(1 + gamma) / (L (1 + gamma sin^2(pi z_j / L)))``, the product over coordinates of
+    the S^1 law of Eq. III.40 rescaled to the period ``L`` (the thesis's ``1 / (1 + gamma sin^2(z_j pi / 4))``
+    for ``L = 4``); the constant follows from ``int_0^L dz / (1 + gamma sin^2(pi z / L)) = L / sqrt(1 + gamma)``.
+
+    Parameters
+    ----------
+    z : array-like of shape (n, d)
+        Points (any representatives: the density is periodic).
+    gamma : float, default=100
+        Concentration; 0 is uniform. ``np.inf`` (atoms) has no density.
+    period : float, default=4.0
+        ``L``.
+    modes : array-like of shape (n_modes, d), default=((-1, 0), (1, 1))
+    weights : array-like of shape (n_modes,), default=(1/2, 1/2)
+        Normalised to sum to one.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+    """
+    modes, weights = _check_torus_mixture(gamma, period, modes, weights)
+    if not np.isfinite(gamma):
+        raise ValueError("gamma = inf is a sum of atoms: it has no density.")
+    z = np.atleast_2d(np.asarray(z, dtype=np.float64))
+    if z.shape[1] != modes.shape[1]:
+        raise ValueError(f"z has {z.shape[1]} coordinates but the modes have {modes.shape[1]}.")
+    out = np.zeros(z.shape[0])
+    c = np.sqrt(1.0 + gamma) / period
+    for m, w in zip(modes, weights):
+        out += w * np.prod(c / (1.0 + gamma * np.sin(np.pi * (z - m) / period) ** 2), axis=1)
+    return out
+
+
+def sample_torus_teacher(n, gamma=100.0, period=4.0, modes=_TORUS_MODES, weights=_TORUS_WEIGHTS,
+                         random_state=None):
+    """I.i.d. points of the torus ``R^d / L Z^d`` from ``mu_gamma`` (:func:`torus_teacher_density`), exactly.
+
+    The mode of each point is drawn with probability ``weights``, then each coordinate of its offset
+    independently (``pi_gamma`` is a product measure) by inverse CDF: the CDF of ``1 / (1 + gamma sin^2(pi z /
+    L))`` on ``[-L/2, L/2)`` is ``1/2 + atan(sqrt(1 + gamma) tan(pi z / L)) / pi``, so
+    ``z = (L / pi) atan(tan(pi (U - 1/2)) / sqrt(1 + gamma))`` with ``U`` uniform. ``gamma = np.inf`` gives the
+    atoms at the modes.
+
+    Parameters
+    ----------
+    n : int
+    gamma, period, modes, weights
+        As in :func:`torus_teacher_density`.
+    random_state : int, RandomState instance or None, default=None
+
+    Returns
+    -------
+    ndarray of shape (n, d), in ``[-L/2, L/2)^d``
+    """
+    modes, weights = _check_torus_mixture(gamma, period, modes, weights)
+    rng = check_random_state(random_state)
+    k = rng.choice(modes.shape[0], size=n, p=weights)
+    U = rng.uniform(size=(n, modes.shape[1]))
+    offset = (period / np.pi) * np.arctan(np.tan(np.pi * (U - 0.5)) / np.sqrt(1.0 + gamma))
+    return _wrap(modes[k] + offset, period)
+
+
+def make_torus_teacher(n_samples=4096, n_teacher=4096, gamma=100.0, period=4.0, kernel="laplace", *,
+                       bandwidth=2.0, modes=_TORUS_MODES, weights=_TORUS_WEIGHTS, noise=0.0, random_state=None):
+    """The teacher-student deconvolution problem on the torus of thesis App. III.B (Fig. III.10).
+
+    Inputs ``x ~ N(0, I_d)``; target ``y(x) = (1/M_bar) sum_j k([omega_bar_j - x])`` (+ optional Gaussian
+    noise): the RBF network of Eq. III.50 with unit outer weights and the teacher centres ``omega_bar_j ~
+    mu_gamma`` i.i.d. (:func:`sample_torus_teacher`), so that the unbiased regulariser ``|u - 1|^2/2`` has the
+    teacher as minimiser (§III.3). ``[.]`` is the projection on ``[-L/2, L/2)^d`` and ``k`` the kernel of
+    ``VarProSHLRegressor(feature_map='rbf', feature_domain='torus', rbf_kernel=kernel,
+    rbf_bandwidth=bandwidth, torus_period=period)`` (the thesis's ``8 exp(-|z| / 2)`` by default), which is
+    the model to fit, with ``regularization='unbiased'``.
+
+    Parameters
+    ----------
+    n_samples : int, default=4096
+        ``N``.
+    n_teacher : int, default=4096
+        ``M_bar``.
+    gamma : float, default=100
+        Concentration of the teacher law (``np.inf``: atoms at the modes).
+    period : float, default=4.0
+        ``L``.
+    kernel : {'laplace', 'gaussian'}, default='laplace'
+        See ``VarProSHLRegressor``'s ``rbf_kernel``.
+    bandwidth : float, default=2.0
+        See ``VarProSHLRegressor``'s ``rbf_bandwidth``.
+    modes : array-like of shape (n_modes, d), default=((-1, 0), (1, 1))
+        The modes ``omega_k^*``; their dimension is that of the inputs.
+    weights : array-like of shape (n_modes,), default=(1/2, 1/2)
+    noise : float, default=0
+        Standard deviation of Gaussian noise added to ``y``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the teacher, the inputs and the noise; pass an int for a reproducible data set.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, d)
+    y : ndarray of shape (n_samples,)
+    teacher : ndarray of shape (n_teacher, d)
+        The teacher centres, in ``[-L/2, L/2)^d``.
+    """
+    if n_samples < 1 or n_teacher < 1:
+        raise ValueError("n_samples and n_teacher must be positive.")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0; got {noise}.")
+    k = RBFKernel(kernel, float(bandwidth))  # validates the kernel name and the bandwidth
+    rng = check_random_state(random_state)
+    teacher = sample_torus_teacher(n_teacher, gamma, period, modes, weights, random_state=rng)
+    X = rng.standard_normal((n_samples, teacher.shape[1]))
+    T, torus = torch.as_tensor(teacher), Torus(float(period))
+    y = np.empty(n_samples)
+    for s in range(0, n_samples, 1024):  # chunks of rows: memory O(1024 * n_teacher)
+        Phi, _, _ = rbf_features(T, torch.as_tensor(X[s:s + 1024]), k, torus)
+        y[s:s + 1024] = Phi.mean(dim=1).numpy()
+    if noise > 0:
+        y = y + noise * rng.standard_normal(n_samples)
+    return X, y, teacher

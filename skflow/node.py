@@ -192,6 +192,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         Target scaling (zeros and ones when ``scale_targets=False``).
     device_ : torch.device
         Device the model was trained on (``device`` resolved).
+    n_ranks_ : int
+        Number of ranks of a data-parallel fit (1 for a single process); see :mod:`skflow.distributed`.
     flow_ : skflow.flows.node.MeanFieldSHLFlow
         The trained engine.
     n_features_in_ : int
@@ -326,6 +328,11 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         if self.output_scale != "certify":
             self.output_scale_ = float(self.output_scale)
             return
+        if getattr(self, "_data_parallel", None) is not None:
+            raise ValueError(
+                "output_scale='certify' is not available in a data-parallel fit: the certificate needs the kernel "
+                "matrix of the training rows. Certify on one process (skflow.inspection.certify) on a subsample "
+                "and pass the certified output scale as a float.")
         from .inspection._certificate import node_certificate
 
         Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
@@ -375,7 +382,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
                 self.feature_scale, self.nu)
         self.convergence_report_ = convergence_report(
             self.loss_curve_, self.flow_time_, self.pl_ratio_curve_, self.kernel_lambda_min_,
-            n_samples=X.shape[0], output_scale=self.output_scale_, distance=self.cot_distance_,
+            n_samples=getattr(self, "_n_train_rows", X.shape[0]), output_scale=self.output_scale_,
+            distance=self.cot_distance_,
             displacement_curve=self.cot_displacement_curve_,
             predicted_rate=None if self.certificate_ is None else self.certificate_["predicted_rate"],
         )

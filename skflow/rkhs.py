@@ -246,6 +246,8 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         Lowest validation risk; only with ``early_stopping``.
     device_ : torch.device
         Device the model was trained on (``device`` resolved).
+    n_ranks_ : int
+        Number of ranks of a data-parallel fit (1 for a single process); see :mod:`skflow.distributed`.
     flow_ : skflow.flows.rkhs.RKHSFlow
         The trained engine.
     n_features_in_ : int
@@ -361,10 +363,20 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
             return self.learning_rate_
         return self.learning_rate_ * self.lr_decay ** (iteration // self.lr_decay_every)
 
-    def _encode_targets(self, y):
+    def _validate_fit_data(self, X, y):
+        X, y = super()._validate_fit_data(X, y)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        classes, encoded = np.unique(y, return_inverse=True)
+        return X, y
+
+    def _encode_targets(self, y):
+        dp = getattr(self, "_data_parallel", None)
+        if dp is None:
+            classes, encoded = np.unique(y, return_inverse=True)
+        else:
+            # data-parallel: the sorted union of every rank's labels, so that all the ranks encode alike
+            classes = np.unique(np.concatenate([np.asarray(c) for c in dp.all_gather_object(np.unique(y))]))
+            encoded = np.searchsorted(classes, y)
         if classes.shape[0] < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes in the data; got only one class: "
@@ -378,7 +390,12 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
     def _make_flow(self, X, Y, generator):
         N, d = X.shape
         K = Y.shape[1]
-        if self.length_scale == "auto":
+        dp = getattr(self, "_data_parallel", None)
+        if self.length_scale == "auto" and dp is not None:
+            # the median of the pairwise distances needs the pairs across the ranks: the (at most 1000) rows of
+            # the seeded subsample of the rule are gathered, so that the length scale is a single process's
+            self.length_scale_ = median_length_scale(dp.gather_subsample(to_numpy(X), 1000, self._rows_per_rank))
+        elif self.length_scale == "auto":
             self.length_scale_ = median_length_scale(X)
         else:
             self.length_scale_ = float(self.length_scale)
@@ -392,13 +409,14 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
 
     def _finalize_fit(self, X, Y):
         flow = self.flow_
-        N, K = X.shape[0], Y.shape[1]
+        # data-parallel: N counts the rows of all the ranks; the data diagnostics use this rank's rows
+        N, K = getattr(self, "_n_train_rows", X.shape[0]), Y.shape[1]
         self.theta_, self.random_weights_, self.random_offset_ = to_numpy(flow.theta), to_numpy(flow.W), to_numpy(flow.b)
         self.n_features_used_ = int(self.n_features)
         self.required_width_ = int(N) ** 2
         self.data_separation_ = self._diagnostic("data_separation_", self._separation, X, Y)
         self._warn_if_width_stalled(N)
-        idx = seeded_subsample(N, self.kernel_subsample, sort=True)
+        idx = seeded_subsample(X.shape[0], self.kernel_subsample, sort=True)
         Xs = (X if idx is None else X[torch.as_tensor(idx, device=X.device)]).detach().double().cpu()
         W0, b0 = flow.W.detach().cpu().double(), flow.b.detach().cpu().double()
         # at theta = 0 every layer sees the lifted inputs z(0) = (x, 0)

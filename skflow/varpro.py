@@ -10,7 +10,16 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
 from .flows._ops import ACTIVATIONS, regularizer_centre
-from .flows.varpro import DEFAULT_ALPHAS, VarProFlow, kernel_spectrum, reduced_risk
+from .flows.varpro import (
+    DEFAULT_ALPHAS,
+    RBF_KERNELS,
+    RBFKernel,
+    Torus,
+    TorusVarProFlow,
+    VarProFlow,
+    kernel_spectrum,
+    reduced_risk,
+)
 
 __all__ = ["VarProSHLRegressor"]
 
@@ -23,7 +32,14 @@ class VarProSHLRegressor(BaseFlowRegressor):
     .. math:: F(x) = \\frac{1}{M} \\sum_{i=1}^M u_i\\, \\sigma(\\omega_i \\cdot \\bar x),
 
     with ``x_bar = (x, 1)`` (``feature_domain='euclidean'``: the last coordinate of ``omega_i`` is a bias) or
-    ``x_bar = x`` and ``|omega_i| = 1`` (``'sphere'``, Eq. III.39). For fixed features the outer weights are
+    ``x_bar = x`` and ``|omega_i| = 1`` (``'sphere'``, Eq. III.39). With ``feature_map='rbf'`` it is the
+    radial-basis-function network (thesis App. III.B, Eq. III.50)
+
+    .. math:: F(x) = \\frac{1}{M} \\sum_{i=1}^M u_i\\, k([\\omega_i - x]),
+
+    a sparse deconvolution: ``[.]`` is the projection on the fundamental domain ``[-L/2, L/2)^d`` of the torus
+    ``R^d / L Z^d`` (``feature_domain='torus'``, ``L = torus_period``) or the identity
+    (``'euclidean'``), and ``k`` the kernel ``rbf_kernel``. For fixed features the outer weights are
     a ridge regression, solved exactly; VarPro is gradient descent on the reduced risk (Eq. III.8, III.41)
 
     .. math:: L_\\lambda(\\omega) = \\frac{1}{\\lambda} \\min_u \\frac{1}{2N} \\sum_n |F(x_n) - y_n|^2
@@ -39,9 +55,29 @@ class VarProSHLRegressor(BaseFlowRegressor):
         Number of features ``M``.
     activation : {'relu', 'tanh', 'cos', 'silu', 'gelu'}, default='relu'
         The activation ``sigma``. ReLU is the thesis's setting (the teacher-student problem of §III.6.1).
-    feature_domain : {'euclidean', 'sphere'}, default='euclidean'
+        Unused with ``feature_map='rbf'``.
+    feature_map : {'perceptron', 'rbf'}, default='perceptron'
+        ``'perceptron'``: ``phi(omega, x) = sigma(omega . x_bar)`` (Eq. III.1). ``'rbf'``: the radial basis
+        function ``phi(omega, x) = k([omega - x])`` with ``omega`` a centre in the input space (App. III.B).
+    feature_domain : {'euclidean', 'sphere', 'torus'}, default='euclidean'
         ``'sphere'``: features on the unit sphere of ``R^d``, no bias; the step is projected (tangent step,
-        then renormalise).
+        then renormalise); perceptron features only. ``'torus'``: RBF centres on the flat torus
+        ``R^d / L Z^d``, the thesis's setting of App. III.B (``feature_map='rbf'`` only); the features are
+        initialised uniformly on the fundamental domain ``[-L/2, L/2)^d`` and, after every step, wrapped back
+        into it (the model is periodic in ``omega``); the inputs are not restricted: ``[omega - x]`` projects
+        the difference. With ``feature_map='rbf'`` and ``'euclidean'`` the centres are in ``R^d``, no
+        projection.
+    torus_period : float, default=4.0
+        Period ``L`` of the torus (the thesis's ``R^2 / 4 Z^2``). Used with ``feature_domain='torus'`` only.
+    rbf_kernel : {'laplace', 'gaussian'}, default='laplace'
+        Kernel ``k`` of the RBF features, with ``r = |[omega - x]|`` (Euclidean norm) and
+        ``h = rbf_bandwidth``: ``'laplace'``: ``k = 8 exp(-r / h)`` (with ``h = 2`` the thesis's
+        ``8 exp(-|x| / 2)``); ``'gaussian'``: ``k = 8 exp(-r^2 / (2 h^2))``. The amplitude 8 is the thesis's
+        normalisation. The Laplace kernel is not differentiable at ``r = 0``: there the feature gradient uses
+        the subgradient 0 (a centre exactly on a data point gets no pull from it). Used with
+        ``feature_map='rbf'`` only.
+    rbf_bandwidth : float, default=2.0
+        Length scale ``h`` of ``rbf_kernel`` (see there). Used with ``feature_map='rbf'`` only.
     alpha : float or 'auto', default='auto'
         Ridge strength ``lambda`` of the outer weights (scikit-learn's name for it, as in ``Ridge``).
         ``lambda << ||K||_op`` (see ``regularization_ratio_``) is the ultra-fast
@@ -78,11 +114,14 @@ class VarProSHLRegressor(BaseFlowRegressor):
     feature_scale : float, default=1.0
         Initial features: ``omega_i = feature_scale * (w_i / sqrt(d), b_i)`` with ``w_i, b_i`` standard
         normal (Euclidean), i.e. pre-activations of standard deviation about ``feature_scale`` on
-        standardised inputs; uniform on the sphere for ``'sphere'`` (unused).
+        standardised inputs; uniform on the sphere for ``'sphere'`` (unused). RBF centres in ``R^d``:
+        ``omega_i = feature_scale * g_i`` with ``g_i`` standard normal (where standardised inputs are);
+        on the torus they are uniform on the fundamental domain (unused).
     scale_targets : {'auto'} or bool, default='auto'
         Standardise ``y`` (per output: subtract the mean, divide by the standard deviation) before fitting.
-        ``'auto'`` standardises for the biased regulariser with Euclidean features and leaves ``y`` as it is
-        otherwise. For the unbiased one, scaling ``y`` by ``s`` scales the optimal outer weights by ``s``, so
+        ``'auto'`` standardises for the biased regulariser with Euclidean features (perceptron or RBF) and
+        leaves ``y`` as it is otherwise (so the torus deconvolution is fitted in the teacher's units). For
+        the unbiased one, scaling ``y`` by ``s`` scales the optimal outer weights by ``s``, so
         ``f_u(u) = |u - 1|^2/2`` would pull towards a teacher with outer weights ``1/s`` instead of 1, and
         centring would add a constant that a teacher network does not have. Sphere features have no bias and
         cannot represent the constant that centring removes. The inputs ``X`` are never scaled: put a
@@ -133,23 +172,32 @@ class VarProSHLRegressor(BaseFlowRegressor):
     verbose : int, default=0
         0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
         100 iterations and at the end; 2 or more prints every 20 iterations.
+    compile : bool or 'auto', default='auto'
+        Run the step's fused elementwise kernels (bias, activation and its derivative in one pass) compiled by
+        ``torch.compile``. ``'auto'`` compiles when the fit is long enough to repay the build (10-30 s the first
+        time in a process, see :data:`skflow.flows._fused.AUTO_COMPILE_WORK`) or when the kernels are already
+        built in this process. Where no compiler is available the eager kernels are used, with a
+        :class:`~skflow.exceptions.CompileFallbackWarning`. The results agree to float rounding either way.
     warm_start : bool, default=False
         When True, ``fit`` continues from the previous fit's features and outer weights and appends to its
         history (the target scaling of the first fit is kept); otherwise it starts from a fresh
         initialisation. The data's number of features and of outputs, and the architecture parameters
-        (``width``, ``activation``, ``feature_domain``, ``alpha``, ``regularization``, ``solver``,
-        ``projection_momentum``) must not change, else :class:`skflow.IncompatibleWarmStartError` is raised
-        and the previous model is kept.
+        (``width``, ``feature_map``, ``feature_domain``, ``alpha``, ``regularization``, ``solver``,
+        ``projection_momentum``; ``activation`` for perceptron features; ``rbf_kernel``, ``rbf_bandwidth``
+        for RBF features and ``torus_period`` on the torus) must not change, else
+        :class:`skflow.IncompatibleWarmStartError` is raised and the previous model is kept.
 
     Attributes
     ----------
     learning_rate_ : float
         The time step used (``learning_rate``, or the one measured for ``'auto'``).
     features_ : ndarray of shape (M, d + 1) or (M, d)
-        The features ``omega_i``; for ``'euclidean'`` the last column is the bias.
+        The features ``omega_i``; for Euclidean perceptron features the last column is the bias. RBF
+        features are the centres (M, d); on the torus their representatives in ``[-L/2, L/2)^d``.
     coef_ : ndarray of shape (M, n_outputs)
         Outer weights ``u_i``, such that ``(predict(X) - y_mean_) / y_scale_ == (1/M) sigma(X_bar @
-        features_.T) @ coef_`` (the standardised scale of the targets, see ``scale_targets``). For full-batch
+        features_.T) @ coef_`` (``(1/M) Phi @ coef_`` with ``Phi[n, i] = k([features_[i] - x_n])`` for RBF
+        features), in the standardised scale of the targets (see ``scale_targets``). For full-batch
         VarPro they are the exact projection at the final features.
     y_mean_, y_scale_ : ndarray of shape (n_outputs,)
         Target scaling (zeros and ones when the targets are not scaled).
@@ -222,7 +270,11 @@ class VarProSHLRegressor(BaseFlowRegressor):
         **BaseFlowEstimator._parameter_constraints,
         "width": [Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
-        "feature_domain": [StrOptions({"euclidean", "sphere"})],
+        "feature_map": [StrOptions({"perceptron", "rbf"})],
+        "feature_domain": [StrOptions({"euclidean", "sphere", "torus"})],
+        "torus_period": [Interval(numbers.Real, 0, None, closed="neither")],
+        "rbf_kernel": [StrOptions(set(RBF_KERNELS))],
+        "rbf_bandwidth": [Interval(numbers.Real, 0, None, closed="neither")],
         "alpha": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "alphas": ["array-like", None],
         "regularization": [StrOptions({"biased", "unbiased"})],
@@ -236,15 +288,19 @@ class VarProSHLRegressor(BaseFlowRegressor):
     }
 
     _reference_learning_rate = 1e-2
-    _architecture_params = ("width", "activation", "feature_domain", "alpha", "regularization", "solver",
-                            "projection_momentum")
+    _architecture_params = ("width", "activation", "feature_map", "feature_domain", "torus_period", "rbf_kernel",
+                            "rbf_bandwidth", "alpha", "regularization", "solver", "projection_momentum")
 
     def __init__(
         self,
         width=128,
         *,
         activation="relu",
+        feature_map="perceptron",
         feature_domain="euclidean",
+        torus_period=4.0,
+        rbf_kernel="laplace",
+        rbf_bandwidth=2.0,
         alpha="auto",
         alphas=None,
         regularization="biased",
@@ -267,10 +323,15 @@ class VarProSHLRegressor(BaseFlowRegressor):
         random_state=None,
         verbose=0,
         warm_start=False,
+        compile="auto",
     ):
         self.width = width
         self.activation = activation
+        self.feature_map = feature_map
         self.feature_domain = feature_domain
+        self.torus_period = torus_period
+        self.rbf_kernel = rbf_kernel
+        self.rbf_bandwidth = rbf_bandwidth
         self.alpha = alpha
         self.alphas = alphas
         self.regularization = regularization
@@ -293,16 +354,60 @@ class VarProSHLRegressor(BaseFlowRegressor):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.compile = compile
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self):
+        super()._validate_params()
+        if self.feature_domain == "torus" and self.feature_map != "rbf":
+            raise ValueError("feature_domain='torus' holds RBF centres: it needs feature_map='rbf'; got "
+                             f"feature_map={self.feature_map!r}.")
+        if self.feature_map == "rbf" and self.feature_domain == "sphere":
+            raise ValueError("feature_map='rbf' places the centres in the input space: use feature_domain="
+                             "'euclidean' or 'torus', not 'sphere'.")
+
+    @property
+    def _architecture(self):
+        """The architecture parameters that shape this model (unused ones may change between warm fits)."""
+        unused = {"torus_period", "rbf_kernel", "rbf_bandwidth"} if self.feature_map == "perceptron" else {"activation"}
+        if self.feature_domain != "torus":
+            unused.add("torus_period")
+        return {name: getattr(self, name) for name in self._architecture_params if name not in unused}
+
+    def _feature_args(self):
+        """``(activation, domain)`` of the engine's feature functions: a string or an ``RBFKernel``, and a string
+        or a ``Torus``."""
+        if self.feature_map == "perceptron":
+            return self.activation, self.feature_domain
+        kernel = RBFKernel(self.rbf_kernel, float(self.rbf_bandwidth))
+        domain = Torus(float(self.torus_period)) if self.feature_domain == "torus" else self.feature_domain
+        return kernel, domain
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # a model periodic in x (the torus deconvolution of App. III.B) cannot fit a generic regression
+        # target such as scikit-learn's check data (a linear trend over more than a period)
+        tags.regressor_tags.poor_score = self.feature_domain == "torus"
+        return tags
 
     # ------------------------------------------------------------------ hooks
     def _scales_targets(self):
         if self.scale_targets == "auto":
-            # sphere features have no bias, so the model cannot represent the constant that centring removes
+            # sphere features have no bias, so the model cannot represent the constant that centring removes;
+            # the torus deconvolution (App. III.B) is fitted in the teacher's units
             return self.regularization == "biased" and self.feature_domain == "euclidean"
         return bool(self.scale_targets)
 
     def _init_features(self, d, generator):
         M = self.width
+        if self.feature_domain == "torus":
+            # uniform on the fundamental domain [-L/2, L/2)^d (the uniform law on the torus, as the thesis's
+            # uniform initialisation on S^1)
+            L = float(self.torus_period)
+            return L * (torch.rand(M, d, generator=generator, dtype=torch.float64) - 0.5)
+        if self.feature_map == "rbf":
+            # centres where standardised inputs are
+            return self.feature_scale * torch.randn(M, d, generator=generator, dtype=torch.float64)
         G = torch.randn(M, d + (self.feature_domain == "euclidean"), generator=generator, dtype=torch.float64)
         if self.feature_domain == "sphere":
             # uniform on the sphere (the thesis's S^1 initialisation, omega_i ~ U(S^1))
@@ -330,10 +435,12 @@ class VarProSHLRegressor(BaseFlowRegressor):
         omega = self._init_features(d, generator).to(device=self.device_, dtype=self._torch_dtype)
         u = torch.full((self.width, Y.shape[1]), regularizer_centre(self.regularization), dtype=self._torch_dtype,
                        device=self.device_)
-        return VarProFlow(
+        activation, domain = self._feature_args()
+        engine = TorusVarProFlow if self.feature_domain == "torus" else VarProFlow
+        return engine(
             omega, u, lam=self.alpha, alphas=self._alpha_grid(), regularization=self.regularization,
-            activation=self.activation,
-            domain=self.feature_domain, solver=self.solver, momentum=self.projection_momentum,
+            activation=activation,
+            domain=domain, solver=self.solver, momentum=self.projection_momentum,
             stochastic=self.batch_size is not None and self.batch_size < N, store_every=self.store_features_every,
         )
 
@@ -346,8 +453,8 @@ class VarProSHLRegressor(BaseFlowRegressor):
         idx = seeded_subsample(X.shape[0], self.kernel_subsample)
         Xs = X if idx is None else X[torch.as_tensor(idx, device=X.device)]
         self.kernel_spectrum_ = self._diagnostic(
-            "kernel_spectrum_", lambda: to_numpy(kernel_spectrum(flow.omega, Xs, self.activation,
-                                                                   self.feature_domain, k=self.n_spectrum)),
+            "kernel_spectrum_", lambda: to_numpy(kernel_spectrum(flow.omega, Xs, flow.activation, flow.domain,
+                                                                   k=self.n_spectrum)),
             default=np.full(1, np.nan))
         k_op = float(self.kernel_spectrum_[0]) if self.kernel_spectrum_.size else 0.0
         self.regularization_ratio_ = self.alpha_ / k_op if k_op > 0 else float("inf")
@@ -375,6 +482,6 @@ class VarProSHLRegressor(BaseFlowRegressor):
         Yt = torch.as_tensor(Y, dtype=torch.float64)
         omega = torch.as_tensor(self.features_)
         with torch.no_grad():
-            L, _, _ = reduced_risk(omega, Xt, Yt, self.alpha_, self.regularization, self.activation,
-                                   self.feature_domain)
+            L, _, _ = reduced_risk(omega, Xt, Yt, self.alpha_, self.regularization, self.flow_.activation,
+                                   self.flow_.domain)
         return float(L)

@@ -84,6 +84,7 @@ def fresh_kernels(monkeypatch):
     for table in (_fused._DERIVATIVE, _fused._VALUE):
         for name, kernel in list(table.items()):
             monkeypatch.setitem(table, name, _fused.FusedKernel(kernel.fn, kernel.name))
+    monkeypatch.setattr(_fused, "_PRODUCT_SUM", _fused.FusedKernel(_fused._PRODUCT_SUM.fn, "product_and_column_sum"))
 
 
 def test_compile_failure_falls_back_to_identical_eager_results(monkeypatch, fresh_kernels):

@@ -22,6 +22,10 @@ import, and owns its whole training algorithm. The estimators drive it through t
     the training objective at the current parameters, without a step (used for validation).
 ``forward(X) -> Tensor``
     raw model output, shape ``(n, n_outputs)``.
+``data_parallel``
+    None, or the handle of a data-parallel fit (:mod:`skflow.distributed`): an engine then computes its
+    gradients and risks from this rank's rows as sums over rows and turns them into means over the rows of
+    every rank with :meth:`Flow.reduce_rows` (one all-reduce), before anything depends on them.
 ``bytes_per_row(training) -> int``
     memory a row of data costs beyond the data itself: during a training step (all activations kept for the
     adjoint pass) or during a forward pass (one layer's activations live at a time).
@@ -31,16 +35,53 @@ import copy
 
 import torch
 
+from ._fused import value_with_bias
+
 #: default bytes of workspace a full-batch step may use beyond the data, by device type: the step runs over
 #: blocks of rows that fit and accumulates the gradient. Small on CPUs, where blocks that stay near the caches
 #: are also the fastest; large on GPUs, which need big products to be busy.
-STEP_WORKSPACE_BYTES = {"cpu": 32 * 2**20, "cuda": 512 * 2**20}
+STEP_WORKSPACE_BYTES = {"cpu": 16 * 2**20, "cuda": 512 * 2**20}
 
 
 def row_blocks(n, rows):
     """Consecutive slices of ``range(n)`` with at most ``rows`` rows each."""
     rows = max(1, int(rows))
     return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+
+
+def euler_forward(X, dim, layers, activation, rows, compiled=False):
+    """Final state ``z(1)`` (N, dim) of the Euler ResNet ``z_{k+1} = z_k + alpha_k V_k sigma(W_k z_k + b_k)``,
+    ``z_0 = (x, 0)``, over blocks of ``rows`` rows, in workspaces allocated once.
+
+    ``layers``: a sequence of ``(W_k (M, dim), b_k (M,), V_k (dim, M), alpha_k)``. States are kept transposed
+    (dim, n) so that every product has the layout BLAS runs fastest; nothing of size N x M is ever allocated,
+    and reusing the same buffers block after block keeps the allocator from growing the heap.
+    """
+    N = X.shape[0]
+    M = layers[0][0].shape[0]
+    rows = max(1, min(N, int(rows)))
+    differentiable = torch.is_grad_enabled() and any(t.requires_grad for layer in layers for t in layer[:3])
+    parts = []
+    result = X.new_empty((N, dim))
+    A = X.new_empty((rows, M))
+    Z = X.new_empty((2, dim, rows))
+    for block in row_blocks(N, rows):
+        n = block.stop - block.start
+        zT, nxt = Z[0, :, :n], Z[1, :, :n]
+        zT.zero_()
+        zT[: X.shape[1]] = X[block].T
+        for W, b, V, alpha in layers:
+            if differentiable:  # autograd records no out= products: allocate
+                zT = torch.addmm(zT, V, value_with_bias(activation, torch.mm(zT.T, W.T), b, compiled).T, alpha=alpha)
+                continue
+            s = value_with_bias(activation, torch.mm(zT.T, W.T, out=A[:n]), b, compiled)
+            torch.addmm(zT, V, s.T, alpha=alpha, out=nxt)
+            zT, nxt = nxt, zT
+        if differentiable:
+            parts.append(zT.T)
+        else:
+            result[block] = zT.T
+    return torch.cat(parts) if differentiable else result
 
 
 class Flow:
@@ -53,8 +94,38 @@ class Flow:
     _param_fields: tuple = ()
     #: workspace of a step in bytes (None: :data:`STEP_WORKSPACE_BYTES` of the device)
     workspace_bytes = None
+    #: whether a full-batch step runs over blocks of :meth:`block_rows` rows (its memory then does not grow with N)
+    row_blocked = False
     #: whether the fused elementwise kernels run compiled (see :mod:`skflow.flows._fused`)
     compiled = False
+    #: a :class:`skflow.distributed.DataParallel` handle, set by the estimator for the duration of a data-parallel
+    #: fit (None otherwise): the sums over rows of the gradients and risks are then all-reduced over the ranks
+    #: (:meth:`reduce_rows`), so that every rank steps with the gradient of the rows of all the ranks.
+    data_parallel = None
+    #: whether the engine reduces its gradients, risks and any other sum over rows through :attr:`data_parallel`
+    #: (an estimator refuses a data-parallel fit with an engine that does not)
+    supports_data_parallel = False
+
+    def reduce_rows(self, n_rows, *sums):
+        """Means over the rows of every rank, from this rank's sums over its ``n_rows`` rows.
+
+        Returns ``sums / N`` with ``N`` the rows of all the ranks: one all-reduce of the sums and the count
+        when :attr:`data_parallel` is set, ``sums / n_rows`` otherwise. A rank with no rows contributes zeros.
+        """
+        if self.data_parallel is None:
+            return tuple(s / n_rows for s in sums)
+        count, *totals = self.sum_rows(n_rows, *sums)
+        return tuple(t / count for t in totals)
+
+    def sum_rows(self, n_rows, *sums):
+        """``(N, *totals)``: the rows of all the ranks and the sums over them of this rank's sums ``sums`` over
+        its ``n_rows`` rows (one all-reduce; ``N`` a 0-dim tensor), or ``(n_rows, *sums)`` outside a
+        data-parallel fit. The hook that functions of an engine take as ``reduce``."""
+        if self.data_parallel is None:
+            return (n_rows, *sums)
+        count = sums[0].new_tensor(float(n_rows)).reshape(1)
+        *totals, count = self.data_parallel.all_reduce_sum(*sums, count)
+        return (count[0], *totals)
 
     @property
     def activations(self):

@@ -18,9 +18,10 @@ import warnings
 import torch
 
 from ..exceptions import CompileFallbackWarning
-from ._ops import ACTIVATIONS
+from ._ops import ACTIVATIONS, ACTIVATIONS_INPLACE
 
-__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "value_with_bias"]
+__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "product_and_column_sum",
+           "value_with_bias"]
 
 #: ``compile='auto'`` compiles a fit whose elementwise work (entries of the ``N x M`` pre-activations computed
 #: over the whole fit, at most ``max_iter`` steps) reaches this: about a minute of eager elementwise time on one
@@ -82,8 +83,14 @@ def _value(name):
     return fused
 
 
+def _scale_rows_sum(P, ds):
+    G = P * ds
+    return G, G.sum(0)
+
+
 _DERIVATIVE = {name: FusedKernel(_with_bias(name), f"{name}_and_derivative") for name in ACTIVATIONS}
 _VALUE = {name: FusedKernel(_value(name), name) for name in ACTIVATIONS}
+_PRODUCT_SUM = FusedKernel(_scale_rows_sum, "product_and_column_sum")
 
 
 def activation_with_bias(name, a, b, compiled=False):
@@ -100,7 +107,16 @@ def value_with_bias(name, a, b, compiled=False):
     """``sigma(a + b)``; eager, ``a`` is overwritten."""
     if compiled:
         return _VALUE[name](a, b, compiled=True)
-    return ACTIVATIONS[name](a.add_(b))[0]
+    return ACTIVATIONS_INPLACE[name](a.add_(b))
+
+
+def product_and_column_sum(P, ds, compiled=False):
+    """``G = P * ds`` and its column sums ``G.sum(0)`` (the adjoint's pre-activation gradient and the bias
+    gradient) in one pass when compiled; eager, ``P`` is overwritten by ``G``."""
+    if compiled:
+        return _PRODUCT_SUM(P, ds, compiled=True)
+    G = P.mul_(ds)
+    return G, G.sum(0)
 
 
 def decide_compile(option, work, names, device, dtype):
@@ -113,7 +129,7 @@ def decide_compile(option, work, names, device, dtype):
     """
     if option != "auto":
         return bool(option)
-    kernels = [_DERIVATIVE[n] for n in names] + [_VALUE[n] for n in names]
+    kernels = [_DERIVATIVE[n] for n in names] + [_VALUE[n] for n in names] + [_PRODUCT_SUM]
     if any(k._failed for k in kernels):
         return False
     if all(k.is_built(device, dtype) for k in kernels):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import special
 
-__all__ = ["ACTIVATIONS", "lift", "regularizer_centre", "sample_spectral"]
+__all__ = ["ACTIVATIONS", "ACTIVATIONS_INPLACE", "lift", "regularizer_centre", "sample_spectral"]
 
 
 def _cos(a):
@@ -38,6 +38,15 @@ def _relu(a):
 
 #: activation name -> function returning ``(sigma(a), sigma'(a))``
 ACTIVATIONS = {"cos": _cos, "tanh": _tanh, "silu": _silu, "gelu": _gelu, "relu": _relu}
+
+#: activation name -> ``sigma`` alone, computed in place (``a`` is overwritten and returned)
+ACTIVATIONS_INPLACE = {
+    "cos": torch.cos_,
+    "tanh": torch.tanh_,
+    "silu": lambda a: torch.nn.functional.silu(a, inplace=True),
+    "gelu": lambda a: a.copy_(torch.nn.functional.gelu(a)),
+    "relu": torch.relu_,
+}
 
 
 def lift(X, D):

@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from ._flow import Flow, row_blocks
-from ._fused import activation_with_bias, value_with_bias
+from ._flow import Flow, euler_forward, row_blocks
+from ._fused import activation_with_bias, product_and_column_sum
 from ._ops import ACTIVATIONS, lift, sample_spectral
 
 __all__ = ["MeanFieldSHLFlow", "init_particles"]
@@ -92,6 +92,9 @@ class MeanFieldSHLFlow(Flow):
     def width(self):
         return self.U.shape[1]
 
+    row_blocked = True
+    supports_data_parallel = True
+
     @property
     def activations(self):
         return (self.activation,)
@@ -142,19 +145,16 @@ class MeanFieldSHLFlow(Flow):
             z = self.trajectory(X, U, W, b)[-1]
             return self.output_scale * z[:, self.d_in:self.d_in + self.d_out]
         S, M, D = self.U.shape
-        out = []
-        for rows in row_blocks(X.shape[0], self.block_rows(X.device, training=False)):
-            zT = X.new_zeros((D, rows.stop - rows.start))
-            zT[: self.d_in] = X[rows].T
-            for k in range(S):
-                s = value_with_bias(self.activation, torch.mm(zT.T, self.W[k].T), self.b[k], self.compiled)
-                zT = torch.addmm(zT, self.U[k].T, s.T, alpha=1.0 / (S * M))
-            out.append(zT[self.d_in:self.d_in + self.d_out].T)
-        return self.output_scale * torch.cat(out)
+        layers = [(self.W[k], self.b[k], self.U[k].T, 1.0 / (S * M)) for k in range(S)]
+        z = euler_forward(X, D, layers, self.activation, self.block_rows(X.device, training=False), self.compiled)
+        return self.output_scale * z[:, self.d_in:self.d_in + self.d_out]
 
     def risk(self, X, Y, U=None, W=None, b=None):
-        """``R = (1/N) sum_n |y_hat_n - y_n|^2 / 2`` (unregularised, as in the theory)."""
+        """``R = (1/N) sum_n |y_hat_n - y_n|^2 / 2`` (unregularised, as in the theory); in a data-parallel fit
+        the mean over the rows of every rank."""
         r = self.forward(X, U, W, b) - Y
+        if self.data_parallel is not None:
+            return self.reduce_rows(X.shape[0], 0.5 * (r * r).sum())[0]
         return 0.5 * (r * r).sum() / X.shape[0]
 
     # ------------------------------------------------------------------ gradients
@@ -174,8 +174,12 @@ class MeanFieldSHLFlow(Flow):
         gWT = self.W.new_zeros((S, D, M))
         gb = self.b.new_zeros((S, M))
         R = self.U.new_zeros(())
+        # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
+        n_total = X.shape[0] if self.data_parallel is None else 1
         for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
-            R += self._adjoint_block(X[rows], Y[rows], X.shape[0], gUT, gWT, gb)
+            R += self._adjoint_block(X[rows], Y[rows], n_total, gUT, gWT, gb)
+        if self.data_parallel is not None:
+            R, gUT, gWT, gb = self.reduce_rows(X.shape[0], R, gUT, gWT, gb)
         gU = gUT.transpose(1, 2).mul(1.0 / (S * M))
         return R, gU.contiguous(), gWT.transpose(1, 2).contiguous(), gb
 
@@ -205,9 +209,9 @@ class MeanFieldSHLFlow(Flow):
         for k in range(S - 1, -1, -1):
             s, ds = acts[k]
             gUT[k].addmm_(pT, s)
-            Ga = torch.mm(pT.T, UTc[k]).mul_(ds)
+            Ga, colsum = product_and_column_sum(torch.mm(pT.T, UTc[k]), ds, self.compiled)
             gWT[k].addmm_(states[k], Ga)
-            gb[k].add_(Ga.sum(0))
+            gb[k].add_(colsum)
             if k > 0:  # p_0 is not needed
                 pT = torch.addmm(pT, self.W[k].T, Ga.T)
         return R
@@ -217,8 +221,14 @@ class MeanFieldSHLFlow(Flow):
         W = self.W.detach().requires_grad_(True)
         b = self.b.detach().requires_grad_(True)
         with torch.enable_grad():
-            R = self.risk(X, Y, U, W, b)
+            if self.data_parallel is None:
+                R = self.risk(X, Y, U, W, b)
+            else:  # differentiate this rank's sum over rows, then reduce (the all-reduce is not differentiable)
+                r = self.forward(X, U, W, b) - Y
+                R = 0.5 * (r * r).sum()
             gU, gW, gb = torch.autograd.grad(R, (U, W, b))
+        if self.data_parallel is not None:
+            return self.reduce_rows(X.shape[0], R.detach(), gU, gW, gb)
         return R.detach(), gU, gW, gb
 
     def velocity(self, X, Y):

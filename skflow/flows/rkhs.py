@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from ._flow import Flow, row_blocks
-from ._fused import activation_with_bias, value_with_bias
+from ._flow import Flow, euler_forward, row_blocks
+from ._fused import activation_with_bias
 from ._ops import lift, sample_spectral
 
 __all__ = ["LOSSES", "RKHSFlow", "init_random_features", "random_features"]
@@ -104,6 +104,8 @@ class RKHSFlow(Flow):
         return self.theta.shape[2]
 
     activations = ("cos",)
+    row_blocked = True
+    supports_data_parallel = True
 
     def elementwise_per_row(self):
         return self.n_layers * self.n_features
@@ -136,16 +138,9 @@ class RKHSFlow(Flow):
         """Logits ``output_scale * z(1)[d:]``, shape (N, K), over blocks of :meth:`block_rows` rows."""
         theta = self.theta if theta is None else theta
         S, D, M = theta.shape
-        hc = math.sqrt(2.0 / M) / S
-        out = []
-        for rows in row_blocks(X.shape[0], self.block_rows(X.device, training=False)):
-            zT = X.new_zeros((D, rows.stop - rows.start))
-            zT[: self.d_in] = X[rows].T
-            for k in range(S):
-                cos = value_with_bias("cos", torch.mm(zT.T, self.W.T), self.b, self.compiled)
-                zT = torch.addmm(zT, theta[k], cos.T, alpha=hc)
-            out.append(zT[self.d_in:].T)
-        return self.output_scale * torch.cat(out)
+        layers = [(self.W, self.b, theta[k], math.sqrt(2.0 / M) / S) for k in range(S)]
+        z = euler_forward(X, D, layers, "cos", self.block_rows(X.device, training=False), self.compiled)
+        return self.output_scale * z[:, self.d_in:]
 
     def _loss_and_grad(self, logits, Y, n=None):
         """Risk and its gradient with respect to the logits (both summed over the rows and divided by ``n``,
@@ -166,7 +161,10 @@ class RKHSFlow(Flow):
         return R, G
 
     def risk(self, X, Y, theta=None):
-        """The training objective ``R`` (Eq. II.24) at the current (or given) ``theta``."""
+        """The training objective ``R`` (Eq. II.24) at the current (or given) ``theta``; in a data-parallel fit
+        the mean over the rows of every rank."""
+        if self.data_parallel is not None:
+            return self.reduce_rows(X.shape[0], self._loss_and_grad(self.forward(X, theta), Y, 1)[0])[0]
         return self._loss_and_grad(self.forward(X, theta), Y)[0]
 
     # ------------------------------------------------------------------ gradients
@@ -185,8 +183,12 @@ class RKHSFlow(Flow):
         """
         grad = torch.zeros_like(self.theta)
         R = self.theta.new_zeros(())
+        # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
+        n_total = X.shape[0] if self.data_parallel is None else 1
         for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
-            R += self._adjoint_block(X[rows], Y[rows], X.shape[0], grad)
+            R += self._adjoint_block(X[rows], Y[rows], n_total, grad)
+        if self.data_parallel is not None:
+            R, grad = self.reduce_rows(X.shape[0], R, grad)
         return R, grad
 
     def _adjoint_block(self, X, Y, n_total, grad):

@@ -5,7 +5,9 @@ Model (Eq. III.1, III.39)::
     F(x) = (1/M) sum_i u_i phi(omega_i, x),    phi(omega, x) = sigma(omega . x_bar)
 
 with ``x_bar = (x, 1)`` for Euclidean features (last coordinate of ``omega`` is the bias) or ``x_bar = x`` and
-``|omega| = 1`` for features on the sphere. Risk (Eq. III.43)::
+``|omega| = 1`` for features on the sphere; or the RBF feature map ``phi(omega, x) = k(omega - x)``, on the flat
+torus ``k([omega - x])`` with ``[.]`` the projection on ``[-L/2, L/2)^d`` (App. III.B, Eq. III.50, sparse
+deconvolution; :class:`RBFKernel`, :class:`Torus`, :class:`TorusVarProFlow`). Risk (Eq. III.43)::
 
     R(omega, u) = (1/2N) sum_n |F(x_n) - y_n|^2 + lambda (1/M) sum_i f(u_i),
 
@@ -16,6 +18,10 @@ Pure torch, no scikit-learn. Every function works on the device of its inputs an
 host (no ``.item()``), so that the fit loop can run asynchronously on a GPU.
 """
 
+import math
+import numbers
+from dataclasses import dataclass
+
 import torch
 
 from ..diagnostics.kernels import top_eigenvalues
@@ -24,6 +30,10 @@ from ._ops import ACTIVATIONS, regularizer_centre
 
 __all__ = [
     "DEFAULT_ALPHAS",
+    "RBF_KERNELS",
+    "RBFKernel",
+    "Torus",
+    "TorusVarProFlow",
     "VarProFlow",
     "ridge_loo_path",
     "augment",
@@ -46,14 +56,158 @@ def augment(X, domain):
     return X
 
 
+# ------------------------------------------------------------------------------------------------ RBF features
+#: radial profiles of :class:`RBFKernel`
+RBF_KERNELS = ("laplace", "gaussian")
+
+
+@dataclass(frozen=True)
+class Torus:
+    """The flat torus ``R^d / L Z^d`` (``L = period``) as the feature domain of RBF networks (App. III.B).
+
+    A point is stored by its representative in the fundamental domain ``[-L/2, L/2)^d``; :meth:`wrap` is the
+    projection ``[.]`` on it. Pass an instance as ``domain`` (the string ``'torus'`` means ``Torus(4.0)``, the
+    thesis's ``R^2 / 4 Z^2``).
+    """
+
+    period: float = 4.0
+
+    def __post_init__(self):
+        if not (isinstance(self.period, numbers.Real) and math.isfinite(self.period) and self.period > 0):
+            raise ValueError(f"the torus period must be a positive finite number; got {self.period!r}.")
+
+    def wrap(self, Z):
+        """``[Z]``: the representative of ``Z`` modulo ``L Z^d`` in ``[-L/2, L/2)^d`` (elementwise, any shape)."""
+        L = float(self.period)
+        W = Z - L * torch.floor(Z / L + 0.5)
+        return torch.where(W >= 0.5 * L, W - L, W)  # round-off of Z - L * k can land on L/2 itself
+
+    def __str__(self):
+        return "torus"
+
+
+@dataclass(frozen=True)
+class RBFKernel:
+    """Radial profile ``k`` of the RBF feature map ``phi(omega, x) = k(omega - x)`` (``k([omega - x])`` on a torus).
+
+    With ``z = omega - x`` (projected on the fundamental domain of a :class:`Torus`), ``r = |z|`` (Euclidean
+    norm), ``A = amplitude`` and ``h = bandwidth``::
+
+        'laplace':   k(z) = A exp(-r / h)              (the thesis's 8 exp(-|z| / 2), App. III.B)
+        'gaussian':  k(z) = A exp(-r^2 / (2 h^2))
+
+    Pass an instance as ``activation`` to :func:`features` and the functions built on it.
+    """
+
+    name: str = "laplace"
+    bandwidth: float = 2.0
+    amplitude: float = 8.0
+
+    def __post_init__(self):
+        if self.name not in RBF_KERNELS:
+            raise ValueError(f"RBF kernel must be one of {RBF_KERNELS}; got {self.name!r}.")
+        if not (math.isfinite(self.bandwidth) and self.bandwidth > 0):
+            raise ValueError(f"the RBF bandwidth must be a positive finite number; got {self.bandwidth!r}.")
+        if not math.isfinite(self.amplitude):
+            raise ValueError(f"the RBF amplitude must be finite; got {self.amplitude!r}.")
+
+    def radial(self, r2):
+        """``k`` and the radial factor ``s = k'(r) / r`` from ``r^2``, so that ``grad_z k(z) = s z``.
+
+        Laplace: ``s = -k / (h r)``. ``k`` has a kink at ``z = 0``; there the subgradient ``0`` is used
+        (``s = 0`` where ``r = 0``): the minimum-norm element of the (Clarke) subdifferential there, the ball
+        of radius ``A/h``.
+        Gaussian: ``s = -k / h^2``, smooth.
+        """
+        h, A = float(self.bandwidth), float(self.amplitude)
+        if self.name == "gaussian":
+            Phi = torch.exp(r2 * (-0.5 / (h * h))).mul_(A)
+            return Phi, Phi * (-1.0 / (h * h))
+        r = torch.sqrt(r2)
+        Phi = torch.exp(r * (-1.0 / h)).mul_(A)
+        S = torch.div(Phi, r).mul_(-1.0 / h)  # inf or nan where r = 0, set to the subgradient 0 below
+        S.masked_fill_(r2 == 0, 0.0)
+        return Phi, S
+
+
+def as_domain(domain):
+    """``'euclidean'`` and ``'sphere'`` as they are, ``'torus'`` as ``Torus(4.0)``, a :class:`Torus` as it is."""
+    if isinstance(domain, Torus):
+        return domain
+    if domain == "torus":
+        return Torus()
+    if domain in ("euclidean", "sphere"):
+        return domain
+    raise ValueError(f"domain must be 'euclidean', 'sphere', 'torus' or a Torus; got {domain!r}.")
+
+
+def rbf_features(omega, X, kernel, domain="euclidean"):
+    """RBF feature matrix ``Phi[n, i] = k(z_ni)``, ``z_ni = omega_i - x_n`` (``[omega_i - x_n]`` on a torus).
+
+    Parameters
+    ----------
+    omega : Tensor (M, d)
+        Centres (on a torus: any representatives; only their class modulo ``L Z^d`` matters).
+    X : Tensor (N, d)
+    kernel : RBFKernel
+    domain : {'euclidean'} or Torus
+
+    Returns
+    -------
+    Phi : Tensor (N, M)
+    S : Tensor (N, M)
+        Radial factor: ``grad_{omega_i} phi(omega_i, x_n) = S[n, i] z_ni`` (see :meth:`RBFKernel.radial`).
+    Z : Tensor (d, N, M) or (N, d)
+        On a torus the projected differences ``z_ni`` (coordinate first). In Euclidean space ``X`` itself:
+        ``z_ni = omega_i - x_n`` is not formed, ``|z|^2`` comes from ``|omega|^2 + |x|^2 - 2 x . omega``.
+
+    The projection is discontinuous on the cut locus (a coordinate of ``omega_i - x_n`` at ``L/2`` modulo
+    ``L``), where ``k([.])`` is continuous but has a ridge; there the gradient is that of the representative
+    in ``[-L/2, L/2)^d`` (a set of measure zero).
+    """
+    domain = as_domain(domain)
+    if domain == "sphere":
+        raise ValueError("RBF features live in Euclidean space or on a torus, not on the sphere.")
+    if isinstance(domain, Torus):
+        L = float(domain.period)
+        Z = omega.new_empty((X.shape[1], X.shape[0], omega.shape[0]))
+        for j in range(X.shape[1]):
+            # [t] = t - L round(t / L): in [-L/2, L/2] (a tie at L/2 is the cut locus: |[t]| is the same)
+            t = torch.sub(omega[:, j][None, :], X[:, j][:, None], out=Z[j])
+            t.sub_(torch.round(t * (1.0 / L)).mul_(L))
+        r2 = Z[0] * Z[0]
+        for j in range(1, Z.shape[0]):
+            r2.addcmul_(Z[j], Z[j])
+    else:
+        Z = X
+        r2 = ((X * X).sum(1, keepdim=True) + (omega * omega).sum(1)[None, :] - 2.0 * (X @ omega.T)).clamp_(min=0.0)
+    Phi, S = kernel.radial(r2)
+    return Phi, S, Z
+
+
+def _rbf_gradient(W, omega, Z, domain):
+    """``G_i = sum_n W[n, i] z_ni`` (the chain rule through ``grad_omega phi = S z``, with ``W`` holding ``S``)."""
+    if isinstance(domain, Torus):
+        return (Z * W).sum(1).T  # (d, M) -> (M, d); faster than the equivalent einsum on the CPU
+    return omega * W.sum(0)[:, None] - W.T @ Z
+
+
 def features(omega, X, activation="relu", domain="euclidean"):
     """Feature matrix ``Phi[n, i] = sigma(omega_i . x_bar_n)`` and ``sigma'`` at the same pre-activations.
+
+    With an :class:`RBFKernel` as ``activation`` the RBF feature map ``phi(omega, x) = k(omega - x)`` (on a
+    :class:`Torus` domain ``k([omega - x])``, Eq. III.50) instead: see :func:`rbf_features` for the outputs.
+    A torus domain needs RBF features.
 
     Returns
     -------
     Phi, dPhi : Tensor (N, M)
     Xbar : Tensor (N, d + 1) or (N, d)
     """
+    if isinstance(activation, RBFKernel):
+        return rbf_features(omega, X, activation, domain)
+    if isinstance(domain, Torus) or domain == "torus":
+        raise ValueError("features on a torus are RBF features: pass an RBFKernel as activation.")
     Xbar = augment(X, domain)
     A = Xbar @ omega.T
     Phi, dPhi = ACTIVATIONS[activation](A)
@@ -65,7 +219,7 @@ def _centre(regularization, M, n_out, like):
     return torch.full((M, n_out), regularizer_centre(regularization), dtype=like.dtype, device=like.device)
 
 
-def ridge_projection(Phi, Y, lam, regularization="biased"):
+def ridge_projection(Phi, Y, lam, regularization="biased", reduce=None):
     """Exact minimiser ``u* = argmin_u R(omega, u)`` for fixed features (thesis Eq. III.8, III.43).
 
     Primal (``N >= M``)::
@@ -87,6 +241,10 @@ def ridge_projection(Phi, Y, lam, regularization="biased"):
     lam : float
         Ridge strength ``lambda > 0``.
     regularization : {'biased', 'unbiased'}
+    reduce : callable or None
+        Data-parallel fits (:meth:`skflow.flows._flow.Flow.sum_rows`): ``reduce(n, *sums) -> (N, *totals)`` sums
+        this rank's sums over its ``n`` rows over the ranks. The primal system is then solved, from the Gram
+        matrix and right-hand side of all the ranks' rows (the dual one would need the rows themselves).
 
     Returns
     -------
@@ -99,7 +257,14 @@ def ridge_projection(Phi, Y, lam, regularization="biased"):
     else:
         P, Yw = Phi, Y.to(Phi.dtype)
     c = _centre(regularization, M, Y.shape[1], P.to(torch.float64))
-    if N >= M:
+    if reduce is not None:
+        N, G, PtY = reduce(N, (P.T @ P).double(), (P.T @ Yw).double())
+        G = G / (N * M)
+        rhs = PtY / N + lam * c
+        G.diagonal().add_(lam)
+        L, _ = torch.linalg.cholesky_ex(G)
+        u = torch.cholesky_solve(rhs, L)
+    elif N >= M:
         G = (P.T @ P).double() / (N * M)
         rhs = (P.T @ Yw).double() / N + lam * c
         G.diagonal().add_(lam)
@@ -123,7 +288,7 @@ AUTO_TIME_UNIT = 1e-3
 DEFAULT_ALPHAS = tuple(float(a) for a in torch.logspace(-4, 1, 11, dtype=torch.float64))
 
 
-def ridge_loo_path(Phi, Y, lams, regularization="biased"):
+def ridge_loo_path(Phi, Y, lams, regularization="biased", reduce=None):
     """Exact leave-one-out error of the ridge projection for every strength in ``lams``, from one eigendecomposition.
 
     The projection minimises ``(1/2N) |Phi u / M - Y|^2 + (lambda / 2M) |u - c|^2`` (Eq. III.43). With
@@ -140,6 +305,10 @@ def ridge_loo_path(Phi, Y, lams, regularization="biased"):
     lams : Tensor (n_lams,)
         Ridge strengths ``lambda > 0``.
     regularization : {'biased', 'unbiased'}
+    reduce : callable or None
+        Data-parallel fits, as for :func:`ridge_projection`: ``A^T A`` and ``A^T Y~`` are summed over the ranks
+        (the eigendecomposition is then the same on every rank), the leave-one-out residuals of each rank's
+        rows are computed locally and their squares summed over the ranks.
 
     Returns
     -------
@@ -153,33 +322,45 @@ def ridge_loo_path(Phi, Y, lams, regularization="biased"):
     A = P / M
     c = regularizer_centre(regularization)
     Yt = Y.double() - A.sum(1, keepdim=True) * c
-    s2, V = torch.linalg.eigh(A.T @ A)
-    AV = A @ V  # (N, M)
-    B = AV.T @ Yt  # (M, n_out)
+    n_rows = N
+    if reduce is None:
+        s2, V = torch.linalg.eigh(A.T @ A)
+        AV = A @ V  # (N, M)
+        B = AV.T @ Yt  # (M, n_out)
+    else:  # data-parallel: the Gram matrix and A^T Y~ of all the ranks' rows
+        N, AtA, AtY = reduce(N, A.T @ A, A.T @ Yt)
+        s2, V = torch.linalg.eigh(AtA)
+        AV = A @ V
+        B = V.T @ AtY
     mu = (N / M) * lams.to(P)
     w = 1.0 / (s2.clamp(min=0.0)[None, :] + mu[:, None])  # (n_lams, M)
     fit = torch.einsum("nm,lm,mo->lno", AV, w, B)  # H Y~ for every strength
     h = w @ (AV * AV).T  # (n_lams, N): diag(H)
     e = (Yt[None] - fit) / (1.0 - h)[..., None]
     u = c + torch.einsum("km,lm,mo->lko", V, w, B)
-    return (e * e).sum((1, 2)) / N, u
+    sq = (e * e).sum((1, 2))
+    if reduce is not None:
+        _, sq = reduce(n_rows, sq)
+    return sq / N, u
 
 
-def select_ridge(Phi, Y, lams, regularization="biased"):
+def select_ridge(Phi, Y, lams, regularization="biased", reduce=None):
     """The strength of ``lams`` with the smallest leave-one-out error, and its projection (0-dim, (M, n_out)).
 
-    Stays on the device (no host synchronisation).
+    Stays on the device (no host synchronisation). ``reduce``: see :func:`ridge_loo_path`.
     """
-    loo, u = ridge_loo_path(Phi, Y, lams, regularization)
+    loo, u = ridge_loo_path(Phi, Y, lams, regularization, reduce)
     best = torch.argmin(loo)
     return lams.to(loo)[best], u[best]
 
 
-def _risk_parts(Phi, Y, u, lam, regularization):
-    """Data fit ``(1/2N) |F - Y|^2`` and regulariser ``lambda (1/M) sum f(u_i)`` of Eq. III.43, and the residual."""
+def _risk_parts(Phi, Y, u, lam, regularization, n_total=None):
+    """Data fit ``(1/2N) |F - Y|^2`` and regulariser ``lambda (1/M) sum f(u_i)`` of Eq. III.43, and the residual.
+
+    ``n_total`` replaces ``N`` in the data fit (1: the sum over the rows, as a data-parallel fit reduces it)."""
     N, M = Phi.shape
     r = Phi @ u / M - Y
-    datafit = 0.5 * (r * r).sum() / N
+    datafit = 0.5 * (r * r).sum() / (N if n_total is None else n_total)
     penalty = lam * 0.5 * ((u - regularizer_centre(regularization)) ** 2).sum() / M
     return datafit, penalty, r
 
@@ -200,7 +381,8 @@ def reduced_risk(omega, X, Y, lam, regularization="biased", activation="relu", d
     return (datafit + penalty) / lam, u, datafit
 
 
-def feature_gradient(omega, u, X, Y, lam, regularization="biased", activation="relu", domain="euclidean"):
+def feature_gradient(omega, u, X, Y, lam, regularization="biased", activation="relu", domain="euclidean",
+                     reduce=None):
     """``grad_omega (1/lambda) R(omega, u)`` at fixed ``u``, in closed form.
 
     At ``u = u*(omega)`` this is ``grad_omega L`` by the envelope theorem (Eq. III.10): the derivative of
@@ -209,7 +391,12 @@ def feature_gradient(omega, u, X, Y, lam, regularization="biased", activation="r
 
         grad_{omega_i} R = (1 / (N M)) sum_n (r_n . u_i) sigma'(omega_i . x_bar_n) x_bar_n.
 
-    On the sphere the Euclidean gradient is projected on the tangent space at ``omega_i``.
+    On the sphere the Euclidean gradient is projected on the tangent space at ``omega_i``. For RBF features
+    (an :class:`RBFKernel` as ``activation``) ``sigma' x_bar_n`` becomes ``grad_omega k(z_ni) = s_ni z_ni``
+    (:func:`rbf_features`); on a torus it is the gradient of the periodic function, in the coordinates of
+    ``R^d``. The Laplace kernel's kink at ``z = 0`` contributes the subgradient 0. ``reduce``: data-parallel
+    fits, as for :func:`ridge_projection`: the sums over rows of the gradient and of the data fit are reduced
+    over the ranks (one collective).
 
     Returns
     -------
@@ -217,9 +404,19 @@ def feature_gradient(omega, u, X, Y, lam, regularization="biased", activation="r
     parts : tuple (datafit, penalty, Phi, r)
     """
     Phi, dPhi, Xbar = features(omega, X, activation, domain)
-    datafit, penalty, r = _risk_parts(Phi, Y, u, lam, regularization)
+    n_total = None if reduce is None else 1  # data-parallel: sums over this rank's rows, reduced below
+    datafit, penalty, r = _risk_parts(Phi, Y, u, lam, regularization, n_total)
     N, M = Phi.shape
-    G = ((r @ u.T) * dPhi).T @ Xbar / (N * M * lam)
+    n_total = N if reduce is None else 1
+    if isinstance(activation, RBFKernel):
+        G = _rbf_gradient((r @ u.T) * dPhi, omega, Xbar, as_domain(domain)) / (n_total * M * lam)
+    else:
+        G = ((r @ u.T) * dPhi).T @ Xbar / (n_total * M * lam)
+    if reduce is not None:
+        N, G, datafit = reduce(N, G, datafit)
+        G, datafit = G / N, datafit / N
+    if isinstance(activation, RBFKernel):
+        return G, (datafit, penalty, Phi, r)
     if domain == "sphere":
         G = G - (G * omega).sum(dim=1, keepdim=True) * omega
     return G, (datafit, penalty, Phi, r)
@@ -248,9 +445,12 @@ class VarProFlow(Flow):
     alphas : sequence of float
         The grid searched by ``lam='auto'``.
     regularization : {'biased', 'unbiased'}
-    activation : str
-        Key of :data:`skflow.flows._ops.ACTIVATIONS`.
+    activation : str or RBFKernel
+        Key of :data:`skflow.flows._ops.ACTIVATIONS`, or an :class:`RBFKernel` for the RBF feature map
+        ``k(omega - x)`` (App. III.B).
     domain : {'euclidean', 'sphere'}
+        A torus (``'torus'`` or a :class:`Torus`, RBF features only) needs :class:`TorusVarProFlow`, which keeps
+        the features in the fundamental domain.
     solver : {'varpro', 'two-timescale', 'gd'}
         ``varpro``: exact projection then feature step (Eq. III.42); with ``stochastic=True`` the projection
         is on the minibatch and averaged with momentum (Eq. III.46). ``two-timescale``: one projection at the
@@ -266,6 +466,12 @@ class VarProFlow(Flow):
 
     _tensor_fields = ("omega", "u", "alphas")
     _param_fields = ("omega", "u")
+    supports_data_parallel = True
+
+    @property
+    def _reduce(self):
+        """The ``reduce`` hook of the module's functions in a data-parallel fit (:meth:`Flow.sum_rows`), else None."""
+        return None if self.data_parallel is None else self.sum_rows
 
     def __init__(self, omega, u, *, lam, regularization="biased", activation="relu", domain="euclidean",
                  solver="varpro", momentum=0.9, stochastic=False, store_every=None, alphas=DEFAULT_ALPHAS):
@@ -276,6 +482,11 @@ class VarProFlow(Flow):
         self.alphas = torch.as_tensor(alphas, dtype=torch.float64, device=omega.device)
         self.lam = self.alphas[len(self.alphas) // 2].clone() if self.auto else float(lam)
         self.regularization = regularization
+        domain = as_domain(domain)
+        if isinstance(domain, Torus) and not isinstance(self, TorusVarProFlow):
+            raise ValueError("features on a torus need TorusVarProFlow, which wraps them after every step.")
+        if isinstance(activation, RBFKernel) and domain == "sphere":
+            raise ValueError("RBF features live in Euclidean space or on a torus, not on the sphere.")
         self.activation = activation
         self.domain = domain
         self.solver = solver
@@ -322,7 +533,7 @@ class VarProFlow(Flow):
             self.project(X, Y)
         elif self.auto and self.solver == "gd":  # one strength for the whole run, chosen at the initial features
             self.lam = select_ridge(features(self.omega, X, self.activation, self.domain)[0], Y, self.alphas,
-                                    self.regularization)[0]
+                                    self.regularization, self._reduce)[0]
 
     def finish(self, X, Y, n_steps):
         """After the last step of full-batch VarPro ``u`` is the projection at the previous features:
@@ -337,8 +548,11 @@ class VarProFlow(Flow):
         return Phi @ self.u / self.width
 
     def risk(self, X, Y):
-        """Data-fit part ``(1/2N) |F - Y|^2`` (what the base monitors for early stopping)."""
+        """Data-fit part ``(1/2N) |F - Y|^2`` (what the base monitors for early stopping); data-parallel, the mean
+        over the rows of every rank."""
         r = self.forward(X) - Y
+        if self.data_parallel is not None:
+            return self.reduce_rows(X.shape[0], 0.5 * (r * r).sum())[0]
         return 0.5 * (r * r).sum() / X.shape[0]
 
     def project(self, X, Y):
@@ -351,15 +565,17 @@ class VarProFlow(Flow):
         """``u*`` at the fixed ``lam``, or, for ``lam='auto'``, at the strength with the least leave-one-out error
         (which becomes ``lam``)."""
         if not self.auto:
-            return ridge_projection(Phi, Y, self.lam, self.regularization)
+            return ridge_projection(Phi, Y, self.lam, self.regularization, self._reduce)
         if self.validation is None:
-            self.lam, u = select_ridge(Phi, Y, self.alphas, self.regularization)
+            self.lam, u = select_ridge(Phi, Y, self.alphas, self.regularization, self._reduce)
             return u.to(Phi.dtype)
         # held-out rows: they have been seen neither by the projection nor by the features
-        _, path = ridge_loo_path(Phi, Y, self.alphas, self.regularization)
+        _, path = ridge_loo_path(Phi, Y, self.alphas, self.regularization, self._reduce)
         Xv, Yv = self.validation
         Phi_v = features(self.omega, Xv, self.activation, self.domain)[0].double()
         err = ((torch.einsum("nm,lmo->lno", Phi_v, path) / self.width - Yv.double()[None]) ** 2).sum((1, 2))
+        if self.data_parallel is not None:  # the held-out rows of every rank
+            _, err = self.sum_rows(Xv.shape[0], err)
         best = torch.argmin(err)
         self.lam = self.alphas.to(err)[best]
         return path[best].to(Phi.dtype)
@@ -383,7 +599,7 @@ class VarProFlow(Flow):
                 self.u.copy_(u_bar)
             self._u_ready = True
         G, (datafit, penalty, Phi, r) = feature_gradient(
-            self.omega, self.u, X, Y, self.lam, self.regularization, self.activation, self.domain)
+            self.omega, self.u, X, Y, self.lam, self.regularization, self.activation, self.domain, self._reduce)
         L = (datafit + penalty) / self.lam
         velocity = M * G  # Eq. III.42: omega_i <- omega_i - M tau grad_{omega_i} L
         if self.auto:
@@ -393,12 +609,14 @@ class VarProFlow(Flow):
         speed2 = (velocity * velocity).sum() / M
         if self.solver != "varpro":
             c = regularizer_centre(self.regularization)
-            grad_u = Phi.T @ r / (X.shape[0] * M) + self.lam * (self.u - c) / M
+            # the sums over rows of Phi^T r and trace(Phi^T Phi) (over every rank's rows in a data-parallel fit)
+            n_rows, PtR, PtP = self.sum_rows(X.shape[0], Phi.T @ r, (Phi * Phi).sum())
+            grad_u = PtR / (n_rows * M) + self.lam * (self.u - c) / M
             if self.solver == "two-timescale":
                 # Eq. III.44 with eta = lambda M: a unit step on the Hessian (K + lambda) / M of u -> R/lambda
                 # when ||K|| <= 1 (the thesis's regime). The features move and K with them, so bound the step
                 # by trace(K) + lambda >= ||K + lambda||_op at every step (on the device, no host sync).
-                trace = (Phi * Phi).sum() / (X.shape[0] * M)
+                trace = PtP / (n_rows * M)
                 scale = M / torch.clamp(trace + self.lam, min=1.0)
                 self.u.sub_(grad_u * scale)
             else:  # gd: a single timescale, the features' step M tau / lambda for u too
@@ -412,3 +630,45 @@ class VarProFlow(Flow):
             self.snapshots.append(self.omega.detach().clone())
         alpha = torch.as_tensor(self.lam, dtype=datafit.dtype, device=datafit.device)
         return {"risk": datafit, "reduced_risk": L, "pl_ratio": speed2 / L, "alpha": alpha}
+
+
+class TorusVarProFlow(VarProFlow):
+    """:class:`VarProFlow` of an RBF network on the flat torus ``R^d / L Z^d`` (thesis App. III.B, Eq. III.50).
+
+    The model ``F(x) = (1/M) sum_i u_i k([omega_i - x])`` only depends on the features modulo ``L Z^d``, so the
+    flow is VarPro's (same solvers, same time step ``omega <- omega - M tau grad L``), followed after every step
+    by the projection of the features on the fundamental domain ``[-L/2, L/2)^d`` (also of the stored
+    snapshots): ``omega`` always holds the representatives. The construction wraps the initial features too.
+
+    Parameters
+    ----------
+    omega, u, **kwargs
+        As for :class:`VarProFlow`.
+    activation : RBFKernel, default=RBFKernel()
+        The kernel (the thesis's Laplace kernel ``8 exp(-|z| / 2)`` by default).
+    domain : Torus or 'torus', default=Torus(4.0)
+    """
+
+    def __init__(self, omega, u, *, activation=None, domain="torus", **kwargs):
+        activation = RBFKernel() if activation is None else activation
+        if not isinstance(activation, RBFKernel):
+            raise ValueError(f"features on a torus are RBF features: activation must be an RBFKernel; got "
+                             f"{activation!r}.")
+        domain = as_domain(domain)
+        if not isinstance(domain, Torus):
+            raise ValueError(f"TorusVarProFlow needs a Torus domain; got {domain!r}.")
+        super().__init__(domain.wrap(omega), u, activation=activation, domain=domain, **kwargs)
+
+    def bytes_per_row(self, training=True):
+        """VarPro's, plus the ``d`` projected differences ``[omega_i - x_n]`` (and one temporary) per row."""
+        M, dim = self.omega.shape
+        extra = self.itemsize * (dim + 1) * M
+        return super().bytes_per_row(training) + (extra if training else self.itemsize * 2 * M)
+
+    def step(self, X, Y, lr):
+        """One step of :meth:`VarProFlow.step`, then the features (and a snapshot just stored) are wrapped."""
+        out = super().step(X, Y, lr)
+        self.omega.copy_(self.domain.wrap(self.omega))
+        if self.store_every and self.snapshots and self.n_steps % self.store_every == 0:
+            self.snapshots[-1].copy_(self.domain.wrap(self.snapshots[-1]))
+        return out

@@ -1,0 +1,157 @@
+"""One rank of the data-parallel tests (tests/test_distributed.py), and the cases they share with the test.
+
+Run as ``python _distributed_worker.py RANK WORLD_SIZE PORT OUT_FILE [CASE ...]``: joins a gloo process group on
+127.0.0.1, fits every case on this rank's shard of its data set and pickles, per case, the predictions on the
+case's test inputs, the fitted parameters and attributes into ``OUT_FILE``. The test fits the same cases on all
+the rows in one process and compares.
+"""
+
+import os
+import pickle
+import sys
+import warnings
+
+import numpy as np
+
+#: rows of rank 0 of every case (rank 1 takes the rest): an uneven split
+SPLIT = 37
+N_ROWS = 100
+
+
+def regression_data():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(N_ROWS + 20, 4))
+    y = np.sin(2.0 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=N_ROWS + 20) + 3.0
+    return X[:N_ROWS], 10.0 * y[:N_ROWS], X[N_ROWS:]
+
+
+def classification_data():
+    rng = np.random.RandomState(1)
+    centres = np.array([[2.0, 0.0, 0.0], [-1.0, 1.7, 0.0], [-1.0, -1.7, 0.5]])
+    labels = rng.randint(0, 3, size=N_ROWS + 20)
+    X = centres[labels] + rng.normal(size=(N_ROWS + 20, 3))
+    y = np.array(["ant", "bee", "cat"])[labels]
+    return X[:N_ROWS], y[:N_ROWS], X[N_ROWS:]
+
+
+def label_subset_data():
+    """Rank 0 sees classes 'ant' and 'bee' only, rank 1 'bee' and 'cat' (sorted by label, then split)."""
+    X, y, X_test = classification_data()
+    order = np.argsort(y, kind="stable")
+    X, y = X[order], y[order]
+    n_ant, n_bee = int((y == "ant").sum()), int((y == "bee").sum())
+    return X, y, X_test, n_ant + n_bee // 2
+
+
+def _node(**kw):
+    from skflow import MeanFieldNODERegressor
+
+    params = dict(n_layers=3, width=12, max_iter=12, tol=0.0, early_stopping=False, random_state=0, device="cpu",
+                  compile=False, kernel_subsample=30)
+    params.update(kw)
+    return MeanFieldNODERegressor(**params)
+
+
+def _rkhs(**kw):
+    from skflow import RKHSNODEClassifier
+
+    params = dict(n_layers=2, n_features=24, batch_size=None, max_iter=12, random_state=0, device="cpu",
+                  compile=False, kernel_subsample=30)
+    params.update(kw)
+    return RKHSNODEClassifier(**params)
+
+
+def _varpro(**kw):
+    from skflow import VarProSHLRegressor
+
+    params = dict(width=12, alpha=1e-2, max_iter=12, tol=0.0, early_stopping=False, random_state=0, device="cpu",
+                  compile=False, kernel_subsample=30)
+    params.update(kw)
+    return VarProSHLRegressor(**params)
+
+
+def _data(kind):
+    if kind == "regression":
+        return (*regression_data(), SPLIT)
+    if kind == "classification":
+        return (*classification_data(), SPLIT)
+    if kind == "bad":  # a NaN in the rows of rank 1
+        X, y, X_test = regression_data()
+        X = X.copy()
+        X[SPLIT + 3, 0] = np.nan
+        return X, y, X_test, SPLIT
+    return label_subset_data()
+
+
+#: name -> (estimator factory, data set, whether a 2-rank fit must equal a 1-process fit on all the rows)
+CASES = {
+    "node": (lambda: _node(), "regression", True),
+    "node_auto_lr": (lambda: _node(learning_rate="auto", solver="midpoint", n_layers=2), "regression", True),
+    "node_minibatch": (lambda: _node(batch_size=16), "regression", False),
+    "node_early_stopping": (lambda: _node(early_stopping=True, tol=1e-3, n_iter_no_change=2), "regression", False),
+    "rkhs": (lambda: _rkhs(), "classification", True),
+    "rkhs_squared": (lambda: _rkhs(loss="squared", learning_rate=100.0, length_scale=2.0, alpha=1e-3,
+                                   momentum=0.0), "classification", True),
+    "rkhs_minibatch": (lambda: _rkhs(batch_size=20), "classification", False),
+    "rkhs_label_subsets": (lambda: _rkhs(), "label_subsets", True),
+    "varpro": (lambda: _varpro(), "regression", True),
+    "varpro_auto": (lambda: _varpro(alpha="auto"), "regression", True),
+    "varpro_two_timescale": (lambda: _varpro(solver="two-timescale"), "regression", True),
+    "varpro_gd_auto": (lambda: _varpro(solver="gd", alpha="auto", learning_rate=1e-3), "regression", True),
+    "varpro_rbf": (lambda: _varpro(feature_map="rbf", rbf_kernel="gaussian"), "regression", True),
+    "varpro_early_stopping": (lambda: _varpro(alpha="auto", early_stopping=True), "regression", False),
+    "varpro_minibatch": (lambda: _varpro(batch_size=20, learning_rate=1e-3), "regression", False),
+    "bad_rank1": (lambda: _node(), "bad", False),
+}
+
+
+def case_data(name):
+    """``X, y, X_test, split`` of a case (rank 0 holds ``X[:split]``)."""
+    return _data(CASES[name][1])
+
+
+def summary(est, X_test):
+    """What the test compares: predictions and fitted arrays / numbers, as NumPy."""
+    out = {"predict": np.asarray(est.predict(X_test))}
+    if hasattr(est, "predict_proba"):
+        out["proba"] = est.predict_proba(X_test)
+        out["classes_"] = est.classes_
+    for name in ("U_", "W_", "b_", "theta_", "features_", "coef_", "y_mean_", "y_scale_", "loss_curve_",
+                 "learning_rate_", "length_scale_", "alpha_", "n_iter_", "n_ranks_"):
+        if hasattr(est, name):
+            out[name] = np.asarray(getattr(est, name))
+    return out
+
+
+def main(rank, world_size, port, out_file, names):
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    results = {}
+    try:
+        for name in names:
+            X, y, X_test, split = case_data(name)
+            rows = slice(0, split) if rank == 0 else slice(split, None)
+            est = CASES[name][0]()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    est.fit(X[rows], y[rows])
+            except Exception as exc:  # noqa: BLE001 - reported to the test, which decides
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+            res = summary(est, X_test)
+            clone = pickle.loads(pickle.dumps(est))
+            res["pickled_handle"] = clone.flow_.data_parallel is not None or est.flow_.data_parallel is not None
+            results[name] = res
+    finally:
+        dist.destroy_process_group()
+    with open(out_file, "wb") as f:
+        pickle.dump(results, f)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:] or list(CASES))
