@@ -137,3 +137,33 @@ def test_compiled_kernels_match_eager(dtype, fresh_kernels):
         for a, b in zip(eager, compiled):
             assert float((a - b).abs().max()) <= eps * float(a.abs().max())
         assert float((flow.forward(X) - out).abs().max()) <= eps * float(out.abs().max())
+
+
+@pytest.mark.parametrize("solver, lam", [("varpro", 1e-2), ("varpro", "auto"), ("gd", "auto"), ("two-timescale", 1e-3)])
+@pytest.mark.parametrize("domain", ["euclidean", "sphere"])
+def test_varpro_blocked_step_equals_one_block(solver, lam, domain):
+    """VarPro's Gram matrix, leave-one-out path, gradient and risk summed over blocks of 11 rows: the same steps."""
+    from skflow.flows.varpro import VarProFlow
+
+    g = torch.Generator().manual_seed(0)
+    N, d, M = 203, 3, 24
+    X = torch.randn(N, d, generator=g, dtype=torch.float64)
+    Y = torch.tanh(X[:, :1] - X[:, 1:2])
+    dim = d + 1 if domain == "euclidean" else d
+    omega = torch.randn(M, dim, generator=g, dtype=torch.float64)
+    if domain == "sphere":
+        omega = omega / omega.norm(dim=1, keepdim=True)
+    flows = [VarProFlow(omega.clone(), torch.zeros(M, 1, dtype=torch.float64), lam=lam, solver=solver,
+                        activation="tanh", domain=domain) for _ in range(2)]
+    flows[1].workspace_bytes = 11 * flows[1].bytes_per_row(True)
+    records = []
+    for flow in flows:
+        flow.start(X, Y)
+        records.append([flow.step(X, Y, 1e-3) for _ in range(3)])
+        flow.finish(X, Y, 3)
+    for a, b in zip(*records):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-11, atol=1e-14)
+    torch.testing.assert_close(flows[0].omega, flows[1].omega, rtol=1e-11, atol=1e-14)
+    torch.testing.assert_close(flows[0].u, flows[1].u, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(flows[0].forward(X), flows[1].forward(X), rtol=1e-10, atol=1e-13)

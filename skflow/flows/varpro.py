@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from ..diagnostics.kernels import top_eigenvalues
-from ._flow import Flow
+from ._flow import Flow, row_blocks
+from ._fused import activation_with_bias, product_and_column_sum
 from ._ops import ACTIVATIONS, regularizer_centre
 
 __all__ = [
@@ -219,6 +220,39 @@ def _centre(regularization, M, n_out, like):
     return torch.full((M, n_out), regularizer_centre(regularization), dtype=like.dtype, device=like.device)
 
 
+def _solve_primal(G, PtY, N, M, lam, c):
+    """``u`` solving ``(G / (N M) + lambda I) u = PtY / N + lambda c`` by Cholesky, in float64 (Eq. III.43):
+    the projection from the sums over rows ``G = Phi^T Phi`` and ``PtY = Phi^T Y``."""
+    K = G / (N * M)
+    K.diagonal().add_(lam)
+    L, _ = torch.linalg.cholesky_ex(K)
+    return torch.cholesky_solve(PtY / N + lam * c, L)
+
+
+def _loo_eigen(G, PtY, N, M, lams, c):
+    """From the sums ``G = Phi^T Phi`` and ``PtY = Phi^T Y`` over ``N`` rows: the eigenvectors ``V`` of
+    ``A^T A`` (``A = Phi / M``), the weights ``w = 1 / (s^2 + mu)`` (n_lams, M), ``B = V^T A^T Y~`` and the
+    projection ``u`` (n_lams, M, n_out) for every strength (see :func:`ridge_loo_path`)."""
+    AtA = G / (M * M)
+    AtYt = PtY / M - c * AtA.sum(1, keepdim=True)  # A^T (Y - A 1 c)
+    s2, V = torch.linalg.eigh(AtA)
+    B = V.T @ AtYt
+    mu = (N / M) * lams.to(G)
+    w = 1.0 / (s2.clamp(min=0.0)[None, :] + mu[:, None])
+    return V, w, B, c + torch.einsum("km,lm,mo->lko", V, w, B)
+
+
+def _loo_squares(Phi, Y, V, w, B, M, c):
+    """Sum over the rows of ``Phi`` of the squared leave-one-out residuals, for every strength (n_lams,)."""
+    A = Phi.double() / M
+    Yt = Y.double() - A.sum(1, keepdim=True) * c
+    AV = A @ V
+    fit = torch.einsum("nm,lm,mo->lno", AV, w, B)  # H Y~ for every strength
+    h = w @ (AV * AV).T  # (n_lams, n): diag(H)
+    e = (Yt[None] - fit) / (1.0 - h)[..., None]
+    return (e * e).sum((1, 2))
+
+
 def ridge_projection(Phi, Y, lam, regularization="biased", reduce=None):
     """Exact minimiser ``u* = argmin_u R(omega, u)`` for fixed features (thesis Eq. III.8, III.43).
 
@@ -257,19 +291,11 @@ def ridge_projection(Phi, Y, lam, regularization="biased", reduce=None):
     else:
         P, Yw = Phi, Y.to(Phi.dtype)
     c = _centre(regularization, M, Y.shape[1], P.to(torch.float64))
-    if reduce is not None:
-        N, G, PtY = reduce(N, (P.T @ P).double(), (P.T @ Yw).double())
-        G = G / (N * M)
-        rhs = PtY / N + lam * c
-        G.diagonal().add_(lam)
-        L, _ = torch.linalg.cholesky_ex(G)
-        u = torch.cholesky_solve(rhs, L)
-    elif N >= M:
-        G = (P.T @ P).double() / (N * M)
-        rhs = (P.T @ Yw).double() / N + lam * c
-        G.diagonal().add_(lam)
-        L, _ = torch.linalg.cholesky_ex(G)
-        u = torch.cholesky_solve(rhs, L)
+    if reduce is not None or N >= M:
+        G, PtY = (P.T @ P).double(), (P.T @ Yw).double()
+        if reduce is not None:  # data-parallel: the sums of all the ranks' rows
+            N, G, PtY = reduce(N, G, PtY)
+        u = _solve_primal(G, PtY, N, M, lam, c)
     else:
         G = (P @ P.T).double() / (N * M)
         G.diagonal().add_(lam)
@@ -319,26 +345,13 @@ def ridge_loo_path(Phi, Y, lams, regularization="biased", reduce=None):
     """
     P = Phi.double()
     N, M = P.shape
-    A = P / M
     c = regularizer_centre(regularization)
-    Yt = Y.double() - A.sum(1, keepdim=True) * c
+    G, PtY = P.T @ P, P.T @ Y.double()
     n_rows = N
-    if reduce is None:
-        s2, V = torch.linalg.eigh(A.T @ A)
-        AV = A @ V  # (N, M)
-        B = AV.T @ Yt  # (M, n_out)
-    else:  # data-parallel: the Gram matrix and A^T Y~ of all the ranks' rows
-        N, AtA, AtY = reduce(N, A.T @ A, A.T @ Yt)
-        s2, V = torch.linalg.eigh(AtA)
-        AV = A @ V
-        B = V.T @ AtY
-    mu = (N / M) * lams.to(P)
-    w = 1.0 / (s2.clamp(min=0.0)[None, :] + mu[:, None])  # (n_lams, M)
-    fit = torch.einsum("nm,lm,mo->lno", AV, w, B)  # H Y~ for every strength
-    h = w @ (AV * AV).T  # (n_lams, N): diag(H)
-    e = (Yt[None] - fit) / (1.0 - h)[..., None]
-    u = c + torch.einsum("km,lm,mo->lko", V, w, B)
-    sq = (e * e).sum((1, 2))
+    if reduce is not None:  # data-parallel: the eigendecomposition of the sums of all the ranks' rows
+        N, G, PtY = reduce(N, G, PtY)
+    V, w, B, u = _loo_eigen(G, PtY, N, M, lams, c)
+    sq = _loo_squares(P, Y, V, w, B, M, c)
     if reduce is not None:
         _, sq = reduce(n_rows, sq)
     return sq / N, u
@@ -542,8 +555,103 @@ class VarProFlow(Flow):
             self.project(X, Y)
         self.validation = None  # the fitted model keeps no data
 
+    # ------------------------------------------------------------------ blocked sums (perceptron features)
+    @property
+    def row_blocked(self):
+        """Perceptron features run over blocks of rows: Gram matrices, right-hand sides, gradients and risks are
+        sums over rows, accumulated block by block (RBF features are computed on the whole batch)."""
+        return isinstance(self.activation, str)
+
+    @property
+    def activations(self):
+        return (self.activation,) if self.row_blocked else ()
+
+    def elementwise_per_row(self):
+        return 2 * self.width if self.row_blocked else 0
+
+    def _blocks(self, X):
+        return row_blocks(X.shape[0], self.block_rows(X.device))
+
+    def _block_features(self, X):
+        """``(Phi, sigma')`` on a block: one product and one fused pass (bias, activation, derivative)."""
+        if self.domain == "euclidean":  # x_bar = (x, 1): the last coordinate of omega is the bias
+            return activation_with_bias(self.activation, X @ self.omega[:, :-1].T, self.omega[:, -1], self.compiled)
+        return ACTIVATIONS[self.activation](X @ self.omega.T)
+
+    def _gram(self, X, Y):
+        """``(N, Phi^T Phi, Phi^T Y, kept)``: the sums over the rows (of every rank in a data-parallel fit), in
+        float64, and the features ``(Phi, sigma')`` when the batch is a single block (reused by the step)."""
+        M, n_out = self.width, Y.shape[1]
+        wide = self.auto or X.dtype == torch.float64 or self.lam < _FLOAT64_GRAM_BELOW
+        G = X.new_zeros((M, M), dtype=torch.float64)
+        PtY = X.new_zeros((M, n_out), dtype=torch.float64)
+        blocks = self._blocks(X)
+        kept = None
+        for rows in blocks:
+            Phi, dPhi = self._block_features(X[rows])
+            P, Yb = (Phi.double(), Y[rows].double()) if wide else (Phi, Y[rows].to(Phi.dtype))
+            G += (P.T @ P).double()
+            PtY += (P.T @ Yb).double()
+            if len(blocks) == 1:
+                kept = (Phi, dPhi)
+        return (*self.sum_rows(X.shape[0], G, PtY), kept)
+
+    def _project_blocks(self, X, Y):
+        """``(u*, kept)``: the exact projection from the summed Gram matrix (see :meth:`_projection`)."""
+        N, G, PtY, kept = self._gram(X, Y)
+        M = self.width
+        c = regularizer_centre(self.regularization)
+        if not self.auto:
+            return _solve_primal(G, PtY, N, M, self.lam, c).to(X.dtype), kept
+        V, w, B, path = _loo_eigen(G, PtY, N, M, self.alphas, c)
+        if self.validation is None:  # exact leave-one-out, a second pass over the rows
+            Xs, Ys = X, Y
+            err = sum(_loo_squares(kept[0] if kept is not None else self._block_features(Xs[rows])[0], Ys[rows],
+                                   V, w, B, M, c) for rows in self._blocks(Xs))
+        else:  # held-out rows: seen neither by the projection nor by the features
+            Xs, Ys = self.validation
+            err = sum(((torch.einsum("nm,lmo->lno", self._block_features(Xs[rows])[0].double(), path) / M
+                        - Ys[rows].double()[None]) ** 2).sum((1, 2)) for rows in self._blocks(Xs))
+        _, err = self.sum_rows(Xs.shape[0], err)
+        best = torch.argmin(err)
+        self.lam = self.alphas.to(err)[best]
+        return path[best].to(X.dtype), kept
+
+    def _gradient_blocks(self, X, Y, kept=None):
+        """Sums over the rows (of every rank) for the step at fixed ``u``: the feature gradient of
+        ``R / lambda`` (Eq. III.10, closed form), the data fit, and for the solvers that step ``u`` too,
+        ``Phi^T r`` and ``trace(Phi^T Phi)``. Returns them divided by ``N`` (``G`` by ``N M lambda``)."""
+        M = self.width
+        euclid = self.domain == "euclidean"
+        G = torch.zeros_like(self.omega)
+        datafit = X.new_zeros(())
+        PtR = torch.zeros_like(self.u)
+        trace = X.new_zeros(())
+        for rows in self._blocks(X):
+            Phi, dPhi = kept if kept is not None else self._block_features(X[rows])
+            Xb = X[rows]
+            r = torch.addmm(Y[rows], Phi, self.u, beta=-1.0, alpha=1.0 / M)  # F - y
+            datafit += (r * r).sum()
+            Ga, colsum = product_and_column_sum(r @ self.u.T, dPhi, self.compiled)
+            if euclid:
+                G[:, :-1] += (Xb.T @ Ga).T
+                G[:, -1] += colsum
+            else:
+                G += (Xb.T @ Ga).T
+            if self.solver != "varpro":
+                PtR += Phi.T @ r
+                if self.solver == "two-timescale":
+                    trace += (Phi * Phi).sum()
+        N, G, datafit, PtR, trace = self.sum_rows(X.shape[0], G, datafit, PtR, trace)
+        G = G / (N * M * self.lam)
+        if self.domain == "sphere":
+            G = G - (G * self.omega).sum(dim=1, keepdim=True) * self.omega
+        return G, 0.5 * datafit / N, PtR / N, trace / N
+
     # ------------------------------------------------------------------ protocol
     def forward(self, X):
+        if self.row_blocked:
+            return torch.cat([self._block_features(X[rows])[0] @ self.u / self.width for rows in self._blocks(X)])
         Phi, _, _ = features(self.omega, X, self.activation, self.domain)
         return Phi @ self.u / self.width
 
@@ -557,8 +665,10 @@ class VarProFlow(Flow):
 
     def project(self, X, Y):
         """Set ``u`` to the exact projection ``u*(omega)`` on ``(X, Y)``, in place."""
-        Phi, _, _ = features(self.omega, X, self.activation, self.domain)
-        self.u.copy_(self._projection(Phi, Y))
+        if self.row_blocked:
+            self.u.copy_(self._project_blocks(X, Y)[0])
+        else:
+            self.u.copy_(self._projection(features(self.omega, X, self.activation, self.domain)[0], Y))
         self._u_ready = True
 
     def _projection(self, Phi, Y):
@@ -589,17 +699,29 @@ class VarProFlow(Flow):
         ``||grad L||^2_{L2(mu)} = (1/M) sum_i |M grad_{omega_i} L|^2``, the squared speed of the particle flow.
         """
         M = self.width
+        c = regularizer_centre(self.regularization)
+        kept = None  # the features of a single-block batch, computed once for the projection and the gradient
         if self.solver == "varpro":
-            Phi, _, _ = features(self.omega, X, self.activation, self.domain)
-            u_bar = self._projection(Phi, Y)
+            if self.row_blocked:
+                u_bar, kept = self._project_blocks(X, Y)
+            else:
+                u_bar = self._projection(features(self.omega, X, self.activation, self.domain)[0], Y)
             if self.stochastic and self._u_ready:
                 # Eq. III.46: average the minibatch projections, which fluctuate with the sampling
                 self.u.mul_(self.momentum).add_(u_bar, alpha=1.0 - self.momentum)
             else:
                 self.u.copy_(u_bar)
             self._u_ready = True
-        G, (datafit, penalty, Phi, r) = feature_gradient(
-            self.omega, self.u, X, Y, self.lam, self.regularization, self.activation, self.domain, self._reduce)
+        if self.row_blocked:
+            G, datafit, PtR, trace = self._gradient_blocks(X, Y, kept)
+            penalty = self.lam * 0.5 * ((self.u - c) ** 2).sum() / M
+        else:
+            G, (datafit, penalty, Phi, r) = feature_gradient(
+                self.omega, self.u, X, Y, self.lam, self.regularization, self.activation, self.domain, self._reduce)
+            if self.solver != "varpro":
+                # the sums over rows of Phi^T r and trace(Phi^T Phi) (over every rank's rows in a data-parallel fit)
+                n_rows, PtR, trace = self.sum_rows(X.shape[0], Phi.T @ r, (Phi * Phi).sum())
+                PtR, trace = PtR / n_rows, trace / n_rows
         L = (datafit + penalty) / self.lam
         velocity = M * G  # Eq. III.42: omega_i <- omega_i - M tau grad_{omega_i} L
         if self.auto:
@@ -608,16 +730,12 @@ class VarProFlow(Flow):
             velocity = velocity * (self.lam / AUTO_TIME_UNIT)
         speed2 = (velocity * velocity).sum() / M
         if self.solver != "varpro":
-            c = regularizer_centre(self.regularization)
-            # the sums over rows of Phi^T r and trace(Phi^T Phi) (over every rank's rows in a data-parallel fit)
-            n_rows, PtR, PtP = self.sum_rows(X.shape[0], Phi.T @ r, (Phi * Phi).sum())
-            grad_u = PtR / (n_rows * M) + self.lam * (self.u - c) / M
+            grad_u = PtR / M + self.lam * (self.u - c) / M
             if self.solver == "two-timescale":
                 # Eq. III.44 with eta = lambda M: a unit step on the Hessian (K + lambda) / M of u -> R/lambda
                 # when ||K|| <= 1 (the thesis's regime). The features move and K with them, so bound the step
                 # by trace(K) + lambda >= ||K + lambda||_op at every step (on the device, no host sync).
-                trace = PtP / (n_rows * M)
-                scale = M / torch.clamp(trace + self.lam, min=1.0)
+                scale = M / torch.clamp(trace / M + self.lam, min=1.0)
                 self.u.sub_(grad_u * scale)
             else:  # gd: a single timescale, the features' step M tau / lambda for u too
                 self.u.sub_(grad_u * (M * lr / self.lam))  # lam is a 0-dim tensor with alpha='auto'
