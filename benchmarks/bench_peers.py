@@ -247,7 +247,7 @@ def varpro_problem(N, M, d, dtype, solver, seed=0):
     X = torch.randn(N, d, generator=g, dtype=torch.float64)
     Y = torch.relu(X[:, :1]) - X[:, 1:2] ** 2
     omega = torch.randn(M, d + 1, generator=g, dtype=torch.float64) / math.sqrt(d)
-    u = torch.zeros(M, 1, dtype=torch.float64)
+    u = torch.randn(M, 1, generator=g, dtype=torch.float64)  # a trained-like state: u = 0 has zero gradients
     flow = VarProFlow(omega, u, lam=1e-2, activation="relu", solver=solver).to(dtype=dtype)
     X, Y = X.to(dtype), Y.to(dtype)
     flow.start(X, Y)
@@ -278,6 +278,17 @@ def bench_varpro(sizes, rounds, compiled_peer):
                 comp = torch.compile(eager)
                 compile_s["compiled"] = _timed(lambda: autograd_step(comp, params, M, 0.0))
                 contenders["compiled"] = lambda: autograd_step(comp, params, M, lr)
+            fcomp = flow.to()
+            fcomp.compiled = True
+            compile_s["skflow+compile"] = _timed(lambda: fcomp.step(X, Y, 0.0))
+            contenders["skflow+compile"] = lambda: fcomp.step(X, Y, lr)
+            if dtype == torch.float64:  # the same gradients as autograd on the same network, before any step
+                om, u = flow.omega.clone().requires_grad_(True), flow.u.clone().requires_grad_(True)
+                g_om, g_u = torch.autograd.grad(eager(om, u), (om, u))
+                G, _, PtR, _ = flow._gradient_blocks(X, Y)
+                g_u_flow = (PtR / M + lam * flow.u / M) / lam
+                print(f"  VarPro {N}x{M}: |dL/domega| rel diff {rel_diff([G], [g_om]):.1e}, "
+                      f"|dL/du| rel diff {rel_diff([g_u_flow], [g_u]):.1e}")
             t = interleaved(contenders, rounds)
             rows.append(dict(engine="varpro", size=f"N={N} M={M} d={d}", dtype=dname, times=t, matmul=float("nan"),
                              compile=compile_s))

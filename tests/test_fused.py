@@ -84,7 +84,8 @@ def fresh_kernels(monkeypatch):
     for table in (_fused._DERIVATIVE, _fused._VALUE):
         for name, kernel in list(table.items()):
             monkeypatch.setitem(table, name, _fused.FusedKernel(kernel.fn, kernel.name))
-    monkeypatch.setattr(_fused, "_PRODUCT_SUM", _fused.FusedKernel(_fused._PRODUCT_SUM.fn, "product_and_column_sum"))
+    for name in ("_PRODUCT_SUM", "_OUTER_SUM"):
+        monkeypatch.setattr(_fused, name, _fused.FusedKernel(getattr(_fused, name).fn, name))
 
 
 def test_compile_failure_falls_back_to_identical_eager_results(monkeypatch, fresh_kernels):
@@ -137,6 +138,19 @@ def test_compiled_kernels_match_eager(dtype, fresh_kernels):
         for a, b in zip(eager, compiled):
             assert float((a - b).abs().max()) <= eps * float(a.abs().max())
         assert float((flow.forward(X) - out).abs().max()) <= eps * float(out.abs().max())
+    from skflow.flows.varpro import VarProFlow
+
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(150, 3, generator=g, dtype=torch.float64).to(dtype)
+    Y = torch.tanh(X[:, :1])
+    omega = torch.randn(20, 4, generator=g, dtype=torch.float64).to(dtype)
+    steps = []
+    for compiled in (False, True):
+        flow = VarProFlow(omega.clone(), torch.zeros(20, 1, dtype=dtype), lam=0.1, activation="tanh", solver="varpro")
+        flow.compiled = compiled
+        steps.append([flow.step(X, Y, 1e-2)["reduced_risk"] for _ in range(3)] + [flow.omega])
+    for a, b in zip(*steps):
+        assert float((a - b).abs().max()) <= 10 * eps * float(a.abs().max())
 
 
 @pytest.mark.parametrize("solver, lam", [("varpro", 1e-2), ("varpro", "auto"), ("gd", "auto"), ("two-timescale", 1e-3)])

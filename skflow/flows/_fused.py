@@ -20,8 +20,8 @@ import torch
 from ..exceptions import CompileFallbackWarning
 from ._ops import ACTIVATIONS, ACTIVATIONS_INPLACE
 
-__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "product_and_column_sum",
-           "value_with_bias"]
+__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "outer_product_and_column_sum",
+           "product_and_column_sum", "value_with_bias"]
 
 #: ``compile='auto'`` compiles a fit whose elementwise work (entries of the ``N x M`` pre-activations computed
 #: over the whole fit, at most ``max_iter`` steps) reaches this: about a minute of eager elementwise time on one
@@ -88,9 +88,15 @@ def _scale_rows_sum(P, ds):
     return G, G.sum(0)
 
 
+def _outer_rows_sum(r, u, ds):
+    G = (r @ u.T) * ds
+    return G, G.sum(0)
+
+
 _DERIVATIVE = {name: FusedKernel(_with_bias(name), f"{name}_and_derivative") for name in ACTIVATIONS}
 _VALUE = {name: FusedKernel(_value(name), name) for name in ACTIVATIONS}
 _PRODUCT_SUM = FusedKernel(_scale_rows_sum, "product_and_column_sum")
+_OUTER_SUM = FusedKernel(_outer_rows_sum, "outer_product_and_column_sum")
 
 
 def activation_with_bias(name, a, b, compiled=False):
@@ -119,6 +125,15 @@ def product_and_column_sum(P, ds, compiled=False):
     return G, G.sum(0)
 
 
+def outer_product_and_column_sum(r, u, ds, compiled=False):
+    """``G = (r u^T) * ds`` and ``G.sum(0)`` for residuals ``r`` (n, o), outer weights ``u`` (M, o) and
+    ``ds`` (n, M): VarPro's feature-gradient weights, one pass over ``n x M`` when compiled."""
+    if compiled:
+        return _OUTER_SUM(r, u, ds, compiled=True)
+    G = torch.mm(r, u.T).mul_(ds)
+    return G, G.sum(0)
+
+
 def decide_compile(option, work, names, device, dtype):
     """Resolve the estimators' ``compile`` parameter into a bool for one fit.
 
@@ -129,7 +144,7 @@ def decide_compile(option, work, names, device, dtype):
     """
     if option != "auto":
         return bool(option)
-    kernels = [_DERIVATIVE[n] for n in names] + [_VALUE[n] for n in names] + [_PRODUCT_SUM]
+    kernels = [_DERIVATIVE[n] for n in names] + [_VALUE[n] for n in names] + [_PRODUCT_SUM, _OUTER_SUM]
     if any(k._failed for k in kernels):
         return False
     if all(k.is_built(device, dtype) for k in kernels):

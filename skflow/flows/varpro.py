@@ -26,7 +26,7 @@ import torch
 
 from ..diagnostics.kernels import top_eigenvalues
 from ._flow import Flow, row_blocks
-from ._fused import activation_with_bias, product_and_column_sum
+from ._fused import activation_with_bias, outer_product_and_column_sum
 from ._ops import ACTIVATIONS, regularizer_centre
 
 __all__ = [
@@ -632,7 +632,7 @@ class VarProFlow(Flow):
             Xb = X[rows]
             r = torch.addmm(Y[rows], Phi, self.u, beta=-1.0, alpha=1.0 / M)  # F - y
             datafit += (r * r).sum()
-            Ga, colsum = product_and_column_sum(r @ self.u.T, dPhi, self.compiled)
+            Ga, colsum = outer_product_and_column_sum(r, self.u, dPhi, self.compiled)
             if euclid:
                 G[:, :-1] += (Xb.T @ Ga).T
                 G[:, -1] += colsum
