@@ -140,8 +140,9 @@ def exact_kernel_lambda_min(X, kernel="gaussian", length_scale=1.0, nu=1.5):
     return max(lambda_min(kernel_matrix(X, kernel, length_scale, nu)), 0.0)
 
 
-def data_separation(X, chunk=2048):
-    """``delta = min_{i != j} |x_i - x_j|`` (Prop. II.4.4), exact, in row chunks (O(N^2 d) time, O(chunk N) memory).
+def data_separation(X, chunk=None):
+    """``delta = min_{i != j} |x_i - x_j|`` (Prop. II.4.4), exact, in row chunks (O(N^2 d) time, O(chunk N) memory;
+    by default chunks of about 32 MiB of distances).
 
     Returns 0.0 when two rows coincide and ``inf`` for fewer than two rows.
     """
@@ -150,6 +151,7 @@ def data_separation(X, chunk=2048):
     if n < 2:
         return float("inf")
     best = torch.tensor(float("inf"), dtype=Xt.dtype, device=Xt.device)
+    chunk = max(1, 2**22 // n) if chunk is None else int(chunk)
     for start in range(0, n, chunk):
         blk = Xt[start:start + chunk]
         d2 = squared_distances(blk, Xt)
