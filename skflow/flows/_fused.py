@@ -48,11 +48,14 @@ class FusedKernel:
         return (torch.device(device).type, dtype) in self._built
 
     def __call__(self, *args, compiled=False):
-        if compiled and not self._failed:
+        # the compiled kernels serve the engines' no-grad steps; a call that autograd must record runs eagerly
+        # (compiling both grad modes would double the builds, and every rebuild counts towards Dynamo's limit)
+        if compiled and not self._failed and not any(a.requires_grad for a in args):
             try:
                 if self._compiled is None:
                     self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
-                out = self._compiled(*args)
+                with torch.no_grad():
+                    out = self._compiled(*(a.contiguous() for a in args))
                 self._built.add((args[0].device.type, args[0].dtype))
                 return out
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, results unchanged
@@ -65,22 +68,20 @@ class FusedKernel:
         return self.fn(*args)
 
 
+def _own_code(name, body, **namespace):
+    """A function ``fused(a, b)`` returning ``body`` with its own code object: Dynamo caches compiled graphs,
+    and counts rebuilds against its limit, per code object, so every kernel must have one of its own."""
+    source = f"def fused_{name}(a, b):\n    return {body}\n"
+    exec(compile(source, f"<skflow fused kernel {name}>", "exec"), namespace)  # noqa: S102 - fixed source
+    return namespace[f"fused_{name}"]
+
+
 def _with_bias(name):
-    act = ACTIVATIONS[name]
-
-    def fused(a, b):
-        return act(a + b)
-
-    return fused
+    return _own_code(f"{name}_and_derivative", "act(a + b)", act=ACTIVATIONS[name])
 
 
 def _value(name):
-    act = ACTIVATIONS[name]
-
-    def fused(a, b):
-        return act(a + b)[0]
-
-    return fused
+    return _own_code(name, "act(a + b)[0]", act=ACTIVATIONS[name])
 
 
 def _scale_rows_sum(P, ds):
