@@ -14,6 +14,7 @@ from .exceptions import (  # noqa: E402
 from .node import MeanFieldNODERegressor  # noqa: E402
 from .rkhs import RKHSNODEClassifier  # noqa: E402
 from .varpro import VarProSHLRegressor  # noqa: E402
+from .varpronet import VarProNetClassifier, VarProNetRegressor  # noqa: E402
 
 __all__ = [
     "CompileFallbackWarning",
@@ -25,5 +26,7 @@ __all__ = [
     "MeanFieldNODERegressor",
     "RKHSNODEClassifier",
     "SingularKernelWarning",
+    "VarProNetClassifier",
+    "VarProNetRegressor",
     "VarProSHLRegressor",
 ]
