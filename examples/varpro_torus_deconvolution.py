@@ -19,9 +19,12 @@ regulariser ``|u - 1|^2 / 2`` the teacher is the minimiser. The figures, in ``ex
   their uniform initialisation; right, the teacher signal on the fundamental domain;
 * ``varpro_fig_III11_reduced_risk.png`` (Fig. III.11): the reduced risk per width, biased (left) and
   unbiased (right) regulariser, ``lambda = 1e-3``: it decreases monotonically;
-* ``varpro_fig_III12_mmd_widths.png`` (Fig. III.12): the energy distance (Eq. III.49, with the flat-torus
-  distance) of the centres to the teacher's, dashed biased and plain unbiased; the dotted lines are the
-  distance of ``M`` i.i.d. samples of the teacher, the discretisation level a width can be expected to reach.
+* ``varpro_fig_III12_mmd_widths.png`` (Fig. III.12): the energy distance (Eq. III.49) of the centres to the
+  teacher's, dashed biased and plain unbiased; the dotted lines are the distance of ``M`` i.i.d. samples of
+  the teacher, the discretisation level a width can be expected to reach. The distance is the chordal one of
+  the torus (:mod:`skflow.diagnostics.torus`): the flat-torus distance ``|[x - y]|`` is not of negative type
+  in 2-d, and its "energy distance" is not a distance between measures (it can reach 0, or below, and rise
+  again while the fit keeps improving).
 
 By default the sizes are reduced to run on a CPU in a few minutes (N = 1024, a teacher of 2048, M in
 {32, 128}, tau = 2^-8, 3000 steps: the flow time ~12 of the thesis's ~20 000 steps at 2^-10). ``--full``

@@ -207,6 +207,8 @@ class VarProSHLRegressor(BaseFlowRegressor):
         The ridge strength used at each iteration (chosen by leave-one-out for ``alpha='auto'``).
     n_iter_ : int
         Number of iterations run (over all fits with ``warm_start``).
+    n_ranks_ : int
+        Number of ranks of a data-parallel fit (1 for a single process); see :mod:`skflow.distributed`.
     loss_curve_ : ndarray
         Data-fit part ``(1/2N) sum |F - y|^2`` (MSE / 2, standardised targets) at each iteration.
     reduced_risk_curve_ : ndarray
@@ -216,7 +218,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
         ``||grad L||^2_{L2(mu)} / L`` (squared speed of the particle flow over the reduced risk).
     kernel_spectrum_ : ndarray of shape (n_spectrum,)
         Top eigenvalues of the tangent kernel ``K = Phi^T Phi / (N M)`` (Eq. III.24) at the final features, on
-        at most ``kernel_subsample`` training points.
+        at most ``kernel_subsample`` training points (in a data-parallel fit, of this rank's rows).
     regularization_ratio_ : float
         ``lambda / ||K||_op`` (``alpha / kernel_spectrum_[0]``), which places the fit in the regimes of
         §III.6.1.
@@ -441,7 +443,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
             omega, u, lam=self.alpha, alphas=self._alpha_grid(), regularization=self.regularization,
             activation=activation,
             domain=domain, solver=self.solver, momentum=self.projection_momentum,
-            stochastic=self.batch_size is not None and self.batch_size < N, store_every=self.store_features_every,
+            stochastic=self._uses_minibatches(N), store_every=self.store_features_every,
         )
 
     def _finalize_fit(self, X, Y):

@@ -27,9 +27,14 @@ from .kernels import (
 )
 from .mmd import energy_distance
 from .pl import ConvergenceReport, convergence_report, feature_kappa, pl_bound
+from .torus import TorusEnergyDistance, torus_distance, torus_embedding, torus_energy_distance
 from .transport import conditional_wasserstein
 
 __all__ = [
+    "TorusEnergyDistance",
+    "torus_distance",
+    "torus_embedding",
+    "torus_energy_distance",
     "ConvergenceReport",
     "conditional_wasserstein",
     "convergence_report",
