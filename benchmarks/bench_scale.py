@@ -30,7 +30,7 @@ import numpy as np
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 CHILD = r"""
-import os, resource, socket, sys, time, warnings
+import os, resource, sys, time, warnings
 import numpy as np, torch
 torch.set_num_threads(1)
 warnings.simplefilter("ignore")

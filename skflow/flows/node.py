@@ -176,16 +176,18 @@ class MeanFieldSHLFlow(Flow):
         R = self.U.new_zeros(())
         # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
         n_total = X.shape[0] if self.data_parallel is None else 1
+        UTc = self.U.transpose(1, 2) * (1.0 / (S * M))  # (S, D, M): h/M on the small side, once per step
         for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
-            R += self._adjoint_block(X[rows], Y[rows], n_total, gUT, gWT, gb)
+            R += self._adjoint_block(X[rows], Y[rows], n_total, UTc, gUT, gWT, gb)
         if self.data_parallel is not None:
             R, gUT, gWT, gb = self.reduce_rows(X.shape[0], R, gUT, gWT, gb)
         gU = gUT.transpose(1, 2).mul(1.0 / (S * M))
         return R, gU.contiguous(), gWT.transpose(1, 2).contiguous(), gb
 
-    def _adjoint_block(self, X, Y, n_total, gUT, gWT, gb):
+    def _adjoint_block(self, X, Y, n_total, UTc, gUT, gWT, gb):
         """Forward and adjoint pass on a block of rows; adds its terms to the (transposed) gradients in place
-        and returns its part of the risk (normalised by ``n_total``, the rows of the whole batch).
+        and returns its part of the risk (normalised by ``n_total``, the rows of the whole batch). ``UTc`` is
+        ``(h/M) U_k^T`` for every layer (S, D, M).
 
         States are kept transposed, ``z^T`` (D, n), so that every product has the layout BLAS runs fastest;
         the scalings ``h/M`` go on the small (M, D) side of each product, the bias on the activation's pass.
@@ -205,7 +207,6 @@ class MeanFieldSHLFlow(Flow):
         R = 0.5 * (r * r).sum() / n_total
         pT = torch.zeros_like(zT)
         pT[out] = (self.output_scale / n_total) * r.T
-        UTc = self.U.transpose(1, 2) * c  # (S, D, M)
         for k in range(S - 1, -1, -1):
             s, ds = acts[k]
             gUT[k].addmm_(pT, s)
