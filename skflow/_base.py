@@ -330,7 +330,7 @@ class BaseFlowEstimator(BaseEstimator):
                 raise NotImplementedError(f"{type(self).__name__}: its engine {type(flow).__name__} cannot fit "
                                           "data-parallel yet; fit outside the process group (on one process).")
         flow.compiled = decide_compile(getattr(self, "compile", False), flow.elementwise_per_row()
-                                       * self._n_train_rows * self.max_iter, flow.activations, self.device_,
+                                       * self._n_train_rows * self.max_iter, flow.compile_kernels(), self.device_,
                                        self._fit_dtype)
         flow.data_parallel = dp  # the engine all-reduces its sums over rows until the fit ends
         try:

@@ -86,22 +86,43 @@ def fresh_kernels(monkeypatch):
             monkeypatch.setitem(table, name, _fused.FusedKernel(kernel.fn, kernel.name))
     for name in ("_PRODUCT_SUM", "_OUTER_SUM"):
         monkeypatch.setattr(_fused, name, _fused.FusedKernel(getattr(_fused, name).fn, name))
+    monkeypatch.setattr(_fused, "_GRAPHS", {})
 
 
-def test_compile_failure_falls_back_to_identical_eager_results(monkeypatch, fresh_kernels):
+@pytest.mark.parametrize("name", ["MeanFieldNODERegressor", "RKHSNODEClassifier", "VarProSHLRegressor"])
+def test_compile_failure_falls_back_to_identical_eager_results(monkeypatch, fresh_kernels, name):
+    """Without a compiler, compile=True warns once and gives the compile=False model bit for bit: the engines
+    take their own eager path, not an eager run of the whole-block graph."""
     monkeypatch.setattr(torch, "compile", _fail_compile)
     X = np.random.default_rng(0).normal(size=(60, 3))
     y = np.sin(X[:, 0])
-    kw = dict(width=16, n_layers=3, max_iter=5, early_stopping=False, random_state=0)
-    eager = skflow.MeanFieldNODERegressor(compile=False, **kw).fit(X, y)
+    kw = {"MeanFieldNODERegressor": dict(width=16, n_layers=3),
+          "RKHSNODEClassifier": dict(n_features=16, n_layers=3),
+          "VarProSHLRegressor": dict(width=16, solver="gd", learning_rate=1e-3)}[name]
+    kw.update(max_iter=5, early_stopping=False, random_state=0)
+    if name == "RKHSNODEClassifier":
+        y = (y > 0).astype(int)
+    Est = getattr(skflow, name)
+    eager = Est(compile=False, **kw).fit(X, y)
     with pytest.warns(CompileFallbackWarning, match="compile=False"):
-        fallback = skflow.MeanFieldNODERegressor(compile=True, **kw).fit(X, y)
+        fallback = Est(compile=True, **kw).fit(X, y)
     np.testing.assert_array_equal(fallback.predict(X), eager.predict(X))
+    np.testing.assert_array_equal(fallback.history_["risk"], eager.history_["risk"])
     # the failure is remembered: 'auto' does not try again, and says nothing more
     assert not _fused.decide_compile("auto", 1e30, ("cos",), "cpu", torch.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompileFallbackWarning)
-        skflow.MeanFieldNODERegressor(compile="auto", **kw).fit(X, y)
+        Est(compile="auto", **kw).fit(X, y)
+
+
+def test_graph_kernels_have_a_code_object_per_key(fresh_kernels):
+    """Dynamo caches compiled graphs per code object: each (engine, depth, activation, ...) key must get its own,
+    so that models of different depths do not evict each other's graphs (nor count towards one limit)."""
+    flows = [_node(S=2)[0], _node(S=3)[0], _node(S=3, activation="tanh")[0]]
+    graphs = [f._graph() for f in flows]
+    assert len({id(g.fn.__code__) for g in graphs}) == 3
+    assert _node(S=2)[0]._graph() is graphs[0]  # built once per key, then shared
+    assert graphs[0] in flows[0].compile_kernels()
 
 
 def test_auto_compiles_only_long_fits(fresh_kernels):
@@ -181,3 +202,38 @@ def test_varpro_blocked_step_equals_one_block(solver, lam, domain):
     torch.testing.assert_close(flows[0].omega, flows[1].omega, rtol=1e-11, atol=1e-14)
     torch.testing.assert_close(flows[0].u, flows[1].u, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(flows[0].forward(X), flows[1].forward(X), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("case", ["node-tanh", "rkhs-squared", "varpro-gd", "varpro-two-timescale-sphere"])
+def test_compiled_graphs_match_eager_over_uneven_blocks(case, fresh_kernels):
+    """The whole-block compiled graphs, over blocks of 37 rows (the last one shorter), give the eager engines'
+    gradients and steps in float64 to rounding, for activations, losses, solvers and domains beyond the defaults."""
+    if not _compiler_available():
+        pytest.skip("torch.compile cannot build kernels on this machine")
+    from skflow.flows.varpro import VarProFlow
+
+    if case == "node-tanh":
+        flow, X, Y = _node(activation="tanh")
+    elif case == "rkhs-squared":
+        flow, X, Y = _rkhs()
+        flow.loss = "squared"
+    else:
+        solver, domain = ("gd", "euclidean") if case == "varpro-gd" else ("two-timescale", "sphere")
+        g = torch.Generator().manual_seed(2)
+        X = torch.randn(203, 3, generator=g, dtype=torch.float64)
+        Y = torch.tanh(X[:, :1] - X[:, 1:2])
+        omega = torch.randn(24, 4 if domain == "euclidean" else 3, generator=g, dtype=torch.float64)
+        if domain == "sphere":
+            omega = omega / omega.norm(dim=1, keepdim=True)
+        u = torch.randn(24, 1, generator=g, dtype=torch.float64)
+        flow = VarProFlow(omega, u, lam=1e-2, solver=solver, activation="tanh", domain=domain)
+        flow.start(X, Y)
+    flow.workspace_bytes = 37 * flow.bytes_per_row(True)
+    flows = [flow.to(), flow.to()]
+    flows[1].compiled = True
+    records = [[f.step(X, Y, 1e-2) for _ in range(3)] for f in flows]
+    for a, b in zip(*records):
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-11, atol=1e-14)
+    for a, b in zip(flows[0].parameters(), flows[1].parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-14)

@@ -40,7 +40,7 @@ from ._fused import value_with_bias
 #: default bytes of workspace a full-batch step may use beyond the data, by device type: the step runs over
 #: blocks of rows that fit and accumulates the gradient. Small on CPUs, where blocks that stay near the caches
 #: are also the fastest; large on GPUs, which need big products to be busy.
-STEP_WORKSPACE_BYTES = {"cpu": 16 * 2**20, "cuda": 512 * 2**20}
+STEP_WORKSPACE_BYTES = {"cpu": 4 * 2**20, "cuda": 512 * 2**20}
 
 
 def row_blocks(n, rows):
@@ -131,6 +131,12 @@ class Flow:
     def activations(self):
         """Names of the fused activation kernels a step uses (see :mod:`skflow.flows._fused`)."""
         return ()
+
+    def compile_kernels(self):
+        """What a fit compiles when :attr:`compiled` is set: :class:`~skflow.flows._fused.FusedKernel` objects,
+        or activation names for their elementwise kernels (``compile='auto'`` compiles for free when every one
+        is already built)."""
+        return self.activations
 
     def elementwise_per_row(self):
         """Entries of pre-activations a step computes per row of data (the work the fused kernels speed up)."""

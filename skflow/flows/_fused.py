@@ -13,6 +13,7 @@ kernel falls back to its eager definition, with one :class:`skflow.exceptions.Co
 results are the same up to float rounding, only slower.
 """
 
+import types
 import warnings
 
 import torch
@@ -20,8 +21,8 @@ import torch
 from ..exceptions import CompileFallbackWarning
 from ._ops import ACTIVATIONS, ACTIVATIONS_INPLACE
 
-__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "outer_product_and_column_sum",
-           "product_and_column_sum", "value_with_bias"]
+__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "graph_kernel",
+           "outer_product_and_column_sum", "product_and_column_sum", "value_with_bias"]
 
 #: ``compile='auto'`` compiles a fit whose elementwise work (entries of the ``N x M`` pre-activations computed
 #: over the whole fit, at most ``max_iter`` steps) reaches this: about a minute of eager elementwise time on one
@@ -47,7 +48,9 @@ class FusedKernel:
     def is_built(self, device, dtype):
         return (torch.device(device).type, dtype) in self._built
 
-    def __call__(self, *args, compiled=False):
+    def __call__(self, *args, compiled=False, fallback=True):
+        """Run the kernel on tensors ``args``; ``fallback=False``: return None instead of running the eager
+        definition when the compiled kernel cannot be built (the caller then takes its own eager path)."""
         # the compiled kernels serve the engines' no-grad steps; a call that autograd must record runs eagerly
         # (compiling both grad modes would double the builds, and every rebuild counts towards Dynamo's limit)
         if compiled and not self._failed and not any(a.requires_grad for a in args):
@@ -65,7 +68,20 @@ class FusedKernel:
                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
                     "using the eager kernels instead: same results, slower steps. Pass compile=False to "
                     "skip the attempt.", CompileFallbackWarning, stacklevel=3)
+        if compiled and not fallback:
+            return None
         return self.fn(*args)
+
+    def sums(self, blocks, block_args):
+        """Outputs of the compiled kernel summed over blocks of rows: ``block_args(rows)`` gives the arguments
+        of the block ``rows``. None when the kernel cannot be compiled (nothing is left half-summed)."""
+        totals = None
+        for rows in blocks:
+            parts = self(*block_args(rows), compiled=True, fallback=False)
+            if parts is None:
+                return None
+            totals = list(parts) if totals is None else [t.add_(p) for t, p in zip(totals, parts)]
+        return totals
 
 
 def _own_code(name, body, **namespace):
@@ -74,6 +90,32 @@ def _own_code(name, body, **namespace):
     source = f"def fused_{name}(a, b):\n    return {body}\n"
     exec(compile(source, f"<skflow fused kernel {name}>", "exec"), namespace)  # noqa: S102 - fixed source
     return namespace[f"fused_{name}"]
+
+
+def _own_copy(fn, name):
+    """``fn`` with a copy of its code object of its own (same globals, defaults and closure)."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{name}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+
+
+_GRAPHS = {}
+
+
+def graph_kernel(key, make):
+    """The :class:`FusedKernel` of a whole computation (e.g. an engine's forward and adjoint pass over a block of
+    rows), built once per ``key`` by ``make()`` (a function of tensors only) with a code object of its own.
+
+    Whole-graph kernels let TorchInductor fuse across the matrix products: it folds biases into the products,
+    evaluates each elementwise function where its result is consumed (``sigma'`` in the backward sweep, from the
+    stored pre-activation, instead of writing it in the forward one) and runs the step without a Python call
+    per operation. Everything a graph specialises on (the depth it unrolls, the activation, slice bounds) must
+    be in ``key``: each key then has its own cache of compiled graphs, which only dtype and device can grow.
+    """
+    kernel = _GRAPHS.get(key)
+    if kernel is None:
+        name = "_".join(str(k) for k in key)
+        kernel = _GRAPHS[key] = FusedKernel(_own_copy(make(), name), name)
+    return kernel
 
 
 def _with_bias(name):
@@ -135,17 +177,19 @@ def outer_product_and_column_sum(r, u, ds, compiled=False):
     return G, G.sum(0)
 
 
-def decide_compile(option, work, names, device, dtype):
+def decide_compile(option, work, kernels, device, dtype):
     """Resolve the estimators' ``compile`` parameter into a bool for one fit.
 
     ``option``: True, False or ``'auto'``. ``work``: the entries of the ``N x M`` pre-activations the fit
-    computes at most. ``names``: the activations the engine uses. ``'auto'`` is True when every kernel the fit
-    needs is already built for this device and dtype (free), or when ``work >= AUTO_COMPILE_WORK``, and never
-    after a kernel failed to compile.
+    computes at most. ``kernels``: the :class:`FusedKernel` objects a step of the engine runs, or activation
+    names (their elementwise kernels). ``'auto'`` is True when every kernel the fit needs is already built for
+    this device and dtype (free), or when ``work >= AUTO_COMPILE_WORK``, and never after a kernel failed to
+    compile.
     """
     if option != "auto":
         return bool(option)
-    kernels = [_DERIVATIVE[n] for n in names] + [_VALUE[n] for n in names] + [_PRODUCT_SUM, _OUTER_SUM]
+    kernels = [k for k in kernels if not isinstance(k, str)] + [
+        k for n in kernels if isinstance(n, str) for k in (_DERIVATIVE[n], _VALUE[n], _PRODUCT_SUM, _OUTER_SUM)]
     if any(k._failed for k in kernels):
         return False
     if all(k.is_built(device, dtype) for k in kernels):

@@ -17,7 +17,7 @@ import math
 import torch
 
 from ._flow import Flow, euler_forward, row_blocks
-from ._fused import activation_with_bias, product_and_column_sum
+from ._fused import activation_with_bias, graph_kernel, product_and_column_sum
 from ._ops import ACTIVATIONS, lift, sample_spectral
 
 __all__ = ["MeanFieldSHLFlow", "init_particles"]
@@ -38,6 +38,41 @@ def init_particles(S, M, D, feature_init="gaussian", feature_scale=1.0, nu=1.5, 
     b = torch.rand(S, M, generator=generator, dtype=dtype) * math.pi
     U = torch.zeros(S, M, D, dtype=dtype)
     return U, W, b
+
+
+def _adjoint_graph(activation, S, d_in, d_out):
+    """The forward and adjoint pass of a block of rows as one function of tensors, for ``torch.compile``: the
+    same sums as :meth:`MeanFieldSHLFlow._adjoint_block`, unnormalised, with the ``S`` layers unrolled.
+
+    Returns ``(sum |r|^2 / 2, sum p s (S, D, M), sum z Ga (S, D, M), sum Ga (S, M))`` for the residuals ``r``,
+    adjoints ``p``, activations ``s`` and pre-activation gradients ``Ga`` of the block's rows, scaled as if each
+    row's loss were not divided by the number of rows. ``UTc`` is ``(h/M) U^T`` (S, D, M).
+    """
+    act = ACTIVATIONS[activation]
+
+    def adjoint_sums(X, Y, W, b, UTc, scale):
+        D, n = W.shape[2], X.shape[0]
+        zT = torch.cat([X.T, X.new_zeros((D - d_in, n))])
+        states, acts = [], []
+        for k in range(S):
+            s, ds = act(torch.mm(zT.T, W[k].T) + b[k])
+            states.append(zT)
+            acts.append((s, ds))
+            zT = torch.addmm(zT, UTc[k], s.T)
+        r = scale * zT[d_in:d_in + d_out].T - Y
+        pT = torch.cat([X.new_zeros((d_in, n)), scale * r.T, X.new_zeros((D - d_in - d_out, n))])
+        gUT, gWT, gb = [None] * S, [None] * S, [None] * S
+        for k in range(S - 1, -1, -1):
+            s, ds = acts[k]
+            gUT[k] = torch.mm(pT, s)
+            Ga = torch.mm(pT.T, UTc[k]) * ds
+            gWT[k] = torch.mm(states[k], Ga)
+            gb[k] = Ga.sum(0)
+            if k > 0:
+                pT = torch.addmm(pT, W[k].T, Ga.T)
+        return 0.5 * (r * r).sum(), torch.stack(gUT), torch.stack(gWT), torch.stack(gb)
+
+    return adjoint_sums
 
 
 class MeanFieldSHLFlow(Flow):
@@ -98,6 +133,16 @@ class MeanFieldSHLFlow(Flow):
     @property
     def activations(self):
         return (self.activation,)
+
+    def _graph(self):
+        S = self.n_layers
+        return graph_kernel(("node_adjoint", self.activation, S, self.d_in, self.d_out),
+                            lambda: _adjoint_graph(self.activation, S, self.d_in, self.d_out))
+
+    def compile_kernels(self):
+        """The whole-block adjoint graph for training steps (Euler), the elementwise kernels for predictions."""
+        kernels = [self._graph()] if self.solver == "euler" else []
+        return kernels + [self.activation]
 
     def elementwise_per_row(self):
         return self.n_layers * self.width
@@ -177,8 +222,16 @@ class MeanFieldSHLFlow(Flow):
         # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
         n_total = X.shape[0] if self.data_parallel is None else 1
         UTc = self.U.transpose(1, 2) * (1.0 / (S * M))  # (S, D, M): h/M on the small side, once per step
-        for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
-            R += self._adjoint_block(X[rows], Y[rows], n_total, UTc, gUT, gWT, gb)
+        sums = None
+        if self.compiled:  # one compiled graph per block: the activations are fused into the adjoint sweep
+            scale = UTc.new_tensor(self.output_scale)
+            sums = self._graph().sums(row_blocks(X.shape[0], self.block_rows(X.device)),
+                                      lambda rows: (X[rows], Y[rows], self.W, self.b, UTc, scale))
+        if sums is not None:
+            R, gUT, gWT, gb = (t / n_total for t in sums)
+        else:
+            for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
+                R += self._adjoint_block(X[rows], Y[rows], n_total, UTc, gUT, gWT, gb)
         if self.data_parallel is not None:
             R, gUT, gWT, gb = self.reduce_rows(X.shape[0], R, gUT, gWT, gb)
         gU = gUT.transpose(1, 2).mul(1.0 / (S * M))

@@ -25,7 +25,7 @@ import math
 import torch
 
 from ._flow import Flow, euler_forward, row_blocks
-from ._fused import activation_with_bias
+from ._fused import activation_with_bias, graph_kernel
 from ._ops import lift, sample_spectral
 
 __all__ = ["LOSSES", "RKHSFlow", "init_random_features", "random_features"]
@@ -49,6 +49,51 @@ def random_features(Z, W, b):
     """``phi(z) = sqrt(2/M) cos(W z + b)`` for every row of ``Z``: shape (N, M) (Eq. II.33)."""
     M = W.shape[0]
     return math.sqrt(2.0 / M) * torch.cos(torch.addmm(b, Z, W.T))
+
+
+def loss_and_grad(loss, logits, Y, n):
+    """Risk and its gradient with respect to the logits, both summed over the rows and divided by ``n``.
+
+    ``loss``: 'squared' (``|logits - Y|^2 / 2``) or the cross-entropy of ``softmax(logits)`` against ``Y``.
+    """
+    if loss == "squared":
+        r = logits - Y
+        return 0.5 * (r * r).sum() / n, r / n
+    logp = torch.log_softmax(logits, dim=1)
+    R = -(Y * logp).sum() / n
+    # d/dlogits of -sum_j Y_j log softmax_j = softmax * sum_j Y_j - Y (= softmax - Y for one-hot rows).
+    # Once the data are fitted, wrong-class probabilities underflow towards subnormal numbers, which make
+    # every later matmul of the adjoint pass tens of times slower on CPUs; probabilities below
+    # sqrt(smallest normal) (1e-154 in float64) are set to 0 -- a change far below round-off of the rest.
+    P = torch.exp(logp)
+    P = torch.where(P < math.sqrt(torch.finfo(P.dtype).tiny), torch.zeros_like(P), P)
+    return R, (P * Y.sum(1, keepdim=True) - Y) / n
+
+
+def _adjoint_graph(S, d_in, loss):
+    """The forward and adjoint pass of :meth:`RKHSFlow._adjoint_block` over a block of rows as one function of
+    tensors, for ``torch.compile`` (the ``S`` layers unrolled). ``thetac`` is ``h sqrt(2/M) theta``; returns the
+    block's risk and ``sum_n p_n (x) cos(a_n)`` per layer (S, D, M), unnormalised (a loss summed over rows)."""
+
+    def adjoint_sums(X, Y, W, b, thetac, scale):
+        D, n = thetac.shape[1], X.shape[0]
+        zT = torch.cat([X.T, X.new_zeros((D - d_in, n))])
+        acts = []
+        for k in range(S):
+            a = torch.mm(zT.T, W.T) + b
+            acts.append((torch.cos(a), -torch.sin(a)))
+            zT = torch.addmm(zT, thetac[k], acts[k][0].T)
+        R, G = loss_and_grad(loss, scale * zT[d_in:].T, Y, 1)
+        pT = torch.cat([X.new_zeros((d_in, n)), scale * G.T])
+        grad = [None] * S
+        for k in range(S - 1, -1, -1):
+            cos, msin = acts[k]
+            grad[k] = torch.mm(pT, cos)
+            if k > 0:
+                pT = torch.addmm(pT, W.T, (torch.mm(pT.T, thetac[k]) * msin).T)
+        return R, torch.stack(grad)
+
+    return adjoint_sums
 
 
 class RKHSFlow(Flow):
@@ -104,6 +149,15 @@ class RKHSFlow(Flow):
         return self.theta.shape[2]
 
     activations = ("cos",)
+
+    def _graph(self):
+        return graph_kernel(("rkhs_adjoint", self.n_layers, self.d_in, self.loss),
+                            lambda: _adjoint_graph(self.n_layers, self.d_in, self.loss))
+
+    def compile_kernels(self):
+        """The whole-block adjoint graph for training steps, the elementwise kernels for predictions."""
+        return [self._graph(), "cos"]
+
     row_blocked = True
     supports_data_parallel = True
 
@@ -144,21 +198,8 @@ class RKHSFlow(Flow):
 
     def _loss_and_grad(self, logits, Y, n=None):
         """Risk and its gradient with respect to the logits (both summed over the rows and divided by ``n``,
-        the rows of the whole batch; by default those of ``logits``)."""
-        n = logits.shape[0] if n is None else n
-        if self.loss == "squared":
-            r = logits - Y
-            return 0.5 * (r * r).sum() / n, r / n
-        logp = torch.log_softmax(logits, dim=1)
-        R = -(Y * logp).sum() / n
-        # d/dlogits of -sum_j Y_j log softmax_j = softmax * sum_j Y_j - Y (= softmax - Y for one-hot rows).
-        # Once the data are fitted, wrong-class probabilities underflow towards subnormal numbers, which make
-        # every later matmul of the adjoint pass tens of times slower on CPUs; probabilities below
-        # sqrt(smallest normal) (1e-154 in float64) are set to 0 -- a change far below round-off of the rest.
-        P = torch.exp(logp)
-        P = torch.where(P < math.sqrt(torch.finfo(P.dtype).tiny), torch.zeros_like(P), P)
-        G = (P * Y.sum(1, keepdim=True) - Y) / n
-        return R, G
+        the rows of the whole batch; by default those of ``logits``): :func:`loss_and_grad`."""
+        return loss_and_grad(self.loss, logits, Y, logits.shape[0] if n is None else n)
 
     def risk(self, X, Y, theta=None):
         """The training objective ``R`` (Eq. II.24) at the current (or given) ``theta``; in a data-parallel fit
@@ -185,8 +226,18 @@ class RKHSFlow(Flow):
         R = self.theta.new_zeros(())
         # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
         n_total = X.shape[0] if self.data_parallel is None else 1
-        for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
-            R += self._adjoint_block(X[rows], Y[rows], n_total, grad)
+        sums = None
+        if self.compiled:  # one compiled graph per block: the activations are fused into the adjoint sweep
+            S, D, M = self.theta.shape
+            hc = math.sqrt(2.0 / M) / S
+            scale, thetac = self.theta.new_tensor(self.output_scale), self.theta * hc
+            sums = self._graph().sums(row_blocks(X.shape[0], self.block_rows(X.device)),
+                                      lambda rows: (X[rows], Y[rows], self.W, self.b, thetac, scale))
+        if sums is not None:
+            R, grad = sums[0] / n_total, sums[1] * (hc / n_total)
+        else:
+            for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
+                R += self._adjoint_block(X[rows], Y[rows], n_total, grad)
         if self.data_parallel is not None:
             R, grad = self.reduce_rows(X.shape[0], R, grad)
         return R, grad

@@ -26,7 +26,7 @@ import torch
 
 from ..diagnostics.kernels import top_eigenvalues
 from ._flow import Flow, row_blocks
-from ._fused import activation_with_bias, outer_product_and_column_sum
+from ._fused import activation_with_bias, graph_kernel, outer_product_and_column_sum
 from ._ops import ACTIVATIONS, regularizer_centre
 
 __all__ = [
@@ -445,6 +445,32 @@ def kernel_spectrum(omega, X, activation="relu", domain="euclidean", k=10):
     return top_eigenvalues(Phi, k)
 
 
+def _gradient_graph(activation, euclidean, solver):
+    """The sums of :meth:`VarProFlow._gradient_blocks` over a block of rows as one function of tensors, for
+    ``torch.compile`` (perceptron features): ``(sum |r|^2, sum_n Ga_ni x_bar_n (M, dim)[, Phi^T r][, |Phi|^2])``
+    with ``r = Phi u / M - y`` and ``Ga = (r u^T) * sigma'``; ``uc`` is ``u / M``."""
+    act = ACTIVATIONS[activation]
+
+    def gradient_sums(X, Y, omega, u, uc):
+        if euclidean:  # x_bar = (x, 1): the last coordinate of omega is the bias
+            Phi, dPhi = act(torch.addmm(omega[:, -1], X, omega[:, :-1].T))
+        else:
+            Phi, dPhi = act(torch.mm(X, omega.T))
+        r = torch.mm(Phi, uc) - Y
+        Ga = torch.mm(r, u.T) * dPhi
+        G = torch.mm(X.T, Ga).T
+        if euclidean:
+            G = torch.cat([G, Ga.sum(0)[:, None]], 1)
+        out = ((r * r).sum(), G)
+        if solver != "varpro":
+            out = out + (torch.mm(Phi.T, r),)
+        if solver == "two-timescale":
+            out = out + ((Phi * Phi).sum(),)
+        return out
+
+    return gradient_sums
+
+
 class VarProFlow(Flow):
     """Particles ``omega`` (M, dim) and outer weights ``u`` (M, n_outputs) of a SHL, and its training flows.
 
@@ -569,6 +595,15 @@ class VarProFlow(Flow):
     def elementwise_per_row(self):
         return 2 * self.width if self.row_blocked else 0
 
+    def _graph(self):
+        euclid = self.domain == "euclidean"
+        return graph_kernel(("varpro_gradient", self.activation, euclid, self.solver),
+                            lambda: _gradient_graph(self.activation, euclid, self.solver))
+
+    def compile_kernels(self):
+        """The whole-block gradient graph and the elementwise kernels (perceptron features)."""
+        return [self._graph(), self.activation] if self.row_blocked else []
+
     def _blocks(self, X):
         return row_blocks(X.shape[0], self.block_rows(X.device))
 
@@ -627,21 +662,30 @@ class VarProFlow(Flow):
         datafit = X.new_zeros(())
         PtR = torch.zeros_like(self.u)
         trace = X.new_zeros(())
-        for rows in self._blocks(X):
-            Phi, dPhi = kept if kept is not None else self._block_features(X[rows])
-            Xb = X[rows]
-            r = torch.addmm(Y[rows], Phi, self.u, beta=-1.0, alpha=1.0 / M)  # F - y
-            datafit += (r * r).sum()
-            Ga, colsum = outer_product_and_column_sum(r, self.u, dPhi, self.compiled)
-            if euclid:
-                G[:, :-1] += (Xb.T @ Ga).T
-                G[:, -1] += colsum
-            else:
-                G += (Xb.T @ Ga).T
-            if self.solver != "varpro":
-                PtR += Phi.T @ r
-                if self.solver == "two-timescale":
-                    trace += (Phi * Phi).sum()
+        sums = None
+        if self.compiled:  # one compiled graph per block (features recomputed there, fused into the products)
+            uc = self.u / M
+            sums = self._graph().sums(self._blocks(X), lambda rows: (X[rows], Y[rows], self.omega, self.u, uc))
+        if sums is not None:
+            datafit, G, *rest = sums
+            PtR = rest[0] if self.solver != "varpro" else PtR
+            trace = rest[1] if self.solver == "two-timescale" else trace
+        else:
+            for rows in self._blocks(X):
+                Phi, dPhi = kept if kept is not None else self._block_features(X[rows])
+                Xb = X[rows]
+                r = torch.addmm(Y[rows], Phi, self.u, beta=-1.0, alpha=1.0 / M)  # F - y
+                datafit += (r * r).sum()
+                Ga, colsum = outer_product_and_column_sum(r, self.u, dPhi, self.compiled)
+                if euclid:
+                    G[:, :-1] += (Xb.T @ Ga).T
+                    G[:, -1] += colsum
+                else:
+                    G += (Xb.T @ Ga).T
+                if self.solver != "varpro":
+                    PtR += Phi.T @ r
+                    if self.solver == "two-timescale":
+                        trace += (Phi * Phi).sum()
         N, G, datafit, PtR, trace = self.sum_rows(X.shape[0], G, datafit, PtR, trace)
         G = G / (N * M * self.lam)
         if self.domain == "sphere":
