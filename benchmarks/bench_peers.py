@@ -16,8 +16,9 @@ each size (relative difference of the gradients printed). The steps are timed in
 and the median is kept; ``torch.set_num_threads`` is pinned. Ratios are ``peer time / skflow time`` (above 1:
 skflow is faster). ``matmul share`` is the time the step's own matrix products take alone (same shapes, same
 layout, back to back) over the step's time: the fraction of the matmuls' throughput the step reaches.
-skflow is timed with its eager kernels (``compile=False``) and with the compiled fused kernels
-(``compile=True``); the compilation itself is timed separately (first call, and a warm process-level cache).
+skflow is timed with its eager engine (``compile=False``: hand-written adjoint, in-place eager kernels) and with
+``compile=True`` (each block of rows runs as one graph compiled by TorchInductor, the activations fused into the
+adjoint sweep); the compilation itself is timed separately (first call in the process).
 
 Run: ``python benchmarks/bench_peers.py [--quick] [--threads 1] [--rounds 7]``. Tables go to stdout and to
 ``benchmarks/results/bench_peers.{txt,json}``, the plot to ``benchmarks/results/bench_peers.png``.
@@ -262,6 +263,25 @@ def varpro_peer_loss(omega, u, X, Y, lam):
     return (0.5 * (r * r).sum() / X.shape[0] + lam * 0.5 * (u * u).sum() / M) / lam
 
 
+def varpro_matmuls(flow, X):
+    """The gradient step's own products (features, output, outer product with u, X^T Ga, Phi^T r) per block."""
+    M, dim = flow.omega.shape
+    n = min(X.shape[0], flow.block_rows(X.device))
+    blocks = math.ceil(X.shape[0] / n)
+    Xb, Phi = X[:n], torch.randn(n, M, dtype=X.dtype)
+    r = torch.randn(n, 1, dtype=X.dtype)
+    om, u = flow.omega[:, :-1], flow.u
+
+    def run():
+        for _ in range(blocks):
+            torch.mm(Xb, om.T)
+            torch.mm(Phi, u)
+            torch.mm(r, u.T)
+            torch.mm(Xb.T, Phi)
+            torch.mm(Phi.T, r)
+    return run
+
+
 def bench_varpro(sizes, rounds, compiled_peer):
     rows = []
     for (N, M, d) in sizes:
@@ -290,7 +310,8 @@ def bench_varpro(sizes, rounds, compiled_peer):
                 print(f"  VarPro {N}x{M}: |dL/domega| rel diff {rel_diff([G], [g_om]):.1e}, "
                       f"|dL/du| rel diff {rel_diff([g_u_flow], [g_u]):.1e}")
             t = interleaved(contenders, rounds)
-            rows.append(dict(engine="varpro", size=f"N={N} M={M} d={d}", dtype=dname, times=t, matmul=float("nan"),
+            t_mm = interleaved({"mm": varpro_matmuls(flow, X)}, rounds)["mm"]
+            rows.append(dict(engine="varpro", size=f"N={N} M={M} d={d}", dtype=dname, times=t, matmul=t_mm,
                              compile=compile_s))
             print_row(rows[-1])
     return rows

@@ -1,16 +1,20 @@
-"""Fused elementwise kernels of the engines, compiled by ``torch.compile`` where that pays.
+"""Compiled kernels of the engines: whole-block graphs and fused elementwise kernels, built by ``torch.compile``.
 
 A step of every engine is a few matrix products per layer and, between them, elementwise work on
 ``N x M`` pre-activations: the bias, the activation and its derivative. Run eagerly, each of these is a
-separate pass over memory, and ``cos`` and ``sin`` are separate transcendental evaluations; compiled by
-TorchInductor they are one loop that reads ``a`` once and writes ``sigma(a + b)`` and ``sigma'(a + b)``.
+separate pass over memory and a separate Python call. Training steps therefore run each block of rows as one
+graph (:func:`graph_kernel`: the engine's forward and adjoint pass with its layers unrolled) compiled by
+TorchInductor, which folds the biases into the products, evaluates ``sigma'`` where the adjoint sweep consumes
+it (from the stored pre-activation, in the same loop as the product with the adjoint) and leaves one Python
+call per block. Predictions use the smaller fused kernels (:func:`value_with_bias`, one loop for
+``sigma(a + b)``).
 
-Compilation costs seconds (a C++ or Triton build the first time in a process, cached on disk after), so it
-is opt-in per fit (the estimators' ``compile`` parameter): ``'auto'`` compiles when the fit's elementwise work
-is large enough to repay it, or when the kernel has already been compiled in this process. Wherever
+Compilation costs seconds (a C++ or Triton build the first time in a process, partly cached on disk after), so
+it is opt-in per fit (the estimators' ``compile`` parameter): ``'auto'`` compiles when the fit's elementwise
+work is large enough to repay it, or when its kernels have already been compiled in this process. Wherever
 ``torch.compile`` cannot run (no C++ compiler, an unsupported platform, a torch build without Inductor) the
-kernel falls back to its eager definition, with one :class:`skflow.exceptions.CompileFallbackWarning`: the
-results are the same up to float rounding, only slower.
+engines take their eager path, with one :class:`skflow.exceptions.CompileFallbackWarning`: the results are the
+same up to float rounding, only slower.
 """
 
 import types
@@ -21,7 +25,7 @@ import torch
 from ..exceptions import CompileFallbackWarning
 from ._ops import ACTIVATIONS, ACTIVATIONS_INPLACE
 
-__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "graph_kernel",
+__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "elementwise_kernels", "graph_kernel",
            "outer_product_and_column_sum", "product_and_column_sum", "value_with_bias"]
 
 #: ``compile='auto'`` compiles a fit whose elementwise work (entries of the ``N x M`` pre-activations computed
@@ -142,6 +146,12 @@ _PRODUCT_SUM = FusedKernel(_scale_rows_sum, "product_and_column_sum")
 _OUTER_SUM = FusedKernel(_outer_rows_sum, "outer_product_and_column_sum")
 
 
+def elementwise_kernels(name, value=True, derivative=False):
+    """The :class:`FusedKernel` objects of activation ``name`` a step uses: ``sigma(a + b)`` alone (``value``)
+    and with its derivative (``derivative``), for an engine's :meth:`compile_kernels`."""
+    return ([_VALUE[name]] if value else []) + ([_DERIVATIVE[name]] if derivative else [])
+
+
 def activation_with_bias(name, a, b, compiled=False):
     """``(sigma(a + b), sigma'(a + b))`` for pre-activations ``a`` (N, M) and a bias ``b`` (M,).
 
@@ -190,7 +200,7 @@ def decide_compile(option, work, kernels, device, dtype):
         return bool(option)
     kernels = [k for k in kernels if not isinstance(k, str)] + [
         k for n in kernels if isinstance(n, str) for k in (_DERIVATIVE[n], _VALUE[n], _PRODUCT_SUM, _OUTER_SUM)]
-    if any(k._failed for k in kernels):
+    if not kernels or any(k._failed for k in kernels):  # nothing to compile, or a compiler that failed
         return False
     if all(k.is_built(device, dtype) for k in kernels):
         return True

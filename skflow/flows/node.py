@@ -17,7 +17,7 @@ import math
 import torch
 
 from ._flow import Flow, euler_forward, row_blocks
-from ._fused import activation_with_bias, graph_kernel, product_and_column_sum
+from ._fused import activation_with_bias, elementwise_kernels, graph_kernel, product_and_column_sum
 from ._ops import ACTIVATIONS, lift, sample_spectral
 
 __all__ = ["MeanFieldSHLFlow", "init_particles"]
@@ -139,10 +139,13 @@ class MeanFieldSHLFlow(Flow):
         return graph_kernel(("node_adjoint", self.activation, S, self.d_in, self.d_out),
                             lambda: _adjoint_graph(self.activation, S, self.d_in, self.d_out))
 
+    def block_width(self):
+        return self.width
+
     def compile_kernels(self):
-        """The whole-block adjoint graph for training steps (Euler), the elementwise kernels for predictions."""
-        kernels = [self._graph()] if self.solver == "euler" else []
-        return kernels + [self.activation]
+        """The whole-block adjoint graph for training steps and the activation kernel of predictions (Euler;
+        the other integrators run eagerly)."""
+        return [self._graph(), *elementwise_kernels(self.activation)] if self.solver == "euler" else []
 
     def elementwise_per_row(self):
         return self.n_layers * self.width

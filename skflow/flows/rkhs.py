@@ -25,7 +25,7 @@ import math
 import torch
 
 from ._flow import Flow, euler_forward, row_blocks
-from ._fused import activation_with_bias, graph_kernel
+from ._fused import activation_with_bias, elementwise_kernels, graph_kernel
 from ._ops import lift, sample_spectral
 
 __all__ = ["LOSSES", "RKHSFlow", "init_random_features", "random_features"]
@@ -154,9 +154,12 @@ class RKHSFlow(Flow):
         return graph_kernel(("rkhs_adjoint", self.n_layers, self.d_in, self.loss),
                             lambda: _adjoint_graph(self.n_layers, self.d_in, self.loss))
 
+    def block_width(self):
+        return self.n_features
+
     def compile_kernels(self):
         """The whole-block adjoint graph for training steps, the elementwise kernels for predictions."""
-        return [self._graph(), "cos"]
+        return [self._graph(), *elementwise_kernels("cos")]
 
     row_blocked = True
     supports_data_parallel = True

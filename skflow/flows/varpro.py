@@ -26,7 +26,7 @@ import torch
 
 from ..diagnostics.kernels import top_eigenvalues
 from ._flow import Flow, row_blocks
-from ._fused import activation_with_bias, graph_kernel, outer_product_and_column_sum
+from ._fused import activation_with_bias, elementwise_kernels, graph_kernel, outer_product_and_column_sum
 from ._ops import ACTIVATIONS, regularizer_centre
 
 __all__ = [
@@ -595,14 +595,23 @@ class VarProFlow(Flow):
     def elementwise_per_row(self):
         return 2 * self.width if self.row_blocked else 0
 
+    #: one layer and few products per block: larger blocks than the NODE's pay (measured 512 KiB best)
+    block_matrix_bytes = 512 * 2**10
+
+    def block_width(self):
+        return self.width if self.row_blocked else None
+
     def _graph(self):
         euclid = self.domain == "euclidean"
         return graph_kernel(("varpro_gradient", self.activation, euclid, self.solver),
                             lambda: _gradient_graph(self.activation, euclid, self.solver))
 
     def compile_kernels(self):
-        """The whole-block gradient graph and the elementwise kernels (perceptron features)."""
-        return [self._graph(), self.activation] if self.row_blocked else []
+        """The whole-block gradient graph and the features' kernel (Gram sums, predictions); perceptron
+        features only (RBF features run eagerly)."""
+        if not self.row_blocked:
+            return []
+        return [self._graph(), *elementwise_kernels(self.activation, value=False, derivative=True)]
 
     def _blocks(self, X):
         return row_blocks(X.shape[0], self.block_rows(X.device))
