@@ -167,7 +167,7 @@ def bench_node(sizes, rounds, compiled_peer):
                     print(f"  NODE {N}x{M}x{S}x{D} {name}: |dR| rel diff {rel_diff(grads, ref[1:]):.1e}, "
                           f"|R| rel diff {abs(float(loss) / float(ref[0]) - 1):.1e}")
             t = interleaved(contenders, rounds)
-            t_mm = interleaved({"mm": node_matmuls(flow, X)}, rounds)["mm"]
+            t_mm = interleaved({"mm": node_matmuls(flow, X), "mm+compile": node_matmuls(fcomp, X)}, rounds)
             rows.append(dict(engine="node", size=f"N={N} M={M} S={S} D={D}", dtype=dname, times=t, matmul=t_mm,
                              compile=compile_s))
             print_row(rows[-1])
@@ -235,7 +235,7 @@ def bench_rkhs(sizes, rounds, compiled_peer):
                 (g,) = torch.autograd.grad(eager(th), th)
                 print(f"  RKHS {N}x{M}x{S}: |dR| rel diff vs autograd {rel_diff([g], [ref[1]]):.1e}")
             t = interleaved(contenders, rounds)
-            t_mm = interleaved({"mm": rkhs_matmuls(flow, X)}, rounds)["mm"]
+            t_mm = interleaved({"mm": rkhs_matmuls(flow, X), "mm+compile": rkhs_matmuls(fcomp, X)}, rounds)
             rows.append(dict(engine="rkhs", size=f"N={N} M={M} S={S} D={d + K}", dtype=dname, times=t,
                              matmul=t_mm, compile=compile_s))
             print_row(rows[-1])
@@ -310,7 +310,7 @@ def bench_varpro(sizes, rounds, compiled_peer):
                 print(f"  VarPro {N}x{M}: |dL/domega| rel diff {rel_diff([G], [g_om]):.1e}, "
                       f"|dL/du| rel diff {rel_diff([g_u_flow], [g_u]):.1e}")
             t = interleaved(contenders, rounds)
-            t_mm = interleaved({"mm": varpro_matmuls(flow, X)}, rounds)["mm"]
+            t_mm = interleaved({"mm": varpro_matmuls(flow, X), "mm+compile": varpro_matmuls(fcomp, X)}, rounds)
             rows.append(dict(engine="varpro", size=f"N={N} M={M} d={d}", dtype=dname, times=t, matmul=t_mm,
                              compile=compile_s))
             print_row(rows[-1])
@@ -327,8 +327,8 @@ def print_row(row):
         ratios += [f"{k}/skflow+compile {v / t['skflow+compile']:.2f}" for k, v in t.items()
                    if not k.startswith("skflow")]
     mm = row["matmul"]
-    share = "" if math.isnan(mm) else (f" | matmul share: skflow {mm / t['skflow']:.0%}, "
-                                       f"skflow+compile {mm / base:.0%}")
+    share = (f" | matmul share: skflow {mm['mm'] / t['skflow']:.0%}, skflow+compile {mm['mm+compile'] / base:.0%}"
+             if mm else "")
     print(f"{row['engine']:6s} {row['size']:26s} {row['dtype']:7s} | " + " | ".join(parts))
     print(" " * 42 + "ratios: " + ", ".join(ratios) + share)
     if row["compile"]:

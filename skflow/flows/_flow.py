@@ -41,10 +41,12 @@ from ._fused import value_with_bias
 #: blocks of rows that fit and accumulates the gradient (the ceiling on a step's memory, whatever N).
 STEP_WORKSPACE_BYTES = {"cpu": 16 * 2**20, "cuda": 512 * 2**20}
 
-#: on a CPU, a block also keeps one of its ``rows x width`` matrices (pre-activations, features) near this many
-#: bytes, so that a layer's products and elementwise passes run out of the core's L2 cache: measured on a
-#: 1 MiB-L2 core (``benchmarks/bench_peers.py``), 256 KiB matrices stepped the NODE 10-35 % faster than 1 MiB
+#: on a CPU, a compiled step's block also keeps one of its ``rows x width`` matrices (pre-activations, features)
+#: near this many bytes, so that a layer's products and fused passes run out of the core's L2 cache: measured on
+#: a 1 MiB-L2 core (``benchmarks/bench_peers.py``), 256 KiB matrices stepped the NODE 10-35 % faster than 1 MiB
 #: ones, and faster than 128 KiB ones, whose per-call costs dominate. Engines set :attr:`Flow.block_matrix_bytes`.
+#: The eager engines keep the budget's blocks: they pay a Python call per operation and per block, which small
+#: blocks multiply (the demo's fits were 15 % slower with cache-sized blocks).
 CPU_BLOCK_MATRIX_BYTES = 256 * 2**10
 
 #: fewest rows a cache-sized block may have (below it, the products' per-call cost dominates)
@@ -158,14 +160,15 @@ class Flow:
         return None
 
     def block_rows(self, device, training=True):
-        """Rows per block of a step (``training``) or a forward pass: what the workspace budget allows and, on a
-        CPU with the default budget, at most a cache-sized block (:data:`CPU_BLOCK_MATRIX_BYTES`)."""
+        """Rows per block of a step (``training``) or a forward pass: what the workspace budget allows and, for a
+        compiled step on a CPU with the default budget, at most a cache-sized block
+        (:data:`CPU_BLOCK_MATRIX_BYTES`)."""
         budget = self.workspace_bytes
         device_type = torch.device(device).type
         rows = int(STEP_WORKSPACE_BYTES.get(device_type, STEP_WORKSPACE_BYTES["cuda"]) if budget is None else budget)
         rows = max(1, rows // max(1, self.bytes_per_row(training)))
         width = self.block_width()
-        if budget is None and device_type == "cpu" and width:
+        if budget is None and device_type == "cpu" and width and self.compiled:
             rows = min(rows, max(MIN_CACHE_BLOCK_ROWS, self.block_matrix_bytes // (width * self.itemsize)))
         return rows
 

@@ -224,7 +224,7 @@ class MeanFieldSHLFlow(Flow):
         R = self.U.new_zeros(())
         # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
         n_total = X.shape[0] if self.data_parallel is None else 1
-        UTc = self.U.transpose(1, 2) * (1.0 / (S * M))  # (S, D, M): h/M on the small side, once per step
+        UTc = (self.U.transpose(1, 2) * (1.0 / (S * M))).contiguous()  # (S, D, M): h/M on the small side
         sums = None
         if self.compiled:  # one compiled graph per block: the activations are fused into the adjoint sweep
             scale = UTc.new_tensor(self.output_scale)
