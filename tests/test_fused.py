@@ -237,3 +237,18 @@ def test_compiled_graphs_match_eager_over_uneven_blocks(case, fresh_kernels):
             torch.testing.assert_close(b[key], a[key], rtol=1e-11, atol=1e-14)
     for a, b in zip(flows[0].parameters(), flows[1].parameters()):
         torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-14)
+
+
+def test_compiled_fit_matches_eager_fit(fresh_kernels):
+    """compile=True through the estimator: the same model as compile=False (float64, to rounding), and the fitted
+    engine says it ran compiled."""
+    if not _compiler_available():
+        pytest.skip("torch.compile cannot build kernels on this machine")
+    X = np.random.default_rng(1).normal(size=(150, 3))
+    y = np.sin(X[:, 0]) + X[:, 1]
+    kw = dict(width=16, n_layers=3, max_iter=10, early_stopping=False, random_state=0)
+    eager = skflow.MeanFieldNODERegressor(compile=False, **kw).fit(X, y)
+    compiled = skflow.MeanFieldNODERegressor(compile=True, **kw).fit(X, y)
+    assert compiled.flow_.compiled and not eager.flow_.compiled
+    np.testing.assert_allclose(compiled.predict(X), eager.predict(X), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(compiled.history_["risk"], eager.history_["risk"], rtol=1e-10)

@@ -136,7 +136,7 @@ class MeanFieldSHLFlow(Flow):
 
     def _graph(self):
         S = self.n_layers
-        return graph_kernel(("node_adjoint", self.activation, S, self.d_in, self.d_out),
+        return graph_kernel(("node_adjoint", self.activation, S, self.d_in, self.d_out, self.dim),
                             lambda: _adjoint_graph(self.activation, S, self.d_in, self.d_out))
 
     def block_width(self):
