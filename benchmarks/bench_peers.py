@@ -20,7 +20,7 @@ skflow is timed with its eager engine (``compile=False``: hand-written adjoint, 
 ``compile=True`` (each block of rows runs as one graph compiled by TorchInductor, the activations fused into the
 adjoint sweep); the compilation itself is timed separately (first call in the process).
 
-Run: ``python benchmarks/bench_peers.py [--quick] [--threads 1] [--rounds 7]``. Tables go to stdout and to
+Run: ``python benchmarks/bench_peers.py [--quick] [--threads 1] [--rounds 15] [--engines node,rkhs,varpro]``. Tables go to stdout and to
 ``benchmarks/results/bench_peers.{txt,json}``, the plot to ``benchmarks/results/bench_peers.png``.
 Needs ``torchdiffeq`` (``pip install torchdiffeq``; its row is skipped without it).
 """
@@ -366,6 +366,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--no-compiled-peer", action="store_true", help="skip the torch.compile peers")
+    parser.add_argument("--engines", default="node,rkhs,varpro", help="comma-separated subset of node,rkhs,varpro")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -378,8 +379,12 @@ def main():
         vp_sizes = [(5000, 256, 10), (20000, 512, 10)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {rounds} interleaved rounds, medians")
     cp = not args.no_compiled_peer
-    rows = bench_node(node_sizes, rounds, cp) + bench_rkhs(rkhs_sizes, rounds, cp) + bench_varpro(vp_sizes, rounds,
-                                                                                                  cp)
+    engines = args.engines.split(",")
+    rows = []
+    for name, bench, sizes in [("node", bench_node, node_sizes), ("rkhs", bench_rkhs, rkhs_sizes),
+                               ("varpro", bench_varpro, vp_sizes)]:
+        if name in engines:
+            rows += bench(sizes, rounds, cp)
     os.makedirs(RESULTS, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     with open(os.path.join(RESULTS, f"bench_peers{suffix}.json"), "w") as fh:
