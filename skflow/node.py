@@ -115,14 +115,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
-        Run each training step's pass over a block of rows (forward, adjoint and gradient sums) as one graph
-        compiled by ``torch.compile``: the activation and its derivative are fused into the adjoint sweep and
-        the step makes one Python call per block (1.3-2x faster steps than the eager engine, see the README's
-        performance section). ``'auto'`` compiles when the fit is long enough to repay the build (5-30 s per
-        model shape the first time in a process, see :data:`skflow.flows._fused.AUTO_COMPILE_WORK`) or when the
-        graphs are already built in this process. Where no compiler is available the eager engine is used,
-        with a :class:`~skflow.exceptions.CompileFallbackWarning`. The results agree to float rounding either
-        way.
+        Run each step's forward and adjoint pass over a block of rows as one graph built by ``torch.compile``
+        (:mod:`skflow.flows._fused`; 1.4-1.8x the eager engine's speed). ``'auto'``: only for fits that repay
+        the build (3-30 s per model shape), or whose graphs are built. No compiler: the eager engine, with a
+        :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to float rounding.
     warm_start : bool, default=False
         When True, ``fit`` continues the flow from the previous fit's particles and appends to its history
         (the target scaling of the first fit is kept); otherwise it starts from a fresh initialisation. The

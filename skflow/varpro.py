@@ -173,14 +173,10 @@ class VarProSHLRegressor(BaseFlowRegressor):
         0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
-        Run each training step's pass over a block of rows (forward, adjoint and gradient sums) as one graph
-        compiled by ``torch.compile``: the activation and its derivative are fused into the adjoint sweep and
-        the step makes one Python call per block (1.3-2x faster steps than the eager engine, see the README's
-        performance section). ``'auto'`` compiles when the fit is long enough to repay the build (5-30 s per
-        model shape the first time in a process, see :data:`skflow.flows._fused.AUTO_COMPILE_WORK`) or when the
-        graphs are already built in this process. Where no compiler is available the eager engine is used,
-        with a :class:`~skflow.exceptions.CompileFallbackWarning`. The results agree to float rounding either
-        way.
+        Perceptron features: compile each step's feature gradient over a block of rows into one graph
+        (:mod:`skflow.flows._fused`). ``'auto'`` compiles only fits that repay the build, or reuse built graphs;
+        without a working compiler the eager engine runs (a :class:`~skflow.exceptions.CompileFallbackWarning`
+        says so). Same model either way, to float rounding.
     warm_start : bool, default=False
         When True, ``fit`` continues from the previous fit's features and outer weights and appends to its
         history (the target scaling of the first fit is kept); otherwise it starts from a fresh

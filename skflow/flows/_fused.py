@@ -30,7 +30,7 @@ __all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_c
 
 #: ``compile='auto'`` compiles a fit whose elementwise work (entries of the ``N x M`` pre-activations computed
 #: over the whole fit, at most ``max_iter`` steps) reaches this: about a minute of eager elementwise time on one
-#: CPU core, against 10-30 s to build the kernels the first time in a process.
+#: CPU core, against 3-30 s to build the graphs of a model shape the first time in a process.
 AUTO_COMPILE_WORK = 3e10
 
 
