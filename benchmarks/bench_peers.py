@@ -20,8 +20,9 @@ skflow is timed with its eager engine (``compile=False``: hand-written adjoint, 
 ``compile=True`` (each block of rows runs as one graph compiled by TorchInductor, the activations fused into the
 adjoint sweep); the compilation itself is timed separately (first call in the process).
 
-Run: ``python benchmarks/bench_peers.py [--quick] [--threads 1] [--rounds 15] [--engines node,rkhs,varpro]``. Tables go to stdout and to
-``benchmarks/results/bench_peers.{txt,json}``, the plot to ``benchmarks/results/bench_peers.png``.
+Run: ``python benchmarks/bench_peers.py [--quick] [--threads 1] [--rounds 15] [--engines node,rkhs,varpro]``.
+Tables go to stdout and to ``benchmarks/results/bench_peers.json``, the plot to
+``benchmarks/results/bench_peers.png``.
 Needs ``torchdiffeq`` (``pip install torchdiffeq``; its row is skipped without it).
 """
 

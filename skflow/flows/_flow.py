@@ -46,7 +46,7 @@ STEP_WORKSPACE_BYTES = {"cpu": 16 * 2**20, "cuda": 512 * 2**20}
 #: a 1 MiB-L2 core (``benchmarks/bench_peers.py``), 256 KiB matrices stepped the NODE 10-35 % faster than 1 MiB
 #: ones, and faster than 128 KiB ones, whose per-call costs dominate. Engines set :attr:`Flow.block_matrix_bytes`.
 #: The eager engines keep the budget's blocks: they pay a Python call per operation and per block, which small
-#: blocks multiply (the demo's fits were 15 % slower with cache-sized blocks).
+#: blocks multiply (the demo's NODE fit was 8 % slower with cache-sized blocks).
 CPU_BLOCK_MATRIX_BYTES = 256 * 2**10
 
 #: fewest rows a cache-sized block may have (below it, the products' per-call cost dominates)

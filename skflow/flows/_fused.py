@@ -25,8 +25,8 @@ import torch
 from ..exceptions import CompileFallbackWarning
 from ._ops import ACTIVATIONS, ACTIVATIONS_INPLACE
 
-__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "elementwise_kernels", "graph_kernel",
-           "outer_product_and_column_sum", "product_and_column_sum", "value_with_bias"]
+__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "elementwise_kernels",
+           "graph_kernel", "outer_product_and_column_sum", "product_and_column_sum", "value_with_bias"]
 
 #: ``compile='auto'`` compiles a fit whose elementwise work (entries of the ``N x M`` pre-activations computed
 #: over the whole fit, at most ``max_iter`` steps) reaches this: about a minute of eager elementwise time on one
