@@ -114,7 +114,7 @@ def autograd_step(loss_fn, params, lr_scale, lr):
 def node_matmuls(flow, X):
     """The step's own products, same shapes and layout (one block of rows, as the engine runs them)."""
     S, M, D = flow.U.shape
-    n = min(X.shape[0], flow.block_rows(X.device))
+    n = min(X.shape[0], flow.block_rows(X.device, n=X.shape[0]))
     blocks = math.ceil(X.shape[0] / n)
     z = torch.randn(D, n, dtype=X.dtype)
     s = torch.randn(n, M, dtype=X.dtype)
@@ -196,7 +196,7 @@ def rkhs_peer_loss(theta, W, b, X, Y, d, scale):
 
 def rkhs_matmuls(flow, X):
     S, D, M = flow.theta.shape
-    n = min(X.shape[0], flow.block_rows(X.device))
+    n = min(X.shape[0], flow.block_rows(X.device, n=X.shape[0]))
     blocks = math.ceil(X.shape[0] / n)
     z, s, gT = torch.randn(D, n, dtype=X.dtype), torch.randn(n, M, dtype=X.dtype), torch.zeros(D, M, dtype=X.dtype)
 
@@ -267,7 +267,7 @@ def varpro_peer_loss(omega, u, X, Y, lam):
 def varpro_matmuls(flow, X):
     """The gradient step's own products (features, output, outer product with u, X^T Ga, Phi^T r) per block."""
     M, dim = flow.omega.shape
-    n = min(X.shape[0], flow.block_rows(X.device))
+    n = min(X.shape[0], flow.block_rows(X.device, n=X.shape[0]))
     blocks = math.ceil(X.shape[0] / n)
     Xb, Phi = X[:n], torch.randn(n, M, dtype=X.dtype)
     r = torch.randn(n, 1, dtype=X.dtype)

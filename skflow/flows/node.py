@@ -194,7 +194,8 @@ class MeanFieldSHLFlow(Flow):
             return self.output_scale * z[:, self.d_in:self.d_in + self.d_out]
         S, M, D = self.U.shape
         layers = [(self.W[k], self.b[k], self.U[k].T, 1.0 / (S * M)) for k in range(S)]
-        z = euler_forward(X, D, layers, self.activation, self.block_rows(X.device, training=False), self.compiled)
+        rows = self.block_rows(X.device, training=False, n=X.shape[0])
+        z = euler_forward(X, D, layers, self.activation, rows, self.compiled)
         return self.output_scale * z[:, self.d_in:self.d_in + self.d_out]
 
     def risk(self, X, Y, U=None, W=None, b=None):
@@ -228,12 +229,12 @@ class MeanFieldSHLFlow(Flow):
         sums = None
         if self.compiled:  # one compiled graph per block: the activations are fused into the adjoint sweep
             scale = UTc.new_tensor(self.output_scale)
-            sums = self._graph().sums(row_blocks(X.shape[0], self.block_rows(X.device)),
+            sums = self._graph().sums(row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0])),
                                       lambda rows: (X[rows], Y[rows], self.W, self.b, UTc, scale))
         if sums is not None:
             R, gUT, gWT, gb = (t / n_total for t in sums)
         else:
-            for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
+            for rows in row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0])):
                 R += self._adjoint_block(X[rows], Y[rows], n_total, UTc, gUT, gWT, gb)
         if self.data_parallel is not None:
             R, gUT, gWT, gb = self.reduce_rows(X.shape[0], R, gUT, gWT, gb)

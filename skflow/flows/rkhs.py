@@ -196,7 +196,8 @@ class RKHSFlow(Flow):
         theta = self.theta if theta is None else theta
         S, D, M = theta.shape
         layers = [(self.W, self.b, theta[k], math.sqrt(2.0 / M) / S) for k in range(S)]
-        z = euler_forward(X, D, layers, "cos", self.block_rows(X.device, training=False), self.compiled)
+        rows = self.block_rows(X.device, training=False, n=X.shape[0])
+        z = euler_forward(X, D, layers, "cos", rows, self.compiled)
         return self.output_scale * z[:, self.d_in:]
 
     def _loss_and_grad(self, logits, Y, n=None):
@@ -234,12 +235,12 @@ class RKHSFlow(Flow):
             S, D, M = self.theta.shape
             hc = math.sqrt(2.0 / M) / S
             scale, thetac = self.theta.new_tensor(self.output_scale), self.theta * hc
-            sums = self._graph().sums(row_blocks(X.shape[0], self.block_rows(X.device)),
+            sums = self._graph().sums(row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0])),
                                       lambda rows: (X[rows], Y[rows], self.W, self.b, thetac, scale))
         if sums is not None:
             R, grad = sums[0] / n_total, sums[1] * (hc / n_total)
         else:
-            for rows in row_blocks(X.shape[0], self.block_rows(X.device)):
+            for rows in row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0])):
                 R += self._adjoint_block(X[rows], Y[rows], n_total, grad)
         if self.data_parallel is not None:
             R, grad = self.reduce_rows(X.shape[0], R, grad)

@@ -614,7 +614,7 @@ class VarProFlow(Flow):
         return [self._graph(), *elementwise_kernels(self.activation, value=False, derivative=True)]
 
     def _blocks(self, X):
-        return row_blocks(X.shape[0], self.block_rows(X.device))
+        return row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0]))
 
     def _block_features(self, X):
         """``(Phi, sigma')`` on a block: one product and one fused pass (bias, activation, derivative)."""
