@@ -33,11 +33,12 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import distributed
 from ._training import TrainConfig, n_batches, stable_time_step, train, warn_stop
@@ -45,7 +46,7 @@ from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWa
 from .flows._flow import Flow
 from .flows._fused import decide_compile
 
-__all__ = ["BaseFlowEstimator", "BaseFlowRegressor", "available_memory", "resolve_device", "resolve_dtype"]
+__all__ = ["BaseFlowClassifier", "BaseFlowEstimator", "BaseFlowRegressor", "available_memory", "resolve_device", "resolve_dtype"]
 
 #: bytes that the activations of one prediction chunk may take
 PREDICT_MEMORY_BUDGET = 256 * 2**20
@@ -512,6 +513,107 @@ class BaseFlowEstimator(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
+    """Classification plumbing shared by the classifiers: labels, one-hot targets, and the prediction API
+    from the model's per-class outputs (``_raw_output``).
+
+    ``classes_`` is the sorted set of labels (in a data-parallel fit, the union of every rank's); the engine
+    fits one-hot codes of them. :meth:`_proba_scores` maps the outputs to the scores whose softmax is
+    :meth:`predict_proba` (the outputs themselves by default).
+    """
+
+    _stratify = True
+
+    def _validate_fit_data(self, X, y):
+        X, y = super()._validate_fit_data(X, y)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        return X, y
+
+    def _encode_targets(self, y):
+        dp = getattr(self, "_data_parallel", None)
+        if dp is None:
+            classes, encoded = np.unique(y, return_inverse=True)
+        else:
+            # data-parallel: the sorted union of every rank's labels, so that all the ranks encode alike
+            classes = np.unique(np.concatenate([np.asarray(c) for c in dp.all_gather_object(np.unique(y))]))
+            encoded = np.searchsorted(classes, y)
+        if classes.shape[0] < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data; got only one class: "
+                f"{classes[0]!r}."
+            )
+        self.classes_ = classes
+        Y = np.zeros((y.shape[0], classes.shape[0]), dtype=np.float64)
+        Y[np.arange(y.shape[0]), encoded] = 1.0
+        return Y
+
+    def _decode_output(self, out):
+        return out
+
+    def _proba_scores(self, F):
+        """The scores whose softmax is :meth:`predict_proba`, from the outputs ``F`` (n_samples, n_classes)."""
+        return F
+
+    def decision_function(self, X):
+        """The model's per-class outputs (see the class documentation).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) for two classes (``F_1 - F_0``, positive for ``classes_[1]``) or
+        (n_samples, n_classes)
+        """
+        F = self._raw_output(X)
+        return F[:, 1] - F[:, 0] if F.shape[1] == 2 else F
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`, computed stably.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        Z = self._proba_scores(self._raw_output(X))
+        Z = Z - Z.max(axis=1, keepdims=True)
+        return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
+
+    def predict_proba(self, X):
+        """Softmax of the scores (see the class documentation); rows sum to one.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        P = np.exp(self.predict_log_proba(X))
+        return P / P.sum(axis=1, keepdims=True)  # renormalise the last ulp away
+
+    def predict(self, X):
+        """Class with the largest output.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        F = self._raw_output(X)  # checks is-fitted before classes_ is touched
+        return self.classes_[np.argmax(F, axis=1)]
 
 
 class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):

@@ -6,13 +6,10 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
 
 from ._arrays import seeded_subsample, to_numpy
-from ._base import BaseFlowEstimator
+from ._base import BaseFlowClassifier
 from .diagnostics import (
     data_separation,
     exact_kernel_lambda_min,
@@ -46,7 +43,7 @@ def median_length_scale(X, max_samples=1000, factor=1.0):
     return factor * med if med > 0 else 1.0
 
 
-class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
+class RKHSNODEClassifier(BaseFlowClassifier):
     """Classifier: a neural ODE whose residuals live in a random-feature RKHS (thesis §II.4, Def. II.4).
 
     Each input is lifted to ``z(0) = (x, 0_K)`` in ``R^{d+K}`` (``K`` classes) and moved by the Euler scheme of
@@ -276,7 +273,7 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
     """
 
     _parameter_constraints = {
-        **BaseFlowEstimator._parameter_constraints,
+        **BaseFlowClassifier._parameter_constraints,
         "n_layers": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_features": [Interval(numbers.Integral, 1, None, closed="left")],
         "kernel": [StrOptions({"gaussian", "matern"})],
@@ -291,7 +288,6 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         "kernel_subsample": [Interval(numbers.Integral, 2, None, closed="left")],
     }
 
-    _stratify = True
     _reference_learning_rate = 500.0
     _architecture_params = ("n_layers", "n_features", "kernel", "length_scale", "nu", "output_scale", "loss",
                             "alpha", "momentum")
@@ -361,30 +357,6 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
         if self.lr_decay_every is None:
             return self.learning_rate_
         return self.learning_rate_ * self.lr_decay ** (iteration // self.lr_decay_every)
-
-    def _validate_fit_data(self, X, y):
-        X, y = super()._validate_fit_data(X, y)
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        return X, y
-
-    def _encode_targets(self, y):
-        dp = getattr(self, "_data_parallel", None)
-        if dp is None:
-            classes, encoded = np.unique(y, return_inverse=True)
-        else:
-            # data-parallel: the sorted union of every rank's labels, so that all the ranks encode alike
-            classes = np.unique(np.concatenate([np.asarray(c) for c in dp.all_gather_object(np.unique(y))]))
-            encoded = np.searchsorted(classes, y)
-        if classes.shape[0] < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes in the data; got only one class: "
-                f"{classes[0]!r}."
-            )
-        self.classes_ = classes
-        Y = np.zeros((y.shape[0], classes.shape[0]), dtype=np.float64)
-        Y[np.arange(y.shape[0]), encoded] = 1.0
-        return Y
 
     def _make_flow(self, X, Y, generator):
         N, d = X.shape
@@ -464,70 +436,6 @@ class RKHSNODEClassifier(ClassifierMixin, BaseFlowEstimator):
                 "n_features (or max_iter).",
                 SingularKernelWarning,
             )
-
-    def _decode_output(self, out):
-        return out
-
-    # ------------------------------------------------------------------ public API
-    def decision_function(self, X):
-        """Logits ``output_scale * z(1)[d:]``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,) for two classes (``logit_1 - logit_0``, positive for ``classes_[1]``)
-        or (n_samples, n_classes)
-        """
-        logits = self._raw_output(X)
-        if logits.shape[1] == 2:
-            return logits[:, 1] - logits[:, 0]
-        return logits
-
-    def predict_proba(self, X):
-        """Softmax of the logits; rows sum to one.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes)
-        """
-        P = np.exp(self.predict_log_proba(X))
-        return P / P.sum(axis=1, keepdims=True)  # renormalise the last ulp away
-
-    def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`, computed stably.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes)
-        """
-        logits = self._raw_output(X)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-
-    def predict(self, X):
-        """Class with the largest logit.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-        """
-        logits = self._raw_output(X)  # checks is-fitted before classes_ is touched
-        return self.classes_[np.argmax(logits, axis=1)]
 
 
 def _conflicting_duplicates(X, Y):

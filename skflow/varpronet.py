@@ -7,13 +7,10 @@ import numbers
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
-from sklearn.base import ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
 
 from ._arrays import seeded_subsample, to_numpy
-from ._base import BaseFlowEstimator, BaseFlowRegressor
+from ._base import BaseFlowClassifier, BaseFlowEstimator, BaseFlowRegressor
 from .diagnostics.kernels import top_eigenvalues
 from .flows._ops import regularizer_centre
 from .flows.varpronet import Conv1dFeatures, MLPFeatures, VarProNetFlow, module_features
@@ -322,7 +319,7 @@ class VarProNetRegressor(_VarProNetMixin, BaseFlowRegressor):
         return bool(self.scale_targets)
 
 
-class VarProNetClassifier(_VarProNetMixin, ClassifierMixin, BaseFlowEstimator):
+class VarProNetClassifier(_VarProNetMixin, BaseFlowClassifier):
     __doc__ = """Classification by a deep feature network with an exact ridge head on one-hot targets, trained by
     stochastic VarPro (thesis §III.6.2, Eq. III.45-III.46).
 
@@ -359,7 +356,6 @@ class VarProNetClassifier(_VarProNetMixin, ClassifierMixin, BaseFlowEstimator):
     True
     """
 
-    _stratify = True
     _reference_learning_rate = 8e-5
 
     def __init__(
@@ -404,27 +400,14 @@ class VarProNetClassifier(_VarProNetMixin, ClassifierMixin, BaseFlowEstimator):
         self.warm_start = warm_start
 
     # ------------------------------------------------------------------ hooks
-    def _validate_fit_data(self, X, y):
-        X, y = super()._validate_fit_data(X, y)
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        return X, y
-
-    def _encode_targets(self, y):
-        classes, encoded = np.unique(y, return_inverse=True)
-        if classes.shape[0] < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in the data; got only one "
-                             f"class: {classes[0]!r}.")
-        self.classes_ = classes
-        Y = np.zeros((y.shape[0], classes.shape[0]), dtype=np.float64)
-        Y[np.arange(y.shape[0]), encoded] = 1.0
-        return Y
-
     def _split(self, X, Y, y):
         parts = super()._split(X, Y, y)
         # the held-out rows of early stopping calibrate predict_proba (see temperature_)
         self._held_out = None if parts[2] is None else (parts[2], parts[3])
         return parts
+
+    def _proba_scores(self, F):
+        return F / self.temperature_
 
     def _finalize_fit(self, X, Y):
         super()._finalize_fit(X, Y)
@@ -435,68 +418,6 @@ class VarProNetClassifier(_VarProNetMixin, ClassifierMixin, BaseFlowEstimator):
             F, labels = self._outputs(self._to_tensor(held_out[0])), torch.as_tensor(held_out[1].argmax(1))
         self.temperature_ = self._diagnostic("temperature_", _fit_temperature, to_numpy(F),
                                              to_numpy(labels).astype(np.int64), default=1.0)
-
-    def _decode_output(self, out):
-        return out
-
-    # ------------------------------------------------------------------ public API
-    def decision_function(self, X):
-        """Outputs ``module_(X) @ coef_ / M`` (estimates of the one-hot codes).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,) for two classes (``F_1 - F_0``, positive for ``classes_[1]``) or
-        (n_samples, n_classes)
-        """
-        F = self._raw_output(X)
-        return F[:, 1] - F[:, 0] if F.shape[1] == 2 else F
-
-    def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`, computed stably.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes)
-        """
-        Z = self._raw_output(X) / self.temperature_
-        Z = Z - Z.max(axis=1, keepdims=True)
-        return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
-
-    def predict_proba(self, X):
-        """Softmax of the outputs divided by ``temperature_``; rows sum to one.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes)
-        """
-        P = np.exp(self.predict_log_proba(X))
-        return P / P.sum(axis=1, keepdims=True)
-
-    def predict(self, X):
-        """Class with the largest output.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-        """
-        F = self._raw_output(X)  # checks is-fitted before classes_ is touched
-        return self.classes_[np.argmax(F, axis=1)]
 
 
 def _fit_temperature(F, labels, bounds=(1e-3, 1e3)):
