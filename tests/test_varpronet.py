@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import make_blobs, make_friedman1
 from sklearn.model_selection import GridSearchCV
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
@@ -18,20 +16,6 @@ from skflow.exceptions import IncompatibleWarmStartError
 from skflow.flows.varpronet import Conv1dFeatures, MLPFeatures, VarProNetFlow, net_reduced_risk
 
 SMALL = dict(module_kwargs={"hidden_layer_sizes": (16,)}, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def regression():
-    X, y = make_friedman1(n_samples=240, noise=0.3, random_state=0)
-    X = StandardScaler().fit_transform(X)
-    return X[:160], y[:160], X[160:], y[160:]
-
-
-@pytest.fixture(scope="module")
-def blobs():
-    X, y = make_blobs(n_samples=200, centers=3, n_features=4, cluster_std=2.0, random_state=0)
-    X = StandardScaler().fit_transform(X)
-    return X[:150], y[:150], X[150:], y[150:]
 
 
 def _flow(N=40, d=3, hidden=(6, 5), n_out=2, lam=1e-2, stochastic=False, momentum=0.9, seed=0):
@@ -163,8 +147,8 @@ def _fit(model, X, y):
         return model.fit(X, y)
 
 
-def test_regressor_predict_is_the_head_on_the_trained_module(regression):
-    X, y, Xt, yt = regression
+def test_regressor_predict_is_the_head_on_the_trained_module(regression_data):
+    X, y, Xt, yt = regression_data
     m = _fit(VarProNetRegressor(max_iter=30, random_state=0, **SMALL), X, y)
     assert m.coef_.shape == (16, 1) and m.width_ == 16 and m.n_features_in_ == X.shape[1]
     with torch.no_grad():
@@ -176,8 +160,8 @@ def test_regressor_predict_is_the_head_on_the_trained_module(regression):
     assert m.kernel_spectrum_.shape == (10,) and np.all(np.diff(m.kernel_spectrum_) <= 0)
 
 
-def test_full_batch_coef_is_the_exact_projection_at_the_end(regression):
-    X, y, _, _ = regression
+def test_full_batch_coef_is_the_exact_projection_at_the_end(regression_data):
+    X, y, _, _ = regression_data
     m = _fit(VarProNetRegressor(batch_size=None, early_stopping=False, tol=0, max_iter=10, learning_rate=1e-4,
                                 alpha=1e-2, backbone_momentum=0.0, random_state=0, **SMALL), X, y)
     with torch.no_grad():
@@ -188,8 +172,8 @@ def test_full_batch_coef_is_the_exact_projection_at_the_end(regression):
     assert np.all(np.diff(m.reduced_risk_curve_) < 0)
 
 
-def test_classifier_outputs(blobs):
-    X, y, Xt, yt = blobs
+def test_classifier_outputs(classification_data):
+    X, y, Xt, yt = classification_data
     m = _fit(VarProNetClassifier(max_iter=30, random_state=0, **SMALL), X, y)
     np.testing.assert_array_equal(m.classes_, [0, 1, 2])
     assert m.coef_.shape == (16, 3) and m.score(Xt, yt) > 0.8
@@ -209,14 +193,14 @@ def test_classifier_outputs(blobs):
     np.testing.assert_array_equal(b.predict(Xt), np.where(d > 0, "b", "a"))
 
 
-def test_auto_learning_rate_searches_a_stable_step(blobs):
-    X, y, _, _ = blobs
+def test_auto_learning_rate_searches_a_stable_step(classification_data):
+    X, y, _, _ = classification_data
     m = _fit(VarProNetClassifier(learning_rate="auto", max_iter=3, random_state=0, **SMALL), X, y)
     assert 0 < m.learning_rate_ < np.inf and m.flow_.n_steps == 3 * 2  # the probes ran on copies
 
 
-def test_random_state_reproducibility_and_clone(blobs):
-    X, y, Xt, _ = blobs
+def test_random_state_reproducibility_and_clone(classification_data):
+    X, y, Xt, _ = classification_data
     a = _fit(VarProNetClassifier(max_iter=5, random_state=3, **SMALL), X, y)
     b = _fit(clone(a), X, y)
     np.testing.assert_array_equal(a.decision_function(Xt), b.decision_function(Xt))
@@ -235,8 +219,8 @@ def test_random_state_reproducibility_and_clone(blobs):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_pickle_round_trip_keeps_module_and_loads_on_the_cpu(blobs, monkeypatch):
-    X, y, Xt, _ = blobs
+def test_pickle_round_trip_keeps_module_and_loads_on_the_cpu(classification_data, monkeypatch):
+    X, y, Xt, _ = classification_data
     m = _fit(VarProNetClassifier(max_iter=5, random_state=0, **SMALL), X, y)
     expected, proba = m.decision_function(Xt), m.predict_proba(Xt)
     m2 = pickle.loads(pickle.dumps(m))
@@ -252,8 +236,8 @@ def test_pickle_round_trip_keeps_module_and_loads_on_the_cpu(blobs, monkeypatch)
     np.testing.assert_array_equal(m3.decision_function(Xt), expected)
 
 
-def test_grid_search_over_module_kwargs_and_alpha(regression):
-    X, y, Xt, yt = regression
+def test_grid_search_over_module_kwargs_and_alpha(regression_data):
+    X, y, Xt, yt = regression_data
     base = VarProNetRegressor(max_iter=15, random_state=0, device="cpu")
     grid = GridSearchCV(base, {"module_kwargs": [{"hidden_layer_sizes": (8,)}, {"hidden_layer_sizes": (16,)}],
                                "alpha": [1e-3, 1e-2]}, cv=2)
@@ -266,8 +250,8 @@ def test_grid_search_over_module_kwargs_and_alpha(regression):
     assert base.module_kwargs is None and not hasattr(base, "module_")
 
 
-def test_warm_start_continues_and_rejects_a_new_architecture(regression):
-    X, y, Xt, _ = regression
+def test_warm_start_continues_and_rejects_a_new_architecture(regression_data):
+    X, y, Xt, _ = regression_data
     kw = dict(batch_size=None, early_stopping=False, tol=0, learning_rate=1e-4, random_state=0, **SMALL)
     full = _fit(VarProNetRegressor(max_iter=10, **kw), X, y)
     warm = _fit(VarProNetRegressor(max_iter=5, warm_start=True, **kw), X, y)
@@ -282,8 +266,8 @@ def test_warm_start_continues_and_rejects_a_new_architecture(regression):
     np.testing.assert_array_equal(warm.predict(Xt), before)
 
 
-def test_module_conventions_and_errors(regression):
-    X, y, _, _ = regression
+def test_module_conventions_and_errors(regression_data):
+    X, y, _, _ = regression_data
 
     def factory(width=4):  # a plain callable without n_features_in: the module infers its input width
         return nn.Sequential(nn.LazyLinear(width), nn.Tanh())
