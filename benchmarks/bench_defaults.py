@@ -47,8 +47,6 @@ Run::
 """
 
 import argparse
-import glob
-import hashlib
 import json
 import os
 import platform
@@ -78,6 +76,7 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 import skflow
+from _common import source_fingerprint
 from skflow import MeanFieldNODERegressor, RKHSNODEClassifier, VarProSHLRegressor
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -308,17 +307,6 @@ def verdicts_md(v):
         lines.append(f"- **{m} default fits raise no warnings**: {'PASS' if w['pass'] else 'FAIL'} — "
                      f"{w['n_warnings']} warnings" + (f" ({detail})" if detail else ""))
     return "\n".join(lines)
-
-
-def source_fingerprint():
-    """sha256 (first 12 hex digits) of skflow's Python sources, as imported: which defaults were measured."""
-    root = os.path.dirname(os.path.abspath(skflow.__file__))
-    h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
-        h.update(os.path.relpath(path, root).encode())
-        with open(path, "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:12]
 
 
 def write_outputs(args, records, summary, v, table, verdict_text, wall):

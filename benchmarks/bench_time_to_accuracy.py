@@ -185,6 +185,7 @@ except ImportError:  # the environment variables above already pin BLAS / OpenMP
     threadpool_limits = None
 
 import skflow  # noqa: E402
+from _common import source_fingerprint  # noqa: E402
 from skflow import MeanFieldNODERegressor, RKHSNODEClassifier, VarProSHLRegressor  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -740,20 +741,6 @@ def plot(runs, sizes, targets, path):
 
 
 # ---------------------------------------------------------------------------------------------------- main
-def skflow_sources_sha256():
-    """Hash of the skflow sources the run used (the checkout may change between runs)."""
-    import glob
-    import hashlib
-
-    root = os.path.dirname(os.path.abspath(skflow.__file__))
-    h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
-        h.update(os.path.relpath(path, root).encode())
-        with open(path, "rb") as fh:
-            h.update(fh.read())
-    return h.hexdigest()[:12]
-
-
 def run_footer(env):
     total, l0, l1 = env["total_runtime_s"], env["loadavg_start"], env["loadavg_end"]
     return (f"total runtime {total:.0f} s ({total / 60:.1f} min); load average (1/5/15 min) {l0[0]:.1f} / "
@@ -810,7 +797,7 @@ def main():
     sizes = [int(n) for n in (args.sizes or ([500, 1000] if args.quick else [1000, 3000, 10_000, 30_000, 100_000]))]
     seeds_for = (lambda n: [0]) if args.quick else (lambda n: [0, 1] if n <= 1000 else [0])
     load0 = os.getloadavg()
-    sources = skflow_sources_sha256()
+    sources = source_fingerprint()
     print(f"skflow {skflow.__version__}, scikit-learn {sklearn.__version__}, torch {torch.__version__}, "
           f"numpy {np.__version__}, Python {platform.python_version()}; skflow sources sha256 {sources}; "
           f"{os.cpu_count()} CPU(s), "
