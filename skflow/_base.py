@@ -46,7 +46,8 @@ from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWa
 from .flows._flow import Flow
 from .flows._fused import decide_compile
 
-__all__ = ["BaseFlowClassifier", "BaseFlowEstimator", "BaseFlowRegressor", "available_memory", "resolve_device", "resolve_dtype"]
+__all__ = ["BaseFlowClassifier", "BaseFlowEstimator", "BaseFlowRegressor", "available_memory", "resolve_device",
+           "resolve_dtype"]
 
 #: bytes that the activations of one prediction chunk may take
 PREDICT_MEMORY_BUDGET = 256 * 2**20

@@ -124,8 +124,9 @@ def graph_kernel(key, make):
     Whole-graph kernels let TorchInductor fuse across the matrix products: it folds biases into the products,
     evaluates each elementwise function where its result is consumed (``sigma'`` in the backward sweep, from the
     stored pre-activation, instead of writing it in the forward one) and runs the step without a Python call
-    per operation. Everything a graph specialises on (the depth it unrolls, the activation, slice bounds) must
-    be in ``key``: each key then has its own cache of compiled graphs, which only dtype and device can grow.
+    per operation. Everything a graph specialises on (the depth it unrolls, the activation, slice bounds,
+    constants such as an output scale) must be in ``key``: each key then has its own cache of compiled graphs,
+    which only dtype and device can grow.
     """
     kernel = _GRAPHS.get(key)
     if kernel is None:

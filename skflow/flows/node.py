@@ -40,17 +40,18 @@ def init_particles(S, M, D, feature_init="gaussian", feature_scale=1.0, nu=1.5, 
     return U, W, b
 
 
-def _adjoint_graph(activation, S, d_in, d_out):
+def _adjoint_graph(activation, S, d_in, d_out, scale):
     """The forward and adjoint pass of a block of rows as one function of tensors, for ``torch.compile``: the
     same sums as :meth:`MeanFieldSHLFlow._adjoint_block`, unnormalised, with the ``S`` layers unrolled.
 
     Returns ``(sum |r|^2 / 2, sum p s (S, D, M), sum z Ga (S, D, M), sum Ga (S, M))`` for the residuals ``r``,
     adjoints ``p``, activations ``s`` and pre-activation gradients ``Ga`` of the block's rows, scaled as if each
-    row's loss were not divided by the number of rows. ``UTc`` is ``(h/M) U^T`` (S, D, M).
+    row's loss were not divided by the number of rows. ``UTc`` is ``(h/M) U^T`` (S, D, M). ``scale`` (the output
+    scale) is a constant of the graph: no per-step scalar tensor to copy to the device.
     """
     act = ACTIVATIONS[activation]
 
-    def adjoint_sums(X, Y, W, b, UTc, scale):
+    def adjoint_sums(X, Y, W, b, UTc):
         D, n = W.shape[2], X.shape[0]
         zT = torch.cat([X.T, X.new_zeros((D - d_in, n))])
         states, acts = [], []
@@ -136,8 +137,8 @@ class MeanFieldSHLFlow(Flow):
 
     def _graph(self):
         S = self.n_layers
-        return graph_kernel(("node_adjoint", self.activation, S, self.d_in, self.d_out, self.dim),
-                            lambda: _adjoint_graph(self.activation, S, self.d_in, self.d_out))
+        key = ("node_adjoint", self.activation, S, self.d_in, self.d_out, self.dim, self.output_scale)
+        return graph_kernel(key, lambda: _adjoint_graph(self.activation, S, self.d_in, self.d_out, self.output_scale))
 
     def block_width(self):
         return self.width
@@ -219,22 +220,21 @@ class MeanFieldSHLFlow(Flow):
         if self.solver != "euler":
             return self._autograd_gradients(X, Y)
         S, M, D = self.U.shape
-        gUT = self.U.new_zeros((S, D, M))  # transposed: the products below write (D, M) blocks
-        gWT = self.W.new_zeros((S, D, M))
-        gb = self.b.new_zeros((S, M))
-        R = self.U.new_zeros(())
         # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
         n_total = X.shape[0] if self.data_parallel is None else 1
         UTc = (self.U.transpose(1, 2) * (1.0 / (S * M))).contiguous()  # (S, D, M): h/M on the small side
+        blocks = row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0]))
         sums = None
         if self.compiled:  # one compiled graph per block: the activations are fused into the adjoint sweep
-            scale = UTc.new_tensor(self.output_scale)
-            sums = self._graph().sums(row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0])),
-                                      lambda rows: (X[rows], Y[rows], self.W, self.b, UTc, scale))
+            sums = self._graph().sums(blocks, lambda rows: (X[rows], Y[rows], self.W, self.b, UTc))
         if sums is not None:
             R, gUT, gWT, gb = (t / n_total for t in sums)
         else:
-            for rows in row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0])):
+            gUT = self.U.new_zeros((S, D, M))  # transposed: the products below write (D, M) blocks
+            gWT = self.W.new_zeros((S, D, M))
+            gb = self.b.new_zeros((S, M))
+            R = self.U.new_zeros(())
+            for rows in blocks:
                 R += self._adjoint_block(X[rows], Y[rows], n_total, UTc, gUT, gWT, gb)
         if self.data_parallel is not None:
             R, gUT, gWT, gb = self.reduce_rows(X.shape[0], R, gUT, gWT, gb)

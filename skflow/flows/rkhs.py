@@ -70,12 +70,13 @@ def loss_and_grad(loss, logits, Y, n):
     return R, (P * Y.sum(1, keepdim=True) - Y) / n
 
 
-def _adjoint_graph(S, d_in, loss):
+def _adjoint_graph(S, d_in, loss, scale):
     """The forward and adjoint pass of :meth:`RKHSFlow._adjoint_block` over a block of rows as one function of
     tensors, for ``torch.compile`` (the ``S`` layers unrolled). ``thetac`` is ``h sqrt(2/M) theta``; returns the
-    block's risk and ``sum_n p_n (x) cos(a_n)`` per layer (S, D, M), unnormalised (a loss summed over rows)."""
+    block's risk and ``sum_n p_n (x) cos(a_n)`` per layer (S, D, M), unnormalised (a loss summed over rows). The
+    output ``scale`` is a constant of the graph: no per-step scalar tensor to copy to the device."""
 
-    def adjoint_sums(X, Y, W, b, thetac, scale):
+    def adjoint_sums(X, Y, W, b, thetac):
         D, n = thetac.shape[1], X.shape[0]
         zT = torch.cat([X.T, X.new_zeros((D - d_in, n))])
         acts = []
@@ -151,8 +152,8 @@ class RKHSFlow(Flow):
     activations = ("cos",)
 
     def _graph(self):
-        return graph_kernel(("rkhs_adjoint", self.n_layers, self.d_in, self.loss),
-                            lambda: _adjoint_graph(self.n_layers, self.d_in, self.loss))
+        key = ("rkhs_adjoint", self.n_layers, self.d_in, self.loss, self.output_scale)
+        return graph_kernel(key, lambda: _adjoint_graph(self.n_layers, self.d_in, self.loss, self.output_scale))
 
     def block_width(self):
         return self.n_features
@@ -226,21 +227,21 @@ class RKHSFlow(Flow):
         velocity field of Eq. II.26 in parameter coordinates. The rows are processed in blocks of
         :meth:`block_rows` and the sums accumulated, so that a step's memory does not grow with ``N``.
         """
-        grad = torch.zeros_like(self.theta)
-        R = self.theta.new_zeros(())
         # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
         n_total = X.shape[0] if self.data_parallel is None else 1
+        blocks = row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0]))
         sums = None
         if self.compiled:  # one compiled graph per block: the activations are fused into the adjoint sweep
             S, D, M = self.theta.shape
             hc = math.sqrt(2.0 / M) / S
-            scale, thetac = self.theta.new_tensor(self.output_scale), self.theta * hc
-            sums = self._graph().sums(row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0])),
-                                      lambda rows: (X[rows], Y[rows], self.W, self.b, thetac, scale))
+            thetac = self.theta * hc
+            sums = self._graph().sums(blocks, lambda rows: (X[rows], Y[rows], self.W, self.b, thetac))
         if sums is not None:
             R, grad = sums[0] / n_total, sums[1] * (hc / n_total)
         else:
-            for rows in row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0])):
+            grad = torch.zeros_like(self.theta)
+            R = self.theta.new_zeros(())
+            for rows in blocks:
                 R += self._adjoint_block(X[rows], Y[rows], n_total, grad)
         if self.data_parallel is not None:
             R, grad = self.reduce_rows(X.shape[0], R, grad)
