@@ -41,7 +41,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import distributed
-from ._training import TrainConfig, n_batches, stable_time_step, train, warn_stop
+from ._training import TrainConfig, epoch_batches, n_batches, stable_time_step, train, warn_stop
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError
 from .flows._flow import Flow
 from .flows._fused import decide_compile
@@ -218,13 +218,28 @@ class BaseFlowEstimator(BaseEstimator):
         """Time step at a given iteration; subclasses may add a schedule."""
         return self.learning_rate_
 
+    #: ``learning_rate='auto'`` with minibatches: the probe steps through at most this many of the fit's batches
+    _auto_probe_batches = 8
+    #: ... and takes at least this many steps per probed time step (momentum needs ``~1 / (1 - m)`` steps to
+    #: reach its full step: a probe of 3 steps would pass time steps that diverge later)
+    _auto_probe_steps = 24
+
     def _resolve_learning_rate(self, flow, X, Y, generator):
-        """``learning_rate_``: the given float, or, for 'auto', half the largest stable step found on the data."""
+        """``learning_rate_``: the given float, or, for 'auto', half the largest stable step found on the data.
+
+        Full batch: the step is probed on the training rows. Minibatches: on the first batches of an epoch cut
+        as the fit cuts them (:func:`skflow._training.epoch_batches`, near-equal sizes, seeded apart from the
+        fit's generator), stepping through them as the fit does, momentum included.
+        """
         if self.learning_rate != "auto":
             return float(self.learning_rate)
-        if self.batch_size is not None and self.batch_size < X.shape[0]:
-            idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))[: self.batch_size]
-            X, Y = X[idx.to(X.device)], Y[idx.to(X.device)]
+        n = X.shape[0]
+        if self.batch_size is not None and n_batches(n, self.batch_size) > 1:
+            parts, _ = epoch_batches(n, self.batch_size, torch.Generator().manual_seed(0), X.device)
+            parts = parts[: self._auto_probe_batches]
+            batches = [(X[idx], Y[idx]) for idx in parts]
+            cycles = max(3, math.ceil(self._auto_probe_steps / len(batches)))
+            return stable_time_step(flow, X, Y, self._reference_learning_rate, n_steps=cycles, batches=batches)
         return stable_time_step(flow, X, Y, self._reference_learning_rate)
 
     def _uses_minibatches(self, n_rows):

@@ -3,6 +3,7 @@
 * :class:`History` -- per-iteration records kept on the device and brought to the host every few iterations;
 * :class:`BestParameters` -- a device copy of the parameters at the lowest value of a monitored risk;
 * :class:`StopMonitor` -- the stopping rules: ``tol`` / ``n_iter_no_change``, and divergence;
+* :func:`epoch_batches` -- an epoch's shuffled minibatches, of nearly equal sizes;
 * :func:`run_epoch` -- one iteration: a full-batch step, or one pass over shuffled minibatches;
 * :func:`train` -- the loop that ties them together and returns a :class:`TrainResult`;
 * :func:`warn_stop` -- the warning that explains a stop reason.
@@ -25,7 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from .exceptions import DivergenceWarning, FitInterruptedWarning
 
 __all__ = ["BestParameters", "History", "StopMonitor", "TrainConfig", "TrainResult", "n_batches", "run_epoch",
-           "stable_time_step", "train", "warn_stop"]
+           "stable_time_step", "train", "warn_stop", "epoch_batches"]
 
 #: a training risk above this multiple of the fit's first risk is divergence, even while it is finite
 DIVERGENCE_FACTOR = 1e4
@@ -157,80 +158,111 @@ def _split_sizes(n, k):
     return [n // k + (j < n % k) for j in range(k)]
 
 
-def run_epoch(flow, X, Y, lr, batch, generator, rows_per_rank=None):
-    """One iteration: a full-batch step (``batch >= N``) or a pass over shuffled minibatches of ``batch`` rows.
+def epoch_batches(n, batch, generator, device, rows_per_rank=None):
+    """Index tensors of one epoch's minibatches: a shuffled permutation of ``range(n)`` cut into
+    :func:`n_batches` parts of nearly equal sizes (they differ by at most one row), with their shares of the
+    epoch's rows (of every rank's rows in a data-parallel fit).
 
-    Returns the step's record (epoch averages weighted by batch size for minibatches). Data-parallel
-    (``rows_per_rank``, the rows of every rank): see :func:`n_batches`; the records are already means over
-    the ranks and the epoch average weighs them by the rows of the union of the ranks' batches.
+    Why nearly equal batches rather than ``batch``-sized ones and a remainder: every step of an epoch has the
+    same time step ``tau``, and the stiffness of a minibatch step grows as the batch shrinks (its gradient is
+    the mean over fewer rows, its noise larger), so a step sized for ``batch`` rows must never be taken on a
+    batch of ``N mod batch`` rows (one row, for ``N = k * batch + 1``). With ``ceil(N / batch)`` near-equal
+    parts every batch has between ``batch / 2`` and ``batch`` rows, and the flow at ``N = k * batch + 1`` is
+    the flow at ``k * batch`` (the same number of steps of nearly the same size).
+    """
+    rows = (n,) if rows_per_rank is None else tuple(rows_per_rank)
+    k = n_batches(n, batch, rows_per_rank)
+    perm = torch.randperm(n, generator=generator).to(device)
+    # every rank knows the batch sizes of all the ranks from their row counts: the same shares everywhere
+    sizes = np.sum([_split_sizes(r, k) for r in rows], axis=0)
+    return list(torch.tensor_split(perm, k)), sizes / float(sum(rows))
+
+
+def run_epoch(flow, X, Y, lr, batch, generator, rows_per_rank=None):
+    """One iteration: a full-batch step, or a pass over the shuffled near-equal minibatches of
+    :func:`epoch_batches` (``ceil(N / batch)`` of them).
+
+    Returns the step's record; for minibatches, the epoch averages of the batches' records weighted by their
+    shares of the rows (the ``"risk"`` entry is then the epoch's mean training risk, each batch's taken before
+    its step). Data-parallel (``rows_per_rank``, the rows of every rank): every rank takes the same number of
+    steps (see :func:`n_batches`) and the records are already means over the ranks.
     """
     n = X.shape[0]
-    if rows_per_rank is not None:
-        k = n_batches(n, batch, rows_per_rank)
-        if k == 1:
-            return dict(flow.step(X, Y, lr))
-        perm = torch.randperm(n, generator=generator).to(X.device)
-        records = [flow.step(X[idx], Y[idx], lr) for idx in torch.tensor_split(perm, k)]
-        # every rank knows the batch sizes of all the ranks from their row counts: the same weights everywhere
-        sizes = np.sum([_split_sizes(r, k) for r in rows_per_rank], axis=0)
-        w = torch.tensor(sizes / sum(rows_per_rank), dtype=X.dtype, device=X.device)
-        return {key: (torch.stack([r[key] for r in records]) * w).sum() for key in records[0]}
-    if batch >= n:
+    if batch is None or n_batches(n, batch, rows_per_rank) == 1:
         return dict(flow.step(X, Y, lr))
-    perm = torch.randperm(n, generator=generator).to(X.device)
-    records, weights = [], []
-    for start in range(0, n, batch):
-        idx = perm[start:start + batch]
-        records.append(flow.step(X[idx], Y[idx], lr))
-        weights.append(idx.shape[0] / n)
-    w = torch.tensor(weights, dtype=X.dtype, device=X.device)
-    return {k: (torch.stack([r[k] for r in records]) * w).sum() for k in records[0]}
+    parts, shares = epoch_batches(n, batch, generator, X.device, rows_per_rank)
+    records = [flow.step(X[idx], Y[idx], lr) for idx in parts]
+    w = torch.tensor(shares, dtype=X.dtype, device=X.device)
+    return {key: (torch.stack([r[key] for r in records]) * w).sum() for key in records[0]}
 
 
-def _decreases(flow, X, Y, tau, n_steps):
-    """Whether ``n_steps`` explicit steps of size ``tau``, on a copy of the engine, decrease the risk each time."""
+def _decreases(flow, batches, tau, n_cycles):
+    """Whether explicit steps of size ``tau`` on a copy of the engine keep decreasing the risk.
+
+    ``batches``: the ``(X, Y)`` minibatches the fit takes, in order (one pair for full batch). Full batch: the
+    objective the flow descends (the reduced risk for VarPro, the risk otherwise) decreases at each of
+    ``n_cycles`` steps. Minibatches: the probe passes through the batches ``n_cycles`` times, one step per
+    batch as the fit does (momentum included), and the risk on the union of the batches is finite and
+    decreases from each pass to the next.
+    """
     probe = copy.deepcopy(flow)
     with torch.no_grad():
-        # the objective the flow descends: the reduced risk for VarPro, the risk otherwise (before each step)
-        records = [probe.step(X, Y, tau) for _ in range(n_steps + 1)]
-        risks = [float(r.get("reduced_risk", r["risk"])) for r in records]
+        if len(batches) == 1:
+            X, Y = batches[0]
+            records = [probe.step(X, Y, tau) for _ in range(n_cycles + 1)]
+            risks = [float(r.get("reduced_risk", r["risk"])) for r in records]
+        else:
+            Xu, Yu = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+            risks = [float(probe.risk(Xu, Yu))]
+            for _ in range(n_cycles):
+                for Xb, Yb in batches:
+                    probe.step(Xb, Yb, tau)
+                risks.append(float(probe.risk(Xu, Yu)))
     return all(math.isfinite(r) for r in risks) and all(b < a for a, b in zip(risks, risks[1:]))
 
 
-def stable_time_step(flow, X, Y, reference, fraction=0.5, factor=2.0, n_steps=3, max_up=8, max_down=24):
+def stable_time_step(flow, X, Y, reference, fraction=0.5, factor=2.0, n_steps=3, max_up=8, max_down=24,
+                     batches=None):
     """The largest time step of the grid ``reference * factor**k`` whose first explicit steps keep decreasing the
     risk, times ``fraction``.
 
     A safeguarded line search on the first steps: the explicit Euler scheme of a gradient flow is stable for
     ``tau < 2 / L`` (``L`` the smoothness of the risk), and a step beyond the limit makes the risk oscillate or
     grow. Each probe runs on a copy of the engine, so the engine itself is not moved. ``X``, ``Y`` are the rows
-    a step sees (one minibatch with ``batch_size``). The search goes at most ``factor**max_up`` above the
-    reference and ``factor**max_down`` below it.
+    of a full-batch step; ``batches`` (a list of ``(X, Y)``), the minibatches the fit will take, in order: the
+    probe then steps through them as the fit does, momentum included, and judges the risk on their union
+    after each pass (see :func:`_decreases`). The search goes at most ``factor**max_up`` above the reference
+    and ``factor**max_down`` below it.
     """
+    batches = [(X, Y)] if batches is None else list(batches)
     tau = float(reference)
-    if _decreases(flow, X, Y, tau, n_steps):
+    if _decreases(flow, batches, tau, n_steps):
         for _ in range(max_up):
-            if not _decreases(flow, X, Y, tau * factor, n_steps):
+            if not _decreases(flow, batches, tau * factor, n_steps):
                 break
             tau *= factor
     else:
         for _ in range(max_down):
             tau /= factor
-            if _decreases(flow, X, Y, tau, n_steps):
+            if _decreases(flow, batches, tau, n_steps):
                 break
     return fraction * tau
 
 
-def _log(name, host, t0, final=False):
+def _log(name, host, t0, final=False, reason=None):
     risks = host.get("risk", [])
-    if not risks:
+    if not risks and not final:
         return
-    msg = f"[{name}] iter {len(risks):6d}  risk {risks[-1]:.4e}"
-    if "pl_ratio" in host:
+    msg = f"[{name}] iter {len(risks):6d}"
+    if risks:
+        msg += f"  risk {risks[-1]:.4e}"
+    if "pl_ratio" in host and host["pl_ratio"]:
         msg += f"  P-L ratio {host['pl_ratio'][-1]:.3e}"
-    if "val_risk" in host:
+    if "val_risk" in host and host["val_risk"]:
         msg += f"  val risk {host['val_risk'][-1]:.4e}"
-    msg += f"  {time.perf_counter() - t0:7.1f}s" + ("  (done)" if final else "")
+    msg += f"  {time.perf_counter() - t0:7.1f}s"
+    if final:
+        msg += f"  done: stop reason {reason!r}"
     print(msg, file=sys.stdout, flush=True)
 
 
@@ -251,11 +283,22 @@ def _sync(history, monitor):
     return reason
 
 
+#: with ``verbose``, a progress line at least this often (seconds), at the host synchronisations
+LOG_SECONDS = 5.0
+
+
 def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
     """Run the flow from its current parameters; ``data = (X, Y, X_val, Y_val)`` (validation may be None).
 
     The parameters end at: the best validation risk (early stopping), the lowest training risk (divergence),
-    the start of the interrupted iteration (Ctrl-C during a step), or the last step.
+    the start of the interrupted iteration (Ctrl-C during a step), or the last step. Whatever the stop, the
+    training risk on all the rows is then measured once more: a fit that ends no lower than it started (see
+    :func:`_conclude`) restores the best of its candidate parameters and says so (``stop_reason``
+    ``'no_improvement'``).
+
+    With ``verbose``, a minibatch fit prints a line per epoch, a full-batch fit every ``5 * sync_every``
+    iterations (every ``sync_every`` with ``verbose >= 2``) or every :data:`LOG_SECONDS`, and every fit ends
+    with a line giving its stop reason.
     """
     X, Y, Xv, Yv = data
     params = flow.parameters()
@@ -270,13 +313,17 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
     if use_val:  # the starting point is a candidate too: a first step that diverges must not be kept
         with torch.no_grad():
             best_val.update(flow.risk(Xv, Yv), params)
+    initial = [p.detach().clone() for p in params]
     start = [p.detach().clone() for p in params]
     n = X.shape[0]
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
     if cfg.rows_per_rank is not None:
         batch = cfg.batch_size
-    log_every = (cfg.sync_every if cfg.verbose >= 2 else 5 * cfg.sync_every) if cfg.verbose else 0
+    minibatch = n_batches(n, batch, cfg.rows_per_rank) > 1
+    sync_every = 1 if (cfg.verbose and minibatch) else cfg.sync_every
+    log_every = (1 if minibatch else cfg.sync_every if cfg.verbose >= 2 else 5 * cfg.sync_every) if cfg.verbose else 0
     reason, stepping, t0 = "max_iter", False, time.perf_counter()
+    last_log = t0
     try:
         for it in range(start_iter, start_iter + cfg.max_iter):
             for p, s in zip(params, start):
@@ -290,10 +337,12 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
                 best_val.update(rec["val_risk"], params)
             history.append(rec)
             done = it + 1 - start_iter
-            if done % cfg.sync_every == 0 or done == cfg.max_iter:
+            if done % sync_every == 0 or done == cfg.max_iter:
                 stop = _sync(history, monitor)
-                if log_every and stop is None and done % log_every == 0:
+                now = time.perf_counter()
+                if log_every and stop is None and (done % log_every == 0 or now - last_log > LOG_SECONDS):
                     _log(cfg.name, history.host, t0)
+                    last_log = now
                 if stop is not None:
                     reason = stop
                     break
@@ -305,10 +354,19 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
         for row in history.take_pending():  # every pending record is of a complete iteration
             history.keep(row)
     return _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches(n, batch, cfg.rows_per_rank),
-                     t0, log_every)
+                     t0, log_every, (X, Y), initial, initial_risk, warm=start_iter > 0)
 
 
-def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t0, log_every):
+def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t0, log_every, train_rows, initial,
+              initial_risk, warm=False):
+    """Restore the parameters a stop calls for, then check the fit against its start.
+
+    The check is on the training risk of all the rows (an epoch-level quantity, not one batch's): a cold fit
+    whose final risk is not below the risk it started from (a warm start: above it) failed, whatever its stop
+    reason. The parameters then become the best of three candidates by that risk -- the final ones, those of
+    the lowest epoch risk seen, and the starting ones -- and the reason becomes ``'no_improvement'`` (the
+    warning, :func:`warn_stop`, names the fix). An interrupted fit is left as the user stopped it.
+    """
     restored = ""
     n_done = len(history)
     if reason == "diverged":
@@ -316,12 +374,37 @@ def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t
         restored = "the parameters with the lowest " + ("validation" if best_val else "training") + " risk"
     elif best_val is not None and n_done > 0:
         best_val.restore(params)
+    extra = {"initial_risk": initial_risk}
+    X, Y = train_rows
+    if reason != "interrupted" and n_done > 0 and math.isfinite(initial_risk) and initial_risk > 0:
+        with torch.no_grad():
+            final = float(flow.risk(X, Y))
+            failed = not (final <= initial_risk) if warm else not (final < initial_risk)
+            if failed:
+                kept = [p.detach().clone() for p in params]
+                candidates = [("final", kept), ("lowest", lowest.params), ("initial", initial)]
+                scored = []
+                for label, values in candidates:
+                    for p, v in zip(params, values):
+                        p.copy_(v)
+                    r = float(flow.risk(X, Y))
+                    scored.append((r if math.isfinite(r) else math.inf, label, values))
+                best_risk, label, values = min(scored, key=lambda t: t[0])
+                for p, v in zip(params, values):
+                    p.copy_(v)
+                restored = {"final": "the final parameters (no better ones were seen)",
+                            "lowest": "the parameters of the epoch with the lowest training risk",
+                            "initial": "the starting parameters"}[label]
+                extra.update(final_risk=final, restored_risk=best_risk, failed_reason=reason)
+                reason = "no_improvement"
+                final = best_risk
+        extra["final_risk"] = extra.get("final_risk", final)
     if log_every:
-        _log(cfg.name, history.host, t0, final=True)
+        _log(cfg.name, history.host, t0, final=True, reason=reason)
     return TrainResult(
         history=history.arrays(), stop_reason=reason, n_iter=n_done, n_batches=n_batches,
         best_validation_risk=float(best_val.value) if best_val is not None and n_done else float("nan"),
-        restored=restored,
+        restored=restored, extra=extra,
     )
 
 
@@ -333,6 +416,17 @@ def warn_stop(result, name, cfg, hint=""):
             f"its starting value) after {result.n_iter} iterations; training stopped and {result.restored} "
             f"seen were restored. The flow is too stiff for this time step: use a smaller learning_rate{hint}, "
             "or standardise the inputs.",
+            DivergenceWarning,
+        )
+    elif result.stop_reason == "no_improvement":
+        e = result.extra
+        before = e.get("failed_reason", "max_iter")
+        warnings.warn(
+            f"{name}: the fit ended with a training risk of {e.get('final_risk', float('nan')):.4g}, not below its "
+            f"starting value {e.get('initial_risk', float('nan')):.4g} (after {result.n_iter} iterations, stopped "
+            f"by {before!r}); {result.restored} were restored (training risk "
+            f"{e.get('restored_risk', float('nan')):.4g}). The time step is too large for this problem: use a "
+            f"smaller learning_rate{hint}, or standardise the inputs.",
             DivergenceWarning,
         )
     elif result.stop_reason == "interrupted":
