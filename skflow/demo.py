@@ -66,11 +66,19 @@ def _is_skflow(model):
     return type(last).__module__.startswith("skflow")
 
 
+def _lambda_note(lam, width, n_points):
+    """``lambda_0`` of a width-``M`` kernel, with what a zero means: rank <= M < points, not round-off."""
+    if lam == 0 and width < n_points:
+        return f"0 (M={width} < {n_points} points: rank-deficient by construction)"
+    return f"{lam:.3g} (M={width})"
+
+
 def _node_diagnostics(m):
     rep = m.convergence_report_
     return (f"iters {m.n_iter_} ({m.stop_reason_}), P-L m {m.pl_constant_:.3g}, observed rate "
-            f"{rep.get('observed_rate', float('nan')):.3g}, lambda_0 {m.kernel_lambda_min_:.3g} "
-            f"(M={m.width}, infinite-width {m.exact_kernel_lambda_min_:.3g}), W2_COT {m.cot_distance_:.3g}")
+            f"{rep.get('observed_rate', float('nan')):.3g}, lambda_0 "
+            f"{_lambda_note(m.kernel_lambda_min_, m.width, m.kernel_n_samples_)}, infinite-width "
+            f"{m.exact_kernel_lambda_min_:.3g}, W2_COT {m.cot_distance_:.3g}")
 
 
 def _varpro_diagnostics(m):
@@ -81,7 +89,9 @@ def _varpro_diagnostics(m):
 
 def _rkhs_diagnostics(m):
     return (f"iters {m.n_iter_} ({m.stop_reason_}), CE risk {m.loss_curve_[-1]:.2e}, delta "
-            f"{m.data_separation_:.3g}, lambda_min RF {m.kernel_lambda_min_:.3g} / exact "
+            f"{m.data_separation_:.3g}, lambda_min RF "
+            f"{_lambda_note(m.kernel_lambda_min_, m.n_features_used_, min(m.kernel_subsample, math.isqrt(m.required_width_)))}"
+            " / exact "
             f"{m.exact_kernel_lambda_min_:.3g}, P-L m {m.pl_constant_:.3g}")
 
 

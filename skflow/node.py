@@ -349,12 +349,46 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         return 0.1
 
     def _resolve_learning_rate(self, flow, X, Y, generator):
-        """As the base class; a float ``learning_rate`` with ``output_scale='certify'`` becomes
+        """As the base class; a float ``learning_rate`` is in the units of the ``cos`` flow: it is multiplied by
+        :meth:`_activation_step_factor` (1 for ``cos``), and with ``output_scale='certify'`` it becomes
         ``min(lr, 16 lr / output_scale_^2)``: the flow stiffens like ``output_scale^2`` (Prop. II.6.1)."""
         lr = super()._resolve_learning_rate(flow, X, Y, generator)
+        if self.learning_rate != "auto":
+            self.activation_step_factor_ = self._activation_step_factor(flow, X)
+            lr *= self.activation_step_factor_
         if self.output_scale == "certify" and self.learning_rate != "auto":
             lr = min(lr, lr * 16.0 / self.output_scale_**2)
         return lr
+
+    #: rows of the training data on which the activation's step factor is measured (a fixed subsample)
+    _step_factor_rows = 1000
+
+    def _activation_step_factor(self, flow, X):
+        """``kappa_cos / kappa_sigma`` at initialisation, with ``kappa = max(E sigma(a)^2, E sigma'(a)^2)`` over the
+        pre-activations ``a = w . z(0) + b`` of every particle on (a fixed subsample of) the training rows.
+
+        The stiffness of the flow at initialisation is that of its tangent kernel, whose scale is ``E sigma^2``
+        (the ``u``-directions) and ``E sigma'^2`` (the features' directions): bounded by 1 for ``cos``, but up
+        to several times larger for ``silu`` / ``gelu`` / ``relu``, which grow with ``b ~ U[0, pi]``. Dividing
+        the time step by that scale, relative to the scale ``cos`` has on the same pre-activations, makes one
+        default step stable for every activation; it is exactly 1 for ``cos``.
+        """
+        if self.activation == "cos":
+            return 1.0
+        from .flows._ops import ACTIVATIONS
+
+        idx = seeded_subsample(X.shape[0], self._step_factor_rows)
+        Xs = (X if idx is None else X[torch.as_tensor(idx, device=X.device)]).detach().double()
+        Z = lift(Xs, flow.dim)
+        with torch.no_grad():
+            A = torch.einsum("nd,kmd->knm", Z, flow.W.detach().double()) + flow.b.detach().double()[:, None, :]
+
+            def kappa(name):
+                v, dv = ACTIVATIONS[name](A.clone())
+                return max(float((v * v).mean()), float((dv * dv).mean()))
+
+            mine = kappa(self.activation)
+            return float(kappa("cos") / mine) if mine > 0 and np.isfinite(mine) else 1.0
 
     def _divergence_hint(self):
         hint = f" (now {self.learning_rate_:g}; learning_rate='auto' measures a stable one)"

@@ -1,0 +1,107 @@
+"""A bandwidth chosen by the limit kernel, before a single step (``../SPEC.md`` §5).
+
+At initialisation every layer of a NODE sees the lifted inputs ``z(0) = (x, 0)``, and its finite-width kernel
+concentrates on a closed form (Gaussian or Matern, see :mod:`~skflow.diagnostics.kernels`). In the lazy regime
+the trained model predicts like kernel ridge regression with that kernel, so the kernel's length scale can be
+chosen on the data by the *exact* leave-one-out error of kernel ridge, over a grid of length scales and of
+ridge strengths: one eigendecomposition per length scale gives the leave-one-out residuals of every ridge
+strength at once (as scikit-learn's ``RidgeCV`` / ``_RidgeGCV`` does for linear ridge).
+
+For ``(K + a I) c = Y`` with ``K = Q diag(s) Q^T`` the leave-one-out residual of row ``i`` is
+``c_i / [(K + a I)^{-1}]_{ii}``, ``c = Q diag(1 / (s + a)) Q^T Y`` (the classic identity for linear
+smoothers). With row weights ``w`` the same holds for the weighted problem after the change of variables
+``sqrt(w_i)`` on rows and columns (not used yet).
+
+Functions of tensors; no engine or estimator is imported.
+"""
+
+import numpy as np
+import torch
+
+from .._arrays import seeded_subsample
+from .kernels import squared_distances
+
+__all__ = ["DEFAULT_RIDGE_GRID", "kernel_ridge_loo_errors", "select_length_scale"]
+
+#: ridge strengths of the leave-one-out search, relative to the mean diagonal of the kernel matrix
+DEFAULT_RIDGE_GRID = tuple(np.logspace(-5, 1, 13))
+
+
+def kernel_ridge_loo_errors(K, Y, alphas):
+    """Mean squared leave-one-out residuals of kernel ridge ``(K + a I) c = Y`` for every ``a`` in ``alphas``.
+
+    Parameters
+    ----------
+    K : Tensor of shape (n, n)
+        Symmetric positive semi-definite kernel matrix.
+    Y : Tensor of shape (n, n_outputs)
+        Targets.
+    alphas : sequence of float
+        Ridge strengths (positive).
+
+    Returns
+    -------
+    ndarray of shape (len(alphas),)
+        ``mean_{i, j} (y_ij - f_{-i}(x_i)_j)^2`` for each ridge strength, in float64.
+    """
+    K = torch.as_tensor(K, dtype=torch.float64)
+    Y = torch.as_tensor(Y, dtype=torch.float64)
+    s, Q = torch.linalg.eigh(K)
+    s = s.clamp_min(0.0)
+    QtY = Q.T @ Y
+    Q2 = Q * Q
+    errors = []
+    for a in alphas:
+        d = 1.0 / (s + float(a))
+        C = Q @ (d[:, None] * QtY)
+        diag = Q2 @ d
+        E = C / diag[:, None]
+        errors.append(float((E * E).mean()))
+    return np.asarray(errors)
+
+
+def select_length_scale(X, Y, kernel, length_scales, alphas=DEFAULT_RIDGE_GRID, max_samples=1000):
+    """The length scale (and ridge strength) of least exact leave-one-out error of kernel ridge.
+
+    Parameters
+    ----------
+    X : Tensor or ndarray of shape (n, d)
+        Inputs (standardised as for the fit).
+    Y : Tensor or ndarray of shape (n, n_outputs)
+        Targets as the model fits them (standardised targets, or one-hot codes).
+    kernel : callable
+        ``kernel(sq_dists, length_scale) -> K``: the closed-form kernel as a function of the squared distances.
+    length_scales : sequence of float
+        Candidate length scales.
+    alphas : sequence of float, default=DEFAULT_RIDGE_GRID
+        Ridge strengths, relative to the mean diagonal of each kernel matrix.
+    max_samples : int, default=1000
+        At most this many rows (a fixed subsample drawn with ``RandomState(0)``, so that the choice depends on
+        the data only): the cost is ``O(max_samples^3)`` per length scale.
+
+    Returns
+    -------
+    length_scale : float
+        The chosen length scale.
+    alpha : float
+        The chosen ridge strength (absolute, i.e. times the mean diagonal).
+    errors : ndarray of shape (len(length_scales), len(alphas))
+        The leave-one-out errors of the grid.
+    """
+    X = torch.as_tensor(X).detach().to("cpu", torch.float64)
+    Y = torch.as_tensor(Y).detach().to("cpu", torch.float64)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    idx = seeded_subsample(X.shape[0], max_samples)
+    if idx is not None:
+        X, Y = X[torch.as_tensor(idx)], Y[torch.as_tensor(idx)]
+    D2 = squared_distances(X)
+    table, scales = [], []
+    for ls in length_scales:
+        K = kernel(D2, float(ls))
+        scale = float(torch.diagonal(K).mean()) or 1.0
+        scales.append(scale)
+        table.append(kernel_ridge_loo_errors(K, Y, [a * scale for a in alphas]))
+    table = np.asarray(table)
+    i, j = np.unravel_index(np.nanargmin(table), table.shape)
+    return float(length_scales[i]), float(alphas[j] * scales[i]), table
