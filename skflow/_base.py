@@ -387,7 +387,11 @@ class BaseFlowEstimator(BaseEstimator):
             verbose=self.verbose if getattr(self, "_data_parallel", None) is None or self._data_parallel.rank == 0
             else 0,
             name=type(self).__name__, rows_per_rank=getattr(self, "_rows_per_rank", None),
+            val_score=self._validation_score if self.early_stopping else None,
         )
+
+    #: early stopping restores the parameters of the best validation score (None: the least validation risk)
+    _validation_score = None
 
     def _clear_fitted(self):
         """Forget every fitted attribute (a cold fit starts from nothing)."""
@@ -458,6 +462,9 @@ class BaseFlowEstimator(BaseEstimator):
         self.stop_reason_ = result.stop_reason
         if self.early_stopping and n_done:
             self.best_validation_risk_ = result.best_validation_risk
+            if "val_score" in self.history_:
+                self.validation_scores_ = self.history_["val_score"]
+                self.best_validation_score_ = result.best_validation_score
         self.loss_curve_ = self.history_.get("risk", np.zeros(0))
         self.flow_time_ = self.history_["flow_time"]
         self.pl_ratio_curve_ = self.history_.get("pl_ratio", np.zeros(0))
@@ -568,6 +575,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
 
     def _decode_output(self, out):
         return out
+
+    def _validation_score(self, flow, X, Y):
+        """Early stopping: the accuracy on the held-out rows (as ``MLPClassifier`` monitors it); the parameters
+        of the best one are restored, among equal accuracies those of the least validation risk."""
+        correct = (flow.forward(X).argmax(dim=1) == Y.argmax(dim=1)).to(X.dtype).sum()
+        return flow.reduce_rows(X.shape[0], correct)[0]
 
     def _proba_scores(self, F):
         """The scores whose softmax is :meth:`predict_proba`, from the outputs ``F`` (n_samples, n_classes)."""

@@ -46,6 +46,10 @@ class TrainConfig:
     name: str = "estimator"
     #: data-parallel fits: the training rows of every rank, in rank order (None: a single process)
     rows_per_rank: tuple = None
+    #: early stopping of a classifier: ``(flow, X_val, Y_val) -> 0-dim tensor``, a validation score (higher is
+    #: better: the accuracy) that chooses the restored parameters, ties broken by the validation risk; None: the
+    #: validation risk alone
+    val_score: object = None
 
 
 @dataclass
@@ -57,6 +61,7 @@ class TrainResult:
     n_iter: int
     n_batches: int
     best_validation_risk: float = float("nan")
+    best_validation_score: float = float("nan")
     restored: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -260,6 +265,8 @@ def _log(name, host, t0, final=False, reason=None):
         msg += f"  P-L ratio {host['pl_ratio'][-1]:.3e}"
     if "val_risk" in host and host["val_risk"]:
         msg += f"  val risk {host['val_risk'][-1]:.4e}"
+    if "val_score" in host and host["val_score"]:
+        msg += f"  val score {host['val_score'][-1]:.4f}"
     msg += f"  {time.perf_counter() - t0:7.1f}s"
     if final:
         msg += f"  done: stop reason {reason!r}"
@@ -310,9 +317,19 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
                           history.host.get("val_risk" if use_val else "risk", ()), initial_risk)
     lowest = BestParameters(params, X)
     best_val = BestParameters(params, X) if use_val else None
+
+    def validate():
+        """``(risk, score, key)`` on the held-out rows; ``best_val`` keeps the parameters of the least key."""
+        risk = flow.risk(Xv, Yv)
+        if cfg.val_score is None:
+            return risk, None, risk
+        score = cfg.val_score(flow, Xv, Yv)
+        # the best score; among equal scores (an accuracy moves in steps of 1 / n_val) the least risk
+        return risk, score, risk.clamp(max=100.0) / (1e3 * max(1, Xv.shape[0])) - score
+
     if use_val:  # the starting point is a candidate too: a first step that diverges must not be kept
         with torch.no_grad():
-            best_val.update(flow.risk(Xv, Yv), params)
+            best_val.update(validate()[2], params)
     initial = [p.detach().clone() for p in params]
     start = [p.detach().clone() for p in params]
     n = X.shape[0]
@@ -333,8 +350,10 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
             stepping = False
             lowest.update(rec["risk"], start)
             if use_val:
-                rec["val_risk"] = flow.risk(Xv, Yv)
-                best_val.update(rec["val_risk"], params)
+                rec["val_risk"], score, key = validate()
+                if score is not None:
+                    rec["val_score"] = score
+                best_val.update(key, params)
             history.append(rec)
             done = it + 1 - start_iter
             if done % sync_every == 0 or done == cfg.max_iter:
@@ -353,8 +372,14 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
                 p.copy_(s)
         for row in history.take_pending():  # every pending record is of a complete iteration
             history.keep(row)
-    return _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches(n, batch, cfg.rows_per_rank),
-                     t0, log_every, (X, Y), initial, initial_risk, warm=start_iter > 0)
+    result = _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches(n, batch, cfg.rows_per_rank),
+                       t0, log_every, (X, Y), initial, initial_risk, warm=start_iter > 0)
+    if use_val and result.n_iter:  # of the parameters kept
+        with torch.no_grad():
+            risk, score, _ = validate()
+        result.best_validation_risk = float(risk)
+        result.best_validation_score = float("nan") if score is None else float(score)
+    return result
 
 
 def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t0, log_every, train_rows, initial,

@@ -227,7 +227,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         "width": [Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "feature_init": [StrOptions({"gaussian", "student"})],
-        "feature_scale": [Interval(numbers.Real, 0, None, closed="neither")],
+        "feature_scale": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "nu": [Interval(numbers.Real, 0, None, closed="neither")],
         "output_scale": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"certify"})],
         "solver": [StrOptions({"euler", "midpoint", "rk4"})],
@@ -308,7 +308,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         d, dout = X.shape[1], Y.shape[1]
         D = d + dout + self.extra_dims
         # drawn in float64 on the CPU whatever the dtype, so a seed gives the same initialisation in float32
-        U, W, b = init_particles(self.n_layers, self.width, D, self.feature_init, self.feature_scale, self.nu,
+        self.feature_scale_ = self._resolve_feature_scale(X, Y)
+        U, W, b = init_particles(self.n_layers, self.width, D, self.feature_init, self.feature_scale_, self.nu,
                                  generator=generator, dtype=torch.float64)
         self._certify(X, Y, W, b)
         to = dict(device=self.device_, dtype=self._torch_dtype)
@@ -317,6 +318,36 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             activation=self.activation, output_scale=self.output_scale_, solver=self.solver,
             train_features=self.train_features,
         )
+
+    #: ``feature_scale='auto'``: the leave-one-out search uses at most this many training rows
+    _bandwidth_rows = 1000
+
+    def _resolve_feature_scale(self, X, Y):
+        """``feature_scale_``: the given ``rho``, or for ``'auto'`` the one of least exact leave-one-out error of
+        kernel ridge with the closed-form limit kernel (``../SPEC.md`` §5), over length scales ``1 / rho`` that are
+        multiples :data:`~skflow.diagnostics.bandwidth.DEFAULT_LENGTH_GRID` of the median pairwise distance; the
+        search is recorded in ``bandwidth_search_``."""
+        self.bandwidth_search_ = None
+        if self.feature_scale != "auto":
+            return float(self.feature_scale)
+        from .diagnostics.bandwidth import DEFAULT_LENGTH_GRID, kernel_from_sq_distances, select_length_scale
+        from .rkhs import median_length_scale
+
+        Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
+        dp = getattr(self, "_data_parallel", None)
+        if dp is not None:  # the rows of the seeded subsample of every rank, as one process would draw them
+            both = dp.gather_subsample(to_numpy(torch.cat([Xc, Yc], dim=1)), self._bandwidth_rows,
+                                       self._rows_per_rank)
+            Xc, Yc = torch.as_tensor(both[:, : X.shape[1]]), torch.as_tensor(both[:, X.shape[1]:])
+        median = median_length_scale(to_numpy(Xc))
+        scales = [median * f for f in DEFAULT_LENGTH_GRID]
+        kind = "gaussian" if self.feature_init == "gaussian" else "matern"
+        ls, alpha, table = select_length_scale(
+            Xc, Yc, lambda D2, l: kernel_from_sq_distances(D2, l, kind, self.nu, amplitude=0.5), scales,
+            max_samples=self._bandwidth_rows)
+        self.bandwidth_search_ = {"feature_scales": 1.0 / np.asarray(scales), "loo_errors": table,
+                                  "feature_scale": 1.0 / ls, "ridge_alpha": alpha}
+        return 1.0 / ls
 
     def _certify(self, X, Y, W, b):
         """``output_scale_`` and, for ``output_scale='certify'``, ``certificate_`` (Thm. II.7, Prop. II.6.1).
@@ -337,7 +368,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
         self.certificate_ = node_certificate(
             Xc, Yc, W, b, output_scale="certify", activation=self.activation, feature_init=self.feature_init,
-            feature_scale=self.feature_scale, nu=self.nu, train_features=self.train_features,
+            feature_scale=self.feature_scale_, nu=self.nu, train_features=self.train_features,
             kernel_subsample=self.kernel_subsample)
         self.output_scale_ = self.certificate_["output_scale"]
 
@@ -412,7 +443,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             # at initialisation u = 0, so the flow is the identity and every layer sees z(0) = (x, 0)
             self.exact_kernel_lambda_min_ = self._diagnostic(
                 "exact_kernel_lambda_min_", kernel_lambda_min, lift(Xs, flow.dim), self.feature_init,
-                self.feature_scale, self.nu)
+                self.feature_scale_, self.nu)
         self.convergence_report_ = convergence_report(
             self.loss_curve_, self.flow_time_, self.pl_ratio_curve_, self.kernel_lambda_min_,
             n_samples=getattr(self, "_n_train_rows", X.shape[0]), output_scale=self.output_scale_,

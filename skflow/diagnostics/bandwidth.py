@@ -15,16 +15,56 @@ smoothers). With row weights ``w`` the same holds for the weighted problem after
 Functions of tensors; no engine or estimator is imported.
 """
 
+import math
+
 import numpy as np
 import torch
+from scipy import special
 
 from .._arrays import seeded_subsample
 from .kernels import squared_distances
 
-__all__ = ["DEFAULT_RIDGE_GRID", "kernel_ridge_loo_errors", "select_length_scale"]
+__all__ = ["DEFAULT_LENGTH_GRID", "DEFAULT_RIDGE_GRID", "kernel_from_sq_distances", "kernel_ridge_loo_errors",
+           "select_length_scale"]
 
 #: ridge strengths of the leave-one-out search, relative to the mean diagonal of the kernel matrix
 DEFAULT_RIDGE_GRID = tuple(np.logspace(-5, 1, 13))
+
+
+#: length scales of the search, as multiples of the median pairwise distance of the inputs
+DEFAULT_LENGTH_GRID = tuple(2.0 ** np.arange(-1.5, 1.51, 0.5))
+
+
+def kernel_from_sq_distances(D2, length_scale, kind="gaussian", nu=1.5, amplitude=1.0):
+    """``amplitude * k(r)`` from squared distances ``D2``: the Gaussian ``exp(-r^2 / (2 l^2))`` or the Matern-``nu``
+    kernel of length scale ``l`` (the closed forms of :mod:`skflow.diagnostics.kernels`).
+
+    Parameters
+    ----------
+    D2 : Tensor of shape (n, m)
+        Squared distances.
+    length_scale : float
+        ``l``.
+    kind : {'gaussian', 'matern'}, default='gaussian'
+        The kernel.
+    nu : float, default=1.5
+        Smoothness of the Matern kernel.
+    amplitude : float, default=1.0
+        A constant factor (1/2 for the NODE's limit kernel).
+
+    Returns
+    -------
+    Tensor of shape (n, m)
+        The kernel matrix, in float64.
+    """
+    D2 = torch.as_tensor(D2, dtype=torch.float64)
+    if kind == "gaussian" or math.isinf(nu):
+        return amplitude * torch.exp(-D2 / (2.0 * length_scale**2))
+    z = (math.sqrt(2.0 * nu) * torch.sqrt(D2.clamp_min(0.0)) / length_scale).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        K = (2.0 ** (1.0 - nu) / special.gamma(nu)) * z**nu * special.kv(nu, z)
+    K[z == 0] = 1.0
+    return amplitude * torch.as_tensor(np.nan_to_num(K, nan=1.0))
 
 
 def kernel_ridge_loo_errors(K, Y, alphas):
