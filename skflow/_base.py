@@ -29,7 +29,6 @@ import copy
 import math
 import numbers
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from . import distributed
 from ._training import TrainConfig, n_batches, stable_time_step, train, warn_stop
-from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError
+from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError, warn
 from .flows._flow import Flow
 from .flows._fused import decide_compile
 
@@ -350,8 +349,8 @@ class BaseFlowEstimator(BaseEstimator):
             flow.data_parallel = None  # the fitted model keeps no handle on the process group
             self._data_parallel = None
         if getattr(self, "_diagnostics_interrupted", False):
-            warnings.warn(f"{type(self).__name__}: interrupted while computing the diagnostics; the fitted model "
-                          "is kept and the diagnostics not computed are NaN.", FitInterruptedWarning)
+            warn(f"{type(self).__name__}: interrupted while computing the diagnostics; the fitted model "
+                 "is kept and the diagnostics not computed are NaN.", FitInterruptedWarning)
         return self
 
     def _prepare_targets(self, y):
@@ -412,8 +411,9 @@ class BaseFlowEstimator(BaseEstimator):
             raise MemoryError(
                 f"{type(self).__name__}: a training step needs about {need / 2**30:.2f} GiB of activations "
                 f"({rows} rows x {flow.bytes_per_row(training=True)} bytes) but only {have / 2**30:.2f} GiB are "
-                f"available on {self.device_}. Use a batch_size (e.g. batch_size={max(1, int(rows * have / need / 2))}),"
-                " a smaller width / number of features, or dtype='float32'."
+                f"available on {self.device_}. Use a batch_size (e.g. "
+                f"batch_size={max(1, int(rows * have / need / 2))}), a smaller width / number of features, or "
+                "dtype='float32'."
             )
 
     def _split(self, X, Y, y):
@@ -460,8 +460,8 @@ class BaseFlowEstimator(BaseEstimator):
             self._diagnostics_interrupted = True
             return default
         except Exception as exc:  # noqa: BLE001 - any failure of a diagnostic must leave the fit standing
-            warnings.warn(f"{type(self).__name__}: the diagnostic {name} could not be computed "
-                          f"({type(exc).__name__}: {exc}); it is set to {default!r}.", DiagnosticWarning)
+            warn(f"{type(self).__name__}: the diagnostic {name} could not be computed "
+                 f"({type(exc).__name__}: {exc}); it is set to {default!r}.", DiagnosticWarning)
             return default
 
     # ------------------------------------------------------------------ predict
@@ -481,8 +481,8 @@ class BaseFlowEstimator(BaseEstimator):
             return np.zeros((0, self._n_targets))
         out = np.concatenate(outs, axis=0)
         if not np.all(np.isfinite(out)):
-            warnings.warn(f"{type(self).__name__}: some outputs are not finite (numerical overflow): the inputs are "
-                          "far outside the range seen in training. Standardise X as for fit.", RuntimeWarning)
+            warn(f"{type(self).__name__}: some outputs are not finite (numerical overflow): the inputs are "
+                 "far outside the range seen in training. Standardise X as for fit.", RuntimeWarning)
         return out
 
     # ------------------------------------------------------------------ pickling

@@ -1,7 +1,6 @@
 """MeanFieldNODERegressor: an infinitely deep and wide ResNet trained by its Conditional-Wasserstein flow."""
 
 import numbers
-import warnings
 
 import numpy as np
 import torch
@@ -11,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
 from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
+from .exceptions import warn
 from .flows._ops import ACTIVATIONS, lift
 from .flows.node import MeanFieldSHLFlow, init_particles
 
@@ -52,7 +52,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         ``output_scale * z(1)[d:]``. 'certify' picks, at ``fit``, the smallest ``2^k`` (``k = 0..40``) for
         which the sufficient local P-L condition ``R(mu_0) < m r^2 / 4`` of Thm. II.7 (Eq. II.10) holds on the
         training data and the initialisation (see :func:`skflow.inspection.certify`), and raises ``ValueError``
-        if none does; a float ``learning_rate`` is then replaced by ``min(lr, 16 lr / output_scale_^2)``. The P-L ratio at initialisation grows as ``output_scale^2``
+        if none does; a float ``learning_rate`` is then replaced by ``min(lr, 16 lr / output_scale_^2)``. The P-L
+        ratio at initialisation grows as ``output_scale^2``
         (Prop. II.6.1; see ``examples/node_lifting_scaling.py``); the flow is stiffer too, so for
         ``output_scale >= 4`` the ``learning_rate`` should shrink roughly as ``1 / output_scale^2``
         (``0.1 * 16 / output_scale^2``). For a smaller ``output_scale`` the particles travel further and the
@@ -300,7 +301,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     # ------------------------------------------------------------------ hooks
     def _make_flow(self, X, Y, generator):
         if self.activation == "relu":
-            warnings.warn(
+            warn(
                 "activation='relu' is outside the theory (thesis Rem. II.5.1): the gradient flow need not be "
                 "unique and the convergence diagnostics carry no guarantee. Prefer 'cos', 'tanh' or 'silu'.",
                 UserWarning,

@@ -2,7 +2,6 @@
 
 import math
 import numbers
-import warnings
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from .diagnostics import (
     pl_bound,
     squared_distances,
 )
-from .exceptions import DuplicateInputsWarning, SingularKernelWarning
+from .exceptions import DuplicateInputsWarning, SingularKernelWarning, warn
 from .flows._ops import lift
 from .flows.rkhs import LOSSES, RKHSFlow, init_random_features, random_features
 
@@ -382,7 +381,8 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         flow = self.flow_
         # data-parallel: N counts the rows of all the ranks; the data diagnostics use this rank's rows
         N, K = getattr(self, "_n_train_rows", X.shape[0]), Y.shape[1]
-        self.theta_, self.random_weights_, self.random_offset_ = to_numpy(flow.theta), to_numpy(flow.W), to_numpy(flow.b)
+        self.theta_, self.random_weights_ = to_numpy(flow.theta), to_numpy(flow.W)
+        self.random_offset_ = to_numpy(flow.b)
         self.n_features_used_ = int(self.n_features)
         self.required_width_ = int(N) ** 2
         self.data_separation_ = self._diagnostic("data_separation_", self._separation, X, Y)
@@ -414,7 +414,7 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         Xsep = X.detach().double() if idx is None else X.detach().double()[torch.as_tensor(idx, device=X.device)]
         delta = data_separation(Xsep)  # on the device: the O(N^2 d) distance pass is the cost here
         if delta == 0.0 and _conflicting_duplicates(to_numpy(X), to_numpy(Y)):
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: some training inputs coincide but carry different labels (data "
                 "separation delta = 0). A NODE is a bijection of its inputs, so it can never separate them and "
                 "the P-L bound of Prop. II.4.4 is void; remove or relabel them.",
@@ -428,7 +428,7 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         stalled = risk.size == 0 or not risk[-1] < self._stall_ratio * risk[0]
         if self.n_features < N and stalled:
             first, last = (risk[0], risk[-1]) if risk.size else (float("nan"), float("nan"))
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: the training risk only fell from {first:.3g} to {last:.3g}, and "
                 f"n_features={self.n_features} is below the number of training samples N={N}: the random-feature "
                 "kernel matrix Phi Phi^T is singular (kernel_lambda_min_ = 0) and the convergence guarantee of "

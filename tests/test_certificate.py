@@ -142,8 +142,8 @@ def test_certified_fit_with_auto_learning_rate():
 
 
 def test_pl_ratio_in_row_chunks_matches_one_pass(friedman):
-    from skflow.inspection._certificate import _pl_ratio
     from skflow.flows.node import MeanFieldSHLFlow, init_particles
+    from skflow.inspection._certificate import _pl_ratio
 
     X, y = friedman
     Xt, Yt = torch.as_tensor(X), torch.as_tensor((y - y.mean()) / y.std())[:, None]

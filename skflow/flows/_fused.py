@@ -18,11 +18,10 @@ same up to float rounding, only slower.
 """
 
 import types
-import warnings
 
 import torch
 
-from ..exceptions import CompileFallbackWarning
+from ..exceptions import CompileFallbackWarning, warn
 from ._ops import ACTIVATIONS, ACTIVATIONS_INPLACE
 
 __all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "elementwise_kernels",
@@ -63,11 +62,11 @@ class FusedKernel:
                 return self._run_compiled(args)
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, results unchanged
                 self._failed = True
-                warnings.warn(
+                warn(
                     f"torch.compile could not build the fused kernel {self.name!r} "
                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
                     "using the eager kernels instead: same results, slower steps. Pass compile=False to "
-                    "skip the attempt.", CompileFallbackWarning, stacklevel=3)
+                    "skip the attempt.", CompileFallbackWarning)
         if compiled and not fallback:
             return None
         return self.fn(*args)

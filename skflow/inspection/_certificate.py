@@ -38,8 +38,8 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from .._arrays import seeded_subsample
-from .._tables import html_table, text_table
 from .._base import _seed_generator
+from .._tables import html_table, text_table
 from ..diagnostics.kernels import lambda_min, shl_limit_kernel
 from ..flows._ops import ACTIVATIONS, lift
 from ..flows.node import MeanFieldSHLFlow, init_particles
