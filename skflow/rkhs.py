@@ -259,6 +259,16 @@ class RKHSNODEClassifier(BaseFlowClassifier):
     stops training and restores the parameters with the lowest training risk (the lowest validation risk with
     ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then 'diverged'.
 
+    References
+    ----------
+    .. [1] R. Barboni, "Training deep neural networks: mathematical models and convergence results"
+       ("Entraînement de réseaux de neurones profonds : modèles mathématiques et résultats de convergence"),
+       PhD thesis, Université PSL (École Normale Supérieure), 2025. "The thesis" of these docstrings: the
+       equation, theorem and section numbers cited (§II.4, Def. II.4, Thm. II.6, ...) are its.
+    .. [2] R. Barboni, G. Peyré, F.-X. Vialard, "Understanding the training of infinitely deep and wide ResNets
+       with Conditional Optimal Transport", arXiv:2403.12887, 2024 (Communications on Pure and Applied
+       Mathematics, 2025).
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris

@@ -255,6 +255,15 @@ class VarProSHLRegressor(BaseFlowRegressor):
     data fit with ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then
     'diverged'.
 
+    References
+    ----------
+    .. [1] R. Barboni, "Training deep neural networks: mathematical models and convergence results"
+       ("Entraînement de réseaux de neurones profonds : modèles mathématiques et résultats de convergence"),
+       PhD thesis, Université PSL (École Normale Supérieure), 2025. "The thesis" of these docstrings: the
+       equation, theorem and section numbers cited (Ch. III, Eq. III.24, App. III.B, ...) are its.
+    .. [2] R. Barboni, G. Peyré, F.-X. Vialard, "Ultra-fast feature learning for the training of two-layer
+       neural networks in the two-timescale regime", arXiv:2504.18208, 2025.
+
     Examples
     --------
     >>> from sklearn.datasets import make_friedman1
