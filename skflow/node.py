@@ -117,9 +117,9 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
         Run each step's forward and adjoint pass over a block of rows as one graph built by ``torch.compile``
-        (:mod:`skflow.flows._fused`; 1.4-1.8x the eager engine's speed). ``'auto'``: only for fits that repay
-        the build (3-30 s per model shape), or whose graphs are built. No compiler: the eager engine, with a
-        :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to float rounding.
+        (:mod:`skflow.flows._fused`; faster steps, see the README's Performance section). ``'auto'``: only for
+        fits that repay the build (seconds per model shape), or whose graphs are built. No compiler: the eager
+        engine, with a :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to float rounding.
     warm_start : bool, default=False
         When True, ``fit`` continues the flow from the previous fit's particles and appends to its history
         (the target scaling of the first fit is kept); otherwise it starts from a fresh initialisation. The

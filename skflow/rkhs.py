@@ -165,9 +165,10 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
         Compile each step's pass over a block of rows (random features, adjoint, gradient) into one graph
-        (:mod:`skflow.flows._fused`), 1.4-1.8x faster than eager. ``'auto'`` compiles a fit long enough to repay
-        the build (:data:`~skflow.flows._fused.AUTO_COMPILE_WORK`) or whose graphs exist; where compiling fails,
-        a :class:`~skflow.exceptions.CompileFallbackWarning` and eager steps. Results agree to rounding.
+        (:mod:`skflow.flows._fused`), faster than eager (README, Performance). ``'auto'`` compiles a fit long
+        enough to repay the build (:data:`~skflow.flows._fused.AUTO_COMPILE_WORK`) or whose graphs exist; where
+        compiling fails, a :class:`~skflow.exceptions.CompileFallbackWarning` and eager steps. Results agree to
+        rounding.
     warm_start : bool, default=False
         When True, ``fit`` continues from the previous fit's coefficients ``theta`` (and momentum) and
         appends to its history; otherwise it starts from ``theta = 0`` with new random features. The data's
