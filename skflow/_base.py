@@ -300,11 +300,14 @@ class BaseFlowEstimator(BaseEstimator):
         if not warm:
             self._clear_fitted()
         # data-parallel inside an initialised process group of several ranks (see skflow.distributed): every
-        # check that may fail on some ranks only ends in a `consensus`, so that all the ranks raise together
+        # check that may fail on some ranks only ends in a `consensus`, so that all the ranks raise together;
+        # the first one also checks that the ranks agree (dimensions, label type, parameters, ...) before
+        # anything else is exchanged
         dp = self._data_parallel = distributed.current()
         self.n_ranks_ = 1 if dp is None else dp.world_size
-        with distributed.consensus(dp):
+        with distributed.consensus(dp) as ranks:
             X, y = self._validate_fit_data(X, y)
+            ranks.agree(self, X, y, warm)
         with distributed.consensus(dp):
             Y = self._prepare_targets(y)  # its collectives (classes, target moments) come before its checks
             self._fit_dtype = self._torch_dtype

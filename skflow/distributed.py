@@ -47,6 +47,32 @@ What is a single process's fit, and what is not:
   An error in the middle of training on some ranks only (a device running out of memory) cannot be agreed
   on, and leaves the others waiting: size the model for the smallest device.
 
+What must agree, and is checked: the first collective of every data-parallel fit (right after each rank has
+validated its own data, before anything else is exchanged) gathers from every rank a short description of
+its fit (:func:`fit_signature`), and every rank raises the same ``ValueError``, naming the ranks and what
+differs (``"rank 0 has n_features=5, rank 1 has n_features=6"``), when the ranks disagree on:
+
+* the estimator's class and its parameters (``get_params(deep=False)``: widths, solvers, ``random_state``,
+  ``dtype``, ...; arrays, seeded ``RandomState`` objects and user modules by their contents), except the
+  ones that may legitimately differ between ranks: ``verbose`` (e.g. log on rank 0 only) and ``device``,
+  whose *type* must agree (``'cuda:0'`` on one rank and ``'cuda:1'`` on another is fine, ``'cpu'`` and
+  ``'cuda'`` are not);
+* the number of input features (columns of ``X``); for the regressors the number of outputs (columns of
+  ``y``, and whether ``y`` is 1-D); for the classifiers the type of the labels (numbers on every rank or
+  strings on every rank: the class sets themselves may differ, the union is taken);
+* whether the fit continues a fitted model (``warm_start``), and from which iteration.
+
+``random_state=None`` is refused in a data-parallel fit (every rank would draw another initialisation):
+pass the same int on every rank. A rank whose data are rejected by validation (NaN, no rows, ...) makes
+every rank raise: that rank its own error, the others an error of the same type that quotes it.
+
+Timeouts. skflow opens no process group of its own: the one you initialise is used, and every collective of
+a fit waits at most that group's timeout, ``torch.distributed.init_process_group(..., timeout=...)``
+(PyTorch's default: 30 minutes for gloo, 10 for NCCL), after which it raises on the ranks that wait. The
+checks above need every rank to reach ``fit``: a rank that never calls it (or dies) leaves the others
+waiting in the first collective until that timeout; pass a timeout that suits your job (the example and the
+tests pass one: ``examples/distributed_fit.py`` uses :data:`DEFAULT_TIMEOUT`).
+
 Preprocessing must be the same map on every rank: a ``StandardScaler`` fitted on each rank's shard would
 scale the ranks differently, and the ranks would then fit a model of inputs that do not mean the same thing.
 Fit the scaler on global statistics (all-reduce the sums and sums of squares, see
@@ -54,7 +80,10 @@ Fit the scaler on global statistics (all-reduce the sums and sums of squares, se
 """
 
 import contextlib
+import datetime
 import functools
+import hashlib
+import numbers
 import threading
 
 import numpy as np
@@ -62,7 +91,15 @@ import torch
 
 from ._arrays import seeded_subsample
 
-__all__ = ["DataParallel", "consensus", "current", "is_data_parallel", "local"]
+__all__ = ["DEFAULT_TIMEOUT", "DataParallel", "consensus", "current", "fit_signature", "is_data_parallel", "local"]
+
+#: a sensible ``timeout`` for the process groups of data-parallel fits (``init_process_group(timeout=...)``):
+#: long enough for the slowest step of a large model, short enough that a lost rank does not hold a job for
+#: PyTorch's default 30 minutes (gloo)
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
+
+#: parameters that may differ between the ranks of a data-parallel fit (``device``: its type must agree)
+PER_RANK_PARAMS = ("verbose", "device")
 
 
 def _dist():
@@ -183,24 +220,237 @@ class DataParallel:
         return out
 
 
+class _Block:
+    """What a :func:`consensus` block yields: :meth:`agree` records this rank's :func:`fit_signature`, which the
+    ranks compare at the end of the block (in the same collective as their errors)."""
+
+    def __init__(self, dp):
+        self.dp = dp
+        self.signature = None
+
+    def agree(self, estimator, X, y, warm=False):
+        """Have the ranks check, at the end of the block, that they agree on the fit (see :func:`fit_signature`);
+        a single process (``dp=None``): nothing to check."""
+        if self.dp is not None:
+            self.signature = fit_signature(estimator, X, y, warm)
+
+
+#: the types of error that the ranks which did not fail raise as the failed rank did (others: RuntimeError)
+_MIRRORED = (ValueError, TypeError, NotImplementedError, MemoryError)
+
+
+def _failure(exc):
+    kind = next((t.__name__ for t in _MIRRORED if isinstance(exc, t)), "RuntimeError")
+    text = f"{type(exc).__name__}: {exc}"
+    return ("error", kind, text if len(text) <= 600 else text[:600] + " ...")
+
+
 @contextlib.contextmanager
 def consensus(dp):
     """Run a block that may fail on some ranks only (input validation, memory checks), and fail on every rank.
 
-    At the end of the block the ranks agree (one small all-reduce) whether any of them raised: the ones that
-    did re-raise their error, the others raise a ``RuntimeError`` that says so, so that no rank goes on to a
-    collective that the failed ones will never join (which would hang the group). Inside the block every
-    collective must come before anything that can raise on some ranks only. ``dp=None`` (a single process):
-    the block runs as it is.
+    At the end of the block the ranks exchange (one small ``all_gather_object``) whether they raised, and what
+    they agree on (:meth:`_Block.agree`, see :func:`fit_signature`): the ranks that raised re-raise their error,
+    the others raise an error of the same type (``ValueError``, ``TypeError``, ``NotImplementedError``,
+    ``MemoryError``; else ``RuntimeError``) that quotes it, so that no rank goes on to a collective that the
+    failed ones will never join (which would hang the group). When no rank raised but they disagree, every
+    rank raises the same ``ValueError``. Inside the block every collective must come before anything that can
+    raise on some ranks only. ``dp=None`` (a single process): the block runs as it is.
     """
+    block = _Block(dp)
     if dp is None:
-        yield
+        yield block
         return
     try:
-        yield
-    except Exception:
-        dp.any(True)
+        yield block
+    except Exception as exc:
+        dp.all_gather_object(_failure(exc))
         raise
-    if dp.any(False):
-        raise RuntimeError(f"data-parallel fit: another rank failed (this is rank {dp.rank} of {dp.world_size}); "
-                           "see its error. Every rank must be given valid data of at least one row.")
+    outcomes = dp.all_gather_object(("ok", block.signature))
+    failed = [(r, o) for r, o in enumerate(outcomes) if o[0] == "error"]
+    if failed:
+        kind = next((t for t in _MIRRORED if t.__name__ == failed[0][1][1]), RuntimeError)
+        quoted = "; ".join(f"rank {r} raised {o[2].rstrip('. ')}" for r, o in failed)
+        raise kind(f"data-parallel fit: another rank failed, so every rank raises (this is rank {dp.rank} of "
+                   f"{dp.world_size}): {quoted}. Every rank must be given valid data of at least one row.")
+    signatures = [o[1] for o in outcomes]
+    if any(sig is not None for sig in signatures):
+        problem = disagreement(signatures)
+        if problem:
+            raise ValueError(problem)
+
+
+# ---------------------------------------------------------------------------------------- agreement of the ranks
+def _qualname(obj):
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    return f"{module}.{name}"
+
+
+def _digest(array):
+    a = np.ascontiguousarray(array)
+    h = hashlib.sha1(a.dtype.str.encode() + str(a.shape).encode())
+    h.update(a.view(np.uint8).reshape(-1) if a.dtype.kind not in "OUS" else repr(a.tolist()).encode())
+    return h.hexdigest()[:12]
+
+
+def _fingerprint(value, depth=0):
+    """A picklable value, equal on two ranks when ``value`` means the same parameter on both (not its identity:
+    no memory addresses): numbers by value, arrays / tensors / modules / RandomStates by their contents,
+    functions and classes by their qualified names."""
+    if depth > 8:
+        return ("deep", type(value).__qualname__)
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return (type(value).__name__, value)
+    if isinstance(value, numbers.Number) and not isinstance(value, (np.ndarray, torch.Tensor)):
+        if isinstance(value, numbers.Integral):
+            return ("num", int(value))
+        if isinstance(value, numbers.Real):
+            f = float(value)
+            return ("num", "nan" if f != f else f)
+        return ("complex", repr(complex(value)))
+    if isinstance(value, (list, tuple)):
+        return ("seq", tuple(_fingerprint(v, depth + 1) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted(((repr(k), _fingerprint(v, depth + 1)) for k, v in value.items()),
+                                     key=lambda kv: kv[0])))
+    if isinstance(value, np.ndarray):
+        return ("array", value.shape, value.dtype.str, _digest(value))
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), str(value.dtype), _digest(value.detach().cpu().numpy()))
+    if isinstance(value, np.random.RandomState):
+        state = value.get_state()
+        return ("RandomState", _digest(state[1]), int(state[2]), int(state[3]), float(state[4]))
+    if isinstance(value, (torch.dtype, torch.device)):
+        return (type(value).__name__, str(value))
+    if isinstance(value, torch.nn.Module):
+        return ("module", _qualname(type(value)), repr(value),
+                tuple((k, _fingerprint(t, depth + 1)) for k, t in value.state_dict().items()))
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        try:
+            return ("estimator", _qualname(type(value)), _fingerprint(value.get_params(deep=False), depth + 1))
+        except Exception:  # noqa: BLE001 - not an estimator after all
+            pass
+    if callable(value):
+        return ("callable", _qualname(value))
+    text = repr(value)
+    return ("object", _qualname(type(value)), None if " at 0x" in text else text)
+
+
+def _show(value):
+    """A short display of a parameter's value for the error message."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return f"{type(value).__name__} of shape {tuple(value.shape)} (digest {_fingerprint(value)[-1]})"
+    if isinstance(value, np.random.RandomState):
+        return f"RandomState (state digest {_fingerprint(value)[1]})"
+    if isinstance(value, torch.nn.Module):
+        digest = hashlib.sha1(repr(_fingerprint(value)).encode()).hexdigest()[:12]
+        return f"{type(value).__name__} module (digest of its structure and weights {digest})"
+    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
+        return _qualname(value)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _label_kind(y):
+    y = np.asarray(y)
+    if y.dtype.kind in "biuf":
+        return "numbers"
+    if y.dtype.kind in "US":
+        return "strings"
+    kinds = {"strings" if isinstance(v, str) else "numbers" if isinstance(v, numbers.Number) else type(v).__name__
+             for v in y.ravel()}
+    return "mixed " + "/".join(sorted(kinds)) if len(kinds) > 1 else (kinds.pop() if kinds else "numbers")
+
+
+def fit_signature(estimator, X, y, warm=False):
+    """What the ranks of a data-parallel fit must agree on, from this rank's estimator and validated data.
+
+    A list of ``(key, what, fingerprint, shown)``: ``fingerprint`` is compared between the ranks, ``shown`` is
+    how the error message quotes this rank's value (``"n_features=5"``). See the module docstring for the list;
+    :data:`PER_RANK_PARAMS` are not compared (``device`` by its type only).
+    """
+    from sklearn.base import is_classifier
+
+    from ._base import resolve_device
+
+    cls = type(estimator)
+    name = cls.__name__
+    out = [("estimator", "the estimator", _qualname(cls), f"a {name}")]
+    params = estimator.get_params(deep=False)
+    if "random_state" in params and params["random_state"] is None:
+        raise ValueError(f"{name}: random_state=None in a data-parallel fit would draw another initialisation on "
+                         "every rank (and the ranks would not end with the same model); pass the same int "
+                         "random_state on every rank.")
+    n_iter = getattr(estimator, "n_iter_", None) if warm else None
+    out.append(("warm", "whether the fit continues a fitted model (warm_start)", (bool(warm), n_iter),
+                f"a warm start from iteration {n_iter}" if warm else "a fit from scratch"))
+    for key in sorted(params):
+        if key in PER_RANK_PARAMS:
+            continue
+        out.append((f"param:{key}", f"the parameter {key}", _fingerprint(params[key]), f"{key}={_show(params[key])}"))
+    if "device" in params:
+        device = resolve_device(params["device"])
+        out.append(("device", "the device type", device.type, f"device={str(device)!r}"))
+    n_features = int(X.shape[1]) if getattr(X, "ndim", 0) == 2 else None
+    out.append(("n_features", "the number of input features (columns of X)", n_features, f"n_features={n_features}"))
+    y = np.asarray(y) if not isinstance(y, np.ndarray) else y
+    if is_classifier(estimator):
+        kind = _label_kind(y)
+        out.append(("labels", "the type of the labels", kind, f"labels of type {y.dtype} ({kind})"))
+    else:
+        n_out = 1 if y.ndim == 1 else int(y.shape[1])
+        out.append(("n_outputs", "the number of outputs (columns of y)", (y.ndim, n_out),
+                    f"n_outputs={n_out}" + (" (1-D y)" if y.ndim == 1 else " (2-D y)")))
+    return out
+
+
+def _ranks(ranks):
+    ranks = list(ranks)
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    if len(ranks) > 6:
+        return f"ranks {', '.join(map(str, ranks[:5]))}, ... ({len(ranks)} ranks)"
+    return f"ranks {', '.join(map(str, ranks))}"
+
+
+_HINTS = {
+    "labels": " (the classes must be of one type, numbers on every rank or strings on every rank: one process "
+              "given these labels together in one array raises 'Unknown label type')",
+    "param:random_state": " (every rank must draw the same initialisation)",
+}
+
+
+def disagreement(signatures):
+    """The error message (the same on every rank) that says where the :func:`fit_signature` of the ranks (in
+    rank order) differ, or None when they agree."""
+    keys, what = [], {}
+    for sig in signatures:
+        for key, description, _, _ in sig or ():
+            if key not in what:
+                keys.append(key)
+                what[key] = description
+    tables = [{key: (fp, shown) for key, _, fp, shown in sig or ()} for sig in signatures]
+    problems = []
+    for key in keys:
+        groups = []  # [(fingerprint, shown, [ranks])], in order of first appearance
+        for rank, table in enumerate(tables):
+            fp, shown = table.get(key, (("absent",), f"no {key.split(':')[-1]}"))
+            for group in groups:
+                if group[0] == fp:
+                    group[2].append(rank)
+                    break
+            else:
+                groups.append((fp, shown, [rank]))
+        if len(groups) > 1:
+            shown = ", ".join(f"{_ranks(r)} {'has' if len(r) == 1 else 'have'} {s}" for _, s, r in groups[:4])
+            more = f", and {len(groups) - 4} other values" if len(groups) > 4 else ""
+            problems.append(f"{what[key]} differs: {shown}{more}{_HINTS.get(key, '')}")
+        if key == "estimator" and len(groups) > 1:
+            break  # different estimators: their parameters differ of course
+    if not problems:
+        return None
+    first = next((t["estimator"][1][2:] for t in tables if "estimator" in t), "data-parallel fit")
+    return (f"{first}: the {len(signatures)} ranks of this data-parallel fit disagree, so every rank raises: "
+            + "; ".join(problems) + ". Every rank must call fit alike: the same estimator with the same parameters, "
+            "on data with the same number of features and outputs (labels of one type).")

@@ -12,6 +12,7 @@ import pickle
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _launch(tmp_path, names, world_size=2, timeout=120):
+def _launch(tmp_path, names, world_size=2, timeout=2 * worker.PG_TIMEOUT_S):
     """Run the worker on ``world_size`` ranks; returns the results of every rank (a list of dicts)."""
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -58,10 +59,10 @@ def _launch(tmp_path, names, world_size=2, timeout=120):
     procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), str(world_size), str(port), str(outs[r]),
                                *names], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for r in range(world_size)]
-    logs = []
+    logs, deadline = [], time.monotonic() + timeout
     try:
         for p in procs:
-            logs.append(p.communicate(timeout=timeout)[0].decode(errors="replace"))
+            logs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0].decode(errors="replace"))
     except subprocess.TimeoutExpired:
         for p in procs:
             p.kill()
@@ -77,7 +78,8 @@ def _launch(tmp_path, names, world_size=2, timeout=120):
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    return _launch(tmp_path_factory.mktemp("dp"), list(worker.CASES))
+    # one launch for the file: the cases, then the disagreements, in the same two processes
+    return _launch(tmp_path_factory.mktemp("dp"), list(worker.CASES) + list(worker.MISMATCHES))
 
 
 def _single(name):
@@ -129,6 +131,8 @@ def test_ranks_agree_exactly(ranks):
         if "error" in ranks[0][name]:
             continue
         for key, value in ranks[0][name].items():
+            if key == "seconds":  # a wall time
+                continue
             np.testing.assert_array_equal(ranks[1][name][key], value, err_msg=f"{name}: {key}")
 
 
@@ -156,8 +160,103 @@ def test_invalid_data_on_one_rank_fails_every_rank(ranks):
     """A rank whose data are rejected makes every rank raise (no rank hangs in a collective); the group stays
     usable (the workers fit the case last, and exit cleanly)."""
     results = ranks
-    assert "ValueError" in results[1]["bad_rank1"]["error"]
-    assert "another rank failed" in results[0]["bad_rank1"]["error"]
+    assert results[1]["bad_rank1"]["error"].startswith("ValueError: Input X contains NaN")
+    # the other rank raises an error of the same type, which quotes the failed rank's
+    assert results[0]["bad_rank1"]["error"].startswith("ValueError: data-parallel fit: another rank failed")
+    assert "rank 1 raised ValueError: Input X contains NaN" in results[0]["bad_rank1"]["error"]
+
+
+#: disagreement -> what every rank's error must say
+DISAGREEMENTS = {
+    "mismatch_n_features": "rank 0 has n_features=4, rank 1 has n_features=3",
+    "mismatch_width": "the parameter width differs: rank 0 has width=12, rank 1 has width=16",
+    "mismatch_rkhs_width": "the parameter n_features differs: rank 0 has n_features=24, rank 1 has n_features=32",
+    "mismatch_n_outputs": "rank 0 has n_outputs=1 (1-D y), rank 1 has n_outputs=2 (2-D y)",
+    "mismatch_y_ndim": "rank 0 has n_outputs=1 (1-D y), rank 1 has n_outputs=1 (2-D y)",
+    "mismatch_labels": "rank 0 has labels of type int64 (numbers), rank 1 has labels of type <U3 (strings)",
+    "mismatch_random_state": "rank 0 has random_state=0, rank 1 has random_state=1",
+    "mismatch_estimator": "rank 0 has a MeanFieldNODERegressor, rank 1 has a VarProSHLRegressor",
+    "mismatch_warm_start": "rank 0 has a warm start from iteration 12, rank 1 has a fit from scratch",
+}
+
+
+def test_every_disagreement_is_tested():
+    assert set(DISAGREEMENTS) == {name for name in worker.MISMATCHES if name.startswith("mismatch_")}
+
+
+@pytest.mark.parametrize("name", list(DISAGREEMENTS))
+def test_ranks_that_disagree_raise_the_same_error(ranks, name):
+    """Ranks that disagree (before this check: a gloo abort, a hang, or a silent string model) all raise the same
+    ValueError, which names the ranks and what differs, at once (no collective waits for its timeout)."""
+    errors = [res[name].get("error") for res in ranks]
+    assert errors[0] is not None, f"{name}: rank 0 fitted"
+    assert errors[0] == errors[1], f"{name}: the ranks raise different errors:\n{errors[0]}\n{errors[1]}"
+    assert errors[0].startswith("ValueError: ") and "ranks of this data-parallel fit disagree" in errors[0]
+    assert DISAGREEMENTS[name] in errors[0], errors[0]
+    for res in ranks:
+        assert res[name]["seconds"] < 0.5 * worker.PG_TIMEOUT_S
+
+
+def test_random_state_none_is_refused(ranks):
+    for res in ranks:
+        assert res["random_state_none"]["type"] == "ValueError"
+        assert "random_state=None in a data-parallel fit" in res["random_state_none"]["error"]
+
+
+def test_a_rank_without_rows_fails_every_rank(ranks):
+    """0 rows on rank 1: rank 1 raises scikit-learn's error, rank 0 a ValueError that quotes it (no hang)."""
+    assert ranks[1]["empty_rank1"]["error"].startswith("ValueError: Found array with 0 sample(s)")
+    assert ranks[0]["empty_rank1"]["type"] == "ValueError"
+    assert "rank 1 raised ValueError: Found array with 0 sample(s)" in ranks[0]["empty_rank1"]["error"]
+
+
+def test_per_rank_parameters_and_the_group_after_the_errors(ranks):
+    """``verbose`` may differ between ranks; after all the errors above the group still fits the model of the
+    ``node`` case, on both ranks."""
+    for name in ("verbose_differs", "node_after_mismatches"):
+        for r, res in enumerate(ranks):
+            assert "error" not in res[name], f"{name} rank {r}: {res[name].get('error')}"
+            np.testing.assert_array_equal(res[name]["predict"], ranks[0]["node"]["predict"], err_msg=name)
+            np.testing.assert_array_equal(res[name]["W_"], ranks[0]["node"]["W_"], err_msg=name)
+
+
+def _sig(**fields):
+    return [(key, f"the {key}", fp, f"{key}={fp}") for key, fp in fields.items()]
+
+
+def test_disagreement_message_groups_the_ranks():
+    sigs = [_sig(estimator="a.B", n_features=5), _sig(estimator="a.B", n_features=6),
+            _sig(estimator="a.B", n_features=5)]
+    msg = distributed.disagreement(sigs)
+    assert "the 3 ranks" in msg and "ranks 0, 2 have n_features=5, rank 1 has n_features=6" in msg
+    assert distributed.disagreement([_sig(estimator="a.B", n_features=5)] * 2) is None
+    # a field only some ranks have is a difference too
+    msg = distributed.disagreement([_sig(estimator="a.B", n_outputs=1), _sig(estimator="a.B")])
+    assert "rank 0 has n_outputs=1, rank 1 has no n_outputs" in msg
+
+
+def test_fingerprints_compare_meaning_not_identity():
+    fp = distributed._fingerprint
+    assert fp(1) == fp(1.0) == fp(np.float64(1.0)) and fp(1) != fp(2) and fp(float("nan")) == fp(float("nan"))
+    assert fp(np.arange(3)) == fp(np.arange(3)) and fp(np.arange(3)) != fp(np.arange(1, 4))
+    assert fp(np.random.RandomState(0)) == fp(np.random.RandomState(0)) != fp(np.random.RandomState(1))
+    assert fp(lambda x: x) == fp(lambda x: x)  # no memory address in it
+    torch.manual_seed(0)
+    a = torch.nn.Linear(3, 2)
+    b = torch.nn.Linear(3, 2)
+    assert fp(a) == fp(pickle.loads(pickle.dumps(a))) and fp(a) != fp(b)
+    assert fp({"k": [1, 2]}) == fp({"k": (1, 2.0)})
+
+
+def test_fit_signature_skips_per_rank_parameters():
+    X, y, _, _ = worker.case_data("node")
+    sig = distributed.fit_signature(worker.CASES["node"][0](), X, y)
+    keys = [key for key, *_ in sig]
+    assert "param:verbose" not in keys and "param:device" not in keys and "device" in keys
+    assert {"estimator", "warm", "param:width", "param:random_state", "n_features", "n_outputs"} <= set(keys)
+    sig_v = distributed.fit_signature(worker._node(verbose=2), X, y)
+    assert distributed.disagreement([sig, sig_v]) is None
+    assert isinstance(distributed.DEFAULT_TIMEOUT, type(worker.datetime.timedelta()))
 
 
 def test_single_process_is_not_data_parallel():
