@@ -144,9 +144,9 @@ def module_features(module, X):
     Phi = module(X)
     if not isinstance(Phi, torch.Tensor) or Phi.ndim != 2 or Phi.shape[0] != X.shape[0]:
         shape = tuple(Phi.shape) if isinstance(Phi, torch.Tensor) else type(Phi).__name__
-        raise ValueError(f"the feature module must map inputs of shape (n, d) to a tensor of features (n, M); got "
-                         f"{shape} for inputs of shape {tuple(X.shape)}. End it with nn.Flatten() for "
-                         "convolutional features.")
+        raise ValueError(f"the feature module {type(module).__name__} must map inputs of shape (n, d) to a tensor "
+                         f"of features (n, M); got {shape} for inputs of shape {tuple(X.shape)}. End it with "
+                         "nn.Flatten() for convolutional features.")
     return Phi
 
 
@@ -207,6 +207,9 @@ class VarProNetFlow(Flow):
         self._u_ready = False  # stochastic VarPro: the first minibatch projection initialises u
         self._n_inputs = n_inputs  # input width for the memory probe (start() sets it too)
         self._row_bytes = None
+        #: None, or ``step_scope(n_steps, device)``: a context manager each step runs in (the estimators give a
+        #: module that draws random numbers its own seeded generator state per step, see skflow.varpronet)
+        self.step_scope = None
 
     @property
     def width(self):
@@ -314,6 +317,13 @@ class VarProNetFlow(Flow):
         the instantaneous exponential rate of decrease of ``L`` in flow time (as for the particles of
         :class:`skflow.flows.varpro.VarProFlow`).
         """
+        scope = getattr(self, "step_scope", None)
+        if scope is not None:
+            with scope(self.n_steps, X.device):
+                return self._step(X, Y, lr)
+        return self._step(X, Y, lr)
+
+    def _step(self, X, Y, lr):
         M = self.width
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.module.train()
