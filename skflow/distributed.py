@@ -57,9 +57,10 @@ differs (``"rank 0 has n_features=5, rank 1 has n_features=6"``), when the ranks
   ones that may legitimately differ between ranks: ``verbose`` (e.g. log on rank 0 only) and ``device``,
   whose *type* must agree (``'cuda:0'`` on one rank and ``'cuda:1'`` on another is fine, ``'cpu'`` and
   ``'cuda'`` are not);
-* the number of input features (columns of ``X``); for the regressors the number of outputs (columns of
-  ``y``, and whether ``y`` is 1-D); for the classifiers the type of the labels (numbers on every rank or
-  strings on every rank: the class sets themselves may differ, the union is taken);
+* the number of input features (columns of ``X``) and their names (a DataFrame's columns, or none); for
+  the regressors the number of outputs (columns of ``y``, and whether ``y`` is 1-D); for the classifiers
+  the type of the labels (numbers on every rank or strings on every rank: the class sets themselves may
+  differ, the union is taken);
 * whether the fit continues a fitted model (``warm_start``), and from which iteration.
 
 ``random_state=None`` is refused in a data-parallel fit (every rank would draw another initialisation):
@@ -68,7 +69,8 @@ every rank raise: that rank its own error, the others an error of the same type 
 
 Timeouts. skflow opens no process group of its own: the one you initialise is used, and every collective of
 a fit waits at most that group's timeout, ``torch.distributed.init_process_group(..., timeout=...)``
-(PyTorch's default: 30 minutes for gloo, 10 for NCCL), after which it raises on the ranks that wait. The
+(PyTorch's defaults: 30 minutes for gloo, after which the waiting ranks raise; 10 for NCCL, whose
+watchdog then aborts the process). The
 checks above need every rank to reach ``fit``: a rank that never calls it (or dies) leaves the others
 waiting in the first collective until that timeout; pass a timeout that suits your job (the example and the
 tests pass one: ``examples/distributed_fit.py`` uses :data:`DEFAULT_TIMEOUT`).
@@ -272,7 +274,8 @@ def consensus(dp):
         kind = next((t for t in _MIRRORED if t.__name__ == failed[0][1][1]), RuntimeError)
         quoted = "; ".join(f"rank {r} raised {o[2].rstrip('. ')}" for r, o in failed)
         raise kind(f"data-parallel fit: another rank failed, so every rank raises (this is rank {dp.rank} of "
-                   f"{dp.world_size}): {quoted}. Every rank must be given valid data of at least one row.")
+                   f"{dp.world_size}): {quoted}. Fix that rank's data or parameters: every rank must be given valid "
+                   "data (at least one row).")
     signatures = [o[1] for o in outcomes]
     if any(sig is not None for sig in signatures):
         problem = disagreement(signatures)
@@ -388,12 +391,20 @@ def fit_signature(estimator, X, y, warm=False):
     for key in sorted(params):
         if key in PER_RANK_PARAMS:
             continue
-        out.append((f"param:{key}", f"the parameter {key}", _fingerprint(params[key]), f"{key}={_show(params[key])}"))
+        try:
+            fp = _fingerprint(params[key])
+        except Exception:  # noqa: BLE001 - a value that cannot be inspected: compared by its type only
+            fp = ("uninspectable", _qualname(type(params[key])))
+        out.append((f"param:{key}", f"the parameter {key}", fp, f"{key}={_show(params[key])}"))
     if "device" in params:
         device = resolve_device(params["device"])
         out.append(("device", "the device type", device.type, f"device={str(device)!r}"))
     n_features = int(X.shape[1]) if getattr(X, "ndim", 0) == 2 else None
     out.append(("n_features", "the number of input features (columns of X)", n_features, f"n_features={n_features}"))
+    names = getattr(estimator, "feature_names_in_", None)  # set by the validation of X (a DataFrame's columns)
+    names = None if names is None else tuple(str(n) for n in names)
+    out.append(("feature_names", "the feature names of X", names,
+                "X without feature names" if names is None else f"feature names {_show(list(names))}"))
     y = np.asarray(y) if not isinstance(y, np.ndarray) else y
     if is_classifier(estimator):
         kind = _label_kind(y)
@@ -445,7 +456,8 @@ def disagreement(signatures):
         if len(groups) > 1:
             shown = ", ".join(f"{_ranks(r)} {'has' if len(r) == 1 else 'have'} {s}" for _, s, r in groups[:4])
             more = f", and {len(groups) - 4} other values" if len(groups) > 4 else ""
-            problems.append(f"{what[key]} differs: {shown}{more}{_HINTS.get(key, '')}")
+            verb = "differ" if key == "feature_names" else "differs"
+            problems.append(f"{what[key]} {verb}: {shown}{more}{_HINTS.get(key, '')}")
         if key == "estimator" and len(groups) > 1:
             break  # different estimators: their parameters differ of course
     if not problems:

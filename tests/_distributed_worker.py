@@ -159,6 +159,18 @@ def _empty_rank1(rank):
     return _node(), (X if rank == 0 else X[:0]), (y if rank == 0 else y[:0])
 
 
+def _mismatch_feature_names(rank):
+    import pandas as pd
+
+    X, y = _regression_shard(rank)
+    return _node(), (pd.DataFrame(X, columns=["a", "b", "c", "d"]) if rank == 0 else X), y
+
+
+def _one_row_rank1(rank, **kw):
+    X, y = _regression_shard(rank)
+    return _node(**kw), (X if rank == 0 else X[:1]), (y if rank == 0 else y[:1])
+
+
 #: name -> function(rank) -> (estimator, X, y): the ranks disagree (or one has no rows); every rank must raise
 #: the same clear error, and the group stay usable. ``verbose_differs`` (a per-rank parameter) must fit.
 MISMATCHES = {
@@ -172,7 +184,12 @@ MISMATCHES = {
     "mismatch_estimator": lambda rank: ((_node() if rank == 0 else _varpro()), *_regression_shard(rank)),
     "mismatch_warm_start": _mismatch_warm,
     "random_state_none": lambda rank: (_node(random_state=None), *_regression_shard(rank)),
+    "mismatch_dtype": lambda rank: (_node(dtype="float64" if rank == 0 else "float32"), *_regression_shard(rank)),
+    "mismatch_feature_names": _mismatch_feature_names,
     "empty_rank1": _empty_rank1,
+    "one_row_rank1": _one_row_rank1,
+    "one_row_rank1_early_stopping": lambda rank: _one_row_rank1(rank, early_stopping=True),
+    "one_row_rank1_minibatch": lambda rank: _one_row_rank1(rank, batch_size=16),
     "verbose_differs": lambda rank: (_node(verbose=rank), *_regression_shard(rank)),
     "node_after_mismatches": lambda rank: (_node(), *_regression_shard(rank)),
 }
