@@ -640,36 +640,48 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         Y2 = Y[:, None] if Y.ndim == 1 else Y
         if self.warm_start and hasattr(self, "y_mean_") and self.y_mean_.shape[0] == Y2.shape[1]:
             mean, scale = self.y_mean_, self.y_scale_  # a warm start keeps the units of the first fit
-        elif self._scales_targets() and getattr(self, "_data_parallel", None) is not None:
-            mean, scale = self._global_target_moments(Y2)
-            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
         elif self._scales_targets():
-            # moments of Y / max|Y|: they cannot overflow, whatever the magnitude of y
-            peak = np.max(np.abs(Y2), axis=0) if Y2.shape[0] else np.ones(Y2.shape[1])
-            peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
-            mean = (Y2 / peak).mean(axis=0) * peak
-            scale = (Y2 / peak).std(axis=0) * peak
-            # constant targets: keep them centred but unscaled rather than divide by ~0
-            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
+            if getattr(self, "_data_parallel", None) is not None:
+                mean, scale, n = self._global_target_moments(Y2, with_count=True)
+            else:
+                # moments of Y / max|Y|: they cannot overflow, whatever the magnitude of y
+                peak = np.max(np.abs(Y2), axis=0) if Y2.shape[0] else np.ones(Y2.shape[1])
+                peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+                mean = (Y2 / peak).mean(axis=0) * peak
+                scale = (Y2 / peak).std(axis=0) * peak
+                n = Y2.shape[0]
+            # StandardScaler's rule (sklearn.preprocessing._data._is_constant_feature): a target is constant when
+            # its variance is zero up to the round-off of the two-pass algorithm, var <= n eps var + (n eps mean)^2
+            # (Chan, Golub & LeVeque); only then is it kept centred but unscaled. Any other scale, however small
+            # (y of std 1e-14), is divided out. Evaluated relative to max(|mean|, scale): no under- or overflow.
+            eps = np.finfo(np.float64).eps
+            ref = np.maximum(np.abs(mean), scale)
+            ref = np.where((ref > 0) & np.isfinite(ref), ref, 1.0)
+            var, mu = (scale / ref) ** 2, np.abs(mean) / ref
+            constant = (scale == 0) | (var <= n * eps * var + (n * eps * mu) ** 2)
+            scale = np.where(constant, 1.0, scale)
         else:
             mean, scale = np.zeros(Y2.shape[1]), np.ones(Y2.shape[1])
         self._y_ndim = Y.ndim
         self.y_mean_, self.y_scale_ = mean, scale
         return (Y2 - mean) / scale
 
-    def _global_target_moments(self, Y2):
+    def _global_target_moments(self, Y2, with_count=False):
         """Data-parallel: the mean and standard deviation of the targets of all the ranks (as a single process
-        computes them, to round-off), from the all-reduced peak, sum and sum of squared deviations per output."""
+        computes them, to round-off), from the all-reduced peak, sum and sum of squared deviations per output;
+        with ``with_count``, the number of rows of all the ranks too."""
         dp = self._data_parallel
         (peak,) = dp.all_reduce_max(torch.as_tensor(np.max(np.abs(Y2), axis=0) if Y2.shape[0]
                                                     else np.zeros(Y2.shape[1])))
         peak = peak.numpy()
         peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
         Z = Y2 / peak
-        total, count = dp.all_reduce_sum(torch.as_tensor(Z.sum(axis=0)), torch.tensor([float(Z.shape[0])]))
+        total, count = dp.all_reduce_sum(torch.as_tensor(Z.sum(axis=0)),
+                                         torch.tensor([float(Z.shape[0])], dtype=torch.float64))
         mean = total.numpy() / count.item()
         (sq,) = dp.all_reduce_sum(torch.as_tensor(((Z - mean) ** 2).sum(axis=0)))
-        return mean * peak, np.sqrt(sq.numpy() / count.item()) * peak
+        moments = (mean * peak, np.sqrt(sq.numpy() / count.item()) * peak)
+        return (*moments, int(round(count.item()))) if with_count else moments
 
     def _decode_output(self, out):
         pred = out * self.y_scale_ + self.y_mean_

@@ -225,3 +225,26 @@ def test_module_validation_leaves_batchnorm_statistics_untouched(friedman):
                                      "max_iter": 1}), X, y)
     # one training step in train mode: BatchNorm tracked exactly one batch (the validation pass is undone)
     assert int(est.module_.net[1].num_batches_tracked) == 1
+
+
+# ---------------------------------------------------------------------------------------------- targets at any scale
+@pytest.mark.parametrize("factor", [1e-14, 1e12])
+def test_targets_at_any_scale_give_the_same_model(regressor_spec, regression_data, factor):
+    X, y, Xt, yt = regression_data
+    ref = _fit(regressor_spec.make(random_state=0), X, y)
+    tiny = _fit(regressor_spec.make(random_state=0), X, factor * y)
+    np.testing.assert_allclose(tiny.y_scale_, factor * ref.y_scale_, rtol=1e-12)
+    np.testing.assert_allclose(tiny.score(Xt, factor * yt), ref.score(Xt, yt), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("y_of", [lambda y: 1e-14 * y, lambda y: 3.0 + 1e-14 * y, lambda y: np.full_like(y, 7.0),
+                                  lambda y: np.c_[1e-14 * y, np.zeros_like(y), 1e-100 * y]])
+def test_target_scale_is_standard_scalers(regression_data, y_of):
+    X, y, _, _ = regression_data
+    Y = y_of(y)
+    from skflow import VarProSHLRegressor
+
+    est = _fit(VarProSHLRegressor(width=8, max_iter=2, device="cpu", random_state=0), X, Y)
+    scaler = StandardScaler().fit(Y.reshape(len(Y), -1))
+    np.testing.assert_allclose(est.y_scale_, scaler.scale_, rtol=1e-12)
+    np.testing.assert_allclose(est.y_mean_, scaler.mean_, rtol=1e-12)
