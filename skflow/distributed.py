@@ -61,7 +61,8 @@ differs (``"rank 0 has n_features=5, rank 1 has n_features=6"``), when the ranks
   the regressors the number of outputs (columns of ``y``, and whether ``y`` is 1-D); for the classifiers
   the type of the labels (numbers on every rank or strings on every rank: the class sets themselves may
   differ, the union is taken);
-* whether the fit continues a fitted model (``warm_start``), and from which iteration.
+* whether the fit continues a fitted model (``warm_start``), from which iteration and which parameters
+  (the model of an earlier data-parallel fit, the same on every rank).
 
 ``random_state=None`` is refused in a data-parallel fit (every rank would draw another initialisation):
 pass the same int on every rank. A rank whose data are rejected by validation (NaN, no rows, ...) makes
@@ -386,8 +387,15 @@ def fit_signature(estimator, X, y, warm=False):
                          "every rank (and the ranks would not end with the same model); pass the same int "
                          "random_state on every rank.")
     n_iter = getattr(estimator, "n_iter_", None) if warm else None
-    out.append(("warm", "whether the fit continues a fitted model (warm_start)", (bool(warm), n_iter),
-                f"a warm start from iteration {n_iter}" if warm else "a fit from scratch"))
+    fitted = None
+    if warm:  # the model it continues: the same on every rank (e.g. not fitted on each rank's own rows alone)
+        try:
+            fitted = _fingerprint(list(estimator.flow_.parameters()))
+        except Exception:  # noqa: BLE001 - an engine without parameters(): its iteration count only
+            fitted = None
+    digest = hashlib.sha1(repr(fitted).encode()).hexdigest()[:12]
+    out.append(("warm", "the model the fit starts from (warm_start)", (bool(warm), n_iter, fitted),
+                f"a warm start from iteration {n_iter} (parameters digest {digest})" if warm else "a fit from scratch"))
     for key in sorted(params):
         if key in PER_RANK_PARAMS:
             continue

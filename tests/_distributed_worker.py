@@ -154,6 +154,26 @@ def _mismatch_warm(rank):
     return est, X, y
 
 
+def _mismatch_warm_parameters(rank):
+    from skflow import distributed
+
+    X, y = _regression_shard(rank)
+    est = _node(warm_start=True)
+    with distributed.local(), warnings.catch_warnings():  # each rank fitted a model of its own rows before
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    return est, X, y
+
+
+def _warm_start_agrees(rank):
+    X, y = _regression_shard(rank)
+    est = _node()
+    with warnings.catch_warnings():  # a data-parallel fit: the same model on both ranks, which both continue
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    return est.set_params(warm_start=True), X, y
+
+
 def _empty_rank1(rank):
     X, y = _regression_shard(rank)
     return _node(), (X if rank == 0 else X[:0]), (y if rank == 0 else y[:0])
@@ -183,6 +203,7 @@ MISMATCHES = {
     "mismatch_random_state": lambda rank: (_node(random_state=rank), *_regression_shard(rank)),
     "mismatch_estimator": lambda rank: ((_node() if rank == 0 else _varpro()), *_regression_shard(rank)),
     "mismatch_warm_start": _mismatch_warm,
+    "mismatch_warm_parameters": _mismatch_warm_parameters,
     "random_state_none": lambda rank: (_node(random_state=None), *_regression_shard(rank)),
     "mismatch_dtype": lambda rank: (_node(dtype="float64" if rank == 0 else "float32"), *_regression_shard(rank)),
     "mismatch_feature_names": _mismatch_feature_names,
@@ -190,6 +211,7 @@ MISMATCHES = {
     "one_row_rank1": _one_row_rank1,
     "one_row_rank1_early_stopping": lambda rank: _one_row_rank1(rank, early_stopping=True),
     "one_row_rank1_minibatch": lambda rank: _one_row_rank1(rank, batch_size=16),
+    "warm_start_agrees": _warm_start_agrees,
     "verbose_differs": lambda rank: (_node(verbose=rank), *_regression_shard(rank)),
     "node_after_mismatches": lambda rank: (_node(), *_regression_shard(rank)),
 }

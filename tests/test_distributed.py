@@ -176,7 +176,8 @@ DISAGREEMENTS = {
     "mismatch_labels": "rank 0 has labels of type int64 (numbers), rank 1 has labels of type <U3 (strings)",
     "mismatch_random_state": "rank 0 has random_state=0, rank 1 has random_state=1",
     "mismatch_estimator": "rank 0 has a MeanFieldNODERegressor, rank 1 has a VarProSHLRegressor",
-    "mismatch_warm_start": "rank 0 has a warm start from iteration 12, rank 1 has a fit from scratch",
+    "mismatch_warm_start": "rank 0 has a warm start from iteration 12 (parameters digest ",
+    "mismatch_warm_parameters": "rank 0 has a warm start from iteration 12 (parameters digest ",
     "mismatch_dtype": "the parameter dtype differs: rank 0 has dtype='float64', rank 1 has dtype='float32'",
     "mismatch_feature_names": "the feature names of X differ: rank 0 has feature names ['a', 'b', 'c', 'd'], "
                               "rank 1 has X without feature names",
@@ -229,6 +230,13 @@ def test_a_rank_with_one_row(ranks):
     name = "one_row_rank1_early_stopping"
     assert ranks[1][name]["error"].startswith("ValueError: early_stopping needs at least 2 samples")
     assert "rank 1 raised ValueError: early_stopping needs at least 2 samples" in ranks[0][name]["error"]
+
+
+def test_warm_start_of_a_data_parallel_model(ranks):
+    """A warm start from the model of an earlier data-parallel fit agrees (and continues it: 24 iterations)."""
+    for res in ranks:
+        assert "error" not in res["warm_start_agrees"], res["warm_start_agrees"].get("error")
+        assert int(res["warm_start_agrees"]["n_iter_"]) == 24
 
 
 def test_per_rank_parameters_and_the_group_after_the_errors(ranks):
