@@ -44,8 +44,11 @@ What is a single process's fit, and what is not:
   a fit that exchanges no rows at all. ``MeanFieldNODERegressor(output_scale='certify')`` is refused (certify
   on one process and pass the scale).
 * A rank whose data are rejected (NaN, too few rows for the validation split, ...) makes every rank raise.
-  An error in the middle of training on some ranks only (a device running out of memory) cannot be agreed
-  on, and leaves the others waiting: size the model for the smallest device.
+  An error in the middle of training on some ranks only (a device running out of memory, Ctrl-C on one
+  rank) cannot be agreed on, and leaves the others waiting until the group's timeout (below): size the
+  model for the smallest device.
+* one data-parallel fit at a time per process: fits run in several threads at once (a threaded joblib
+  backend, ...) would interleave their collectives; run them in one thread, or inside :func:`local`.
 
 What must agree, and is checked: the first collective of every data-parallel fit (right after each rank has
 validated its own data, before anything else is exchanged) gathers from every rank a short description of
@@ -304,8 +307,14 @@ def _fingerprint(value, depth=0):
     functions and classes by their qualified names."""
     if depth > 8:
         return ("deep", type(value).__qualname__)
-    if value is None or isinstance(value, (bool, str, bytes)):
-        return (type(value).__name__, value)
+    if value is None:
+        return ("None",)
+    if isinstance(value, (bool, np.bool_)):
+        return ("bool", bool(value))
+    if isinstance(value, str):  # np.str_ too
+        return ("str", str(value))
+    if isinstance(value, bytes):
+        return ("bytes", bytes(value))
     if isinstance(value, numbers.Number) and not isinstance(value, (np.ndarray, torch.Tensor)):
         if isinstance(value, numbers.Integral):
             return ("num", int(value))

@@ -275,6 +275,7 @@ def test_fingerprints_compare_meaning_not_identity():
     b = torch.nn.Linear(3, 2)
     assert fp(a) == fp(pickle.loads(pickle.dumps(a))) and fp(a) != fp(b)
     assert fp({"k": [1, 2]}) == fp({"k": (1, 2.0)})
+    assert fp(np.str_("relu")) == fp("relu") and fp(np.True_) == fp(True) != fp(1) and fp(None) != fp("None")
 
 
 def test_fit_signature_skips_per_rank_parameters():
@@ -285,6 +286,11 @@ def test_fit_signature_skips_per_rank_parameters():
     assert {"estimator", "warm", "param:width", "param:random_state", "n_features", "n_outputs"} <= set(keys)
     sig_v = distributed.fit_signature(worker._node(verbose=2), X, y)
     assert distributed.disagreement([sig, sig_v]) is None
+    # the device's index may differ between ranks (one GPU each), not its type
+    sig_0 = distributed.fit_signature(worker._node(device="cpu:0"), X, y)
+    assert distributed.disagreement([sig, sig_0]) is None
+    cuda = [(k, w, "cuda", "device='cuda:1'") if k == "device" else (k, w, fp, sh) for k, w, fp, sh in sig]
+    assert "rank 0 has device='cpu', rank 1 has device='cuda:1'" in distributed.disagreement([sig, cuda])
     assert isinstance(distributed.DEFAULT_TIMEOUT, type(worker.datetime.timedelta()))
 
 
