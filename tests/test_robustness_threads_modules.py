@@ -248,3 +248,48 @@ def test_target_scale_is_standard_scalers(regression_data, y_of):
     scaler = StandardScaler().fit(Y.reshape(len(Y), -1))
     np.testing.assert_allclose(est.y_scale_, scaler.scale_, rtol=1e-12)
     np.testing.assert_allclose(est.y_mean_, scaler.mean_, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- compile fallback
+@pytest.fixture
+def fresh_kernels(monkeypatch):
+    """Kernel registries with nothing built or failed (as in test_fused.py), restored afterwards."""
+    from skflow.flows import _fused
+
+    for table in (_fused._DERIVATIVE, _fused._VALUE):
+        for name, kernel in list(table.items()):
+            monkeypatch.setitem(table, name, _fused.FusedKernel(kernel.fn, kernel.name))
+    for name in ("_PRODUCT_SUM", "_OUTER_SUM"):
+        monkeypatch.setattr(_fused, name, _fused.FusedKernel(getattr(_fused, name).fn, name))
+    monkeypatch.setattr(_fused, "_GRAPHS", {})
+
+
+def _no_compiler(*args, **kwargs):
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler found (simulated)")
+    return broken
+
+
+@pytest.mark.parametrize("name", ["MeanFieldNODERegressor", "RKHSNODEClassifier", "VarProSHLRegressor"])
+def test_one_compile_fallback_warning_per_fit(monkeypatch, fresh_kernels, name):
+    import skflow
+    from skflow.exceptions import CompileFallbackWarning
+
+    monkeypatch.setattr(torch, "compile", _no_compiler)
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = np.sin(X[:, 0])
+    kw = {"MeanFieldNODERegressor": dict(width=16, n_layers=3),
+          "RKHSNODEClassifier": dict(n_features=16, n_layers=3),
+          "VarProSHLRegressor": dict(width=16, solver="gd", learning_rate=1e-3)}[name]
+    kw.update(max_iter=5, early_stopping=False, random_state=0, device="cpu")
+    if name == "RKHSNODEClassifier":
+        y = (y > 0).astype(int)
+    Est = getattr(skflow, name)
+    for _ in range(2):  # every fit: the first ran into the failure, the second knows the kernels failed
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Est(compile=True, **kw).fit(X, y)
+        fallbacks = [w for w in caught if issubclass(w.category, CompileFallbackWarning)]
+        assert len(fallbacks) <= 1
+        if _ == 0:
+            assert len(fallbacks) == 1 and "compile=False" in str(fallbacks[0].message)
