@@ -280,11 +280,14 @@ class BaseFlowEstimator(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets: class labels for a classifier, values for a regressor.
 
         Returns
         -------
-        self
+        self : object
+            The fitted estimator.
         """
         self._validate_params()
         work = copy.copy(self)
@@ -567,11 +570,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
-        ndarray of shape (n_samples,) for two classes (``F_1 - F_0``, positive for ``classes_[1]``) or
-        (n_samples, n_classes)
+        ndarray of shape (n_samples,) or (n_samples, n_classes)
+            For two classes ``F_1 - F_0`` (positive for ``classes_[1]``), else the outputs of every class.
         """
         F = self._raw_output(X)
         return F[:, 1] - F[:, 0] if F.shape[1] == 2 else F
@@ -582,10 +586,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
+            The log-probabilities, columns in the order of ``classes_``.
         """
         Z = self._proba_scores(self._raw_output(X))
         Z = Z - Z.max(axis=1, keepdims=True)
@@ -597,10 +603,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
+            The probabilities, columns in the order of ``classes_``.
         """
         P = np.exp(self.predict_log_proba(X))
         return P / P.sum(axis=1, keepdims=True)  # renormalise the last ulp away
@@ -611,10 +619,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
         ndarray of shape (n_samples,)
+            The predicted class labels.
         """
         F = self._raw_output(X)  # checks is-fitted before classes_ is touched
         return self.classes_[np.argmax(F, axis=1)]
@@ -693,10 +703,12 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
         ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The predicted targets.
         """
         return self._decode_output(self._raw_output(X))
 
