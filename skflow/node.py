@@ -279,8 +279,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         dtype="float64",
         random_state=None,
         verbose=0,
-        warm_start=False,
         compile="auto",
+        warm_start=False,
     ):
         self.n_layers = n_layers
         self.width = width

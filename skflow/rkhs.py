@@ -332,8 +332,8 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         dtype="float64",
         random_state=None,
         verbose=0,
-        warm_start=False,
         compile="auto",
+        warm_start=False,
     ):
         self.n_layers = n_layers
         self.n_features = n_features

@@ -332,8 +332,8 @@ class VarProSHLRegressor(BaseFlowRegressor):
         dtype="float64",
         random_state=None,
         verbose=0,
-        warm_start=False,
         compile="auto",
+        warm_start=False,
     ):
         self.width = width
         self.activation = activation

@@ -77,10 +77,12 @@ _COMMON_PARAMS_DOC = """
         Stop when the monitored data fit (the validation one with ``early_stopping``) has not decreased by
         ``tol`` (relative) for ``n_iter_no_change`` iterations; ``tol=0`` disables the rule.
     n_iter_no_change : int, default=10
+        Consecutive iterations without a relative decrease of at least ``tol`` after which training stops.
     early_stopping : bool, default=%(early_stopping)s
         Hold out ``validation_fraction`` of the training rows (stratified by class for the classifier), monitor
         the data fit on them and keep the parameters (network and head) with the best value.
     validation_fraction : float, default=0.1
+        Fraction of the training rows held out for ``early_stopping`` (at least one); unused otherwise.
     batch_size : int or None, default=%(batch_size)s
         Rows per step of stochastic VarPro (Eq. III.46); ``None`` is full batch (the exact projection on all rows
         at every step: the explicit Euler scheme of the gradient flow of the reduced risk).
@@ -92,6 +94,8 @@ _COMMON_PARAMS_DOC = """
     random_state : int, RandomState instance or None, default=None
         Seeds the module's initialisation, the minibatch order and the validation split.
     verbose : int, default=0
+        0 is silent; 1 prints the iteration, data fit and elapsed time every 100 iterations and at the end, 2
+        or more every 20 iterations.
     warm_start : bool, default=False
         Continue from the previous fit's network and head (appending to the history). The data's number of
         features and of outputs / classes, ``module``, ``module_kwargs``, ``alpha``, ``regularization`` and
@@ -431,7 +435,6 @@ class VarProNetRegressor(_VarProNetMixin, BaseFlowRegressor):
         regularization="biased",
         projection_momentum=0.9,
         backbone_momentum=0.9,
-        scale_targets="auto",
         learning_rate=8e-5,
         max_iter=100,
         tol=1e-4,
@@ -444,6 +447,7 @@ class VarProNetRegressor(_VarProNetMixin, BaseFlowRegressor):
         random_state=None,
         verbose=0,
         warm_start=False,
+        scale_targets="auto",
     ):
         self.module = module
         self.module_kwargs = module_kwargs
