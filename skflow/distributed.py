@@ -178,7 +178,8 @@ class DataParallel:
         dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
         device = self._device(tensors[0])
         flat = torch.cat([t.detach().reshape(-1).to(device=device, dtype=dtype) for t in tensors])
-        torch.distributed.all_reduce(flat, op=op)
+        with self._explained():
+            torch.distributed.all_reduce(flat, op=op)
         out, start = [], 0
         for t in tensors:
             out.append(flat[start:start + t.numel()].view(t.shape).to(device=t.device, dtype=t.dtype))
@@ -196,8 +197,25 @@ class DataParallel:
     def all_gather_object(self, obj):
         """The list, in rank order, of the picklable ``obj`` of every rank."""
         out = [None] * self.world_size
-        torch.distributed.all_gather_object(out, obj)
+        with self._explained():
+            torch.distributed.all_gather_object(out, obj)
         return out
+
+    @contextlib.contextmanager
+    def _explained(self):
+        """A collective that fails (it waited longer than the group's timeout, or a rank left the group) raises
+        a ``RuntimeError`` that says what it means, with the backend's message."""
+        try:
+            yield
+        except RuntimeError as exc:
+            text = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+            timed_out = "timed out" in text.lower() or "timeout" in text.lower()
+            what = ("waited longer than the process group's timeout (init_process_group(timeout=...))"
+                    if timed_out else "failed")
+            raise RuntimeError(
+                f"data-parallel fit (rank {self.rank} of {self.world_size}): a collective {what}: another rank did "
+                "not join it (it failed or was interrupted during the fit, never called fit, fits something else, "
+                f"or left the group); the process group may be unusable now. The backend said: {text}") from exc
 
     def rows_per_rank(self, n_local):
         """The number of rows of every rank (a tuple of ints, in rank order)."""
@@ -270,7 +288,10 @@ def consensus(dp):
     try:
         yield block
     except Exception as exc:
-        dp.all_gather_object(_failure(exc))
+        try:
+            dp.all_gather_object(_failure(exc))
+        except Exception:  # noqa: BLE001 - the group itself failed (a timeout, a lost rank): this rank's error
+            pass
         raise
     outcomes = dp.all_gather_object(("ok", block.signature))
     failed = [(r, o) for r, o in enumerate(outcomes) if o[0] == "error"]

@@ -20,7 +20,8 @@ import numpy as np
 #: rows of rank 0 of every case (rank 1 takes the rest): an uneven split
 SPLIT = 37
 N_ROWS = 100
-#: the process group's timeout (seconds): no collective of the tests can wait longer
+#: the process group's timeout (seconds): no collective of the tests can wait longer (the environment variable
+#: SKFLOW_TEST_PG_TIMEOUT_S overrides it, for the test of the timeout itself)
 PG_TIMEOUT_S = 60
 
 
@@ -236,7 +237,14 @@ def summary(est, X_test):
 
 
 def _run_mismatch(name, rank):
-    est, X, y = MISMATCHES[name](rank)
+    est, X, y = (_node(), *_regression_shard(rank)) if name == "rank1_never_fits" else MISMATCHES[name](rank)
+    if name == "rank1_never_fits":
+        import torch.distributed as dist
+
+        dist.barrier()  # both ranks here: then rank 0 fits, rank 1 stays in the group but never joins the fit
+        if rank == 1:
+            time.sleep(float(os.environ.get("SKFLOW_TEST_PG_TIMEOUT_S", PG_TIMEOUT_S)) + 2.0)
+            return {"skipped": True}
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -257,11 +265,12 @@ def main(rank, world_size, port, out_file, names):
     torch.set_num_threads(1)
     # a short timeout: a collective that a rank never joins raises here within a minute instead of hanging
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=PG_TIMEOUT_S))
+                            timeout=datetime.timedelta(seconds=float(os.environ.get("SKFLOW_TEST_PG_TIMEOUT_S",
+                                                                                     PG_TIMEOUT_S))))
     results = {}
     try:
         for name in names:
-            if name in MISMATCHES:
+            if name in MISMATCHES or name == "rank1_never_fits":
                 results[name] = _run_mismatch(name, rank)
                 continue
             X, y, X_test, split = case_data(name)

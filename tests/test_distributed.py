@@ -49,10 +49,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _launch(tmp_path, names, world_size=2, timeout=2 * worker.PG_TIMEOUT_S):
+def _launch(tmp_path, names, world_size=2, timeout=2 * worker.PG_TIMEOUT_S, **env_vars):
     """Run the worker on ``world_size`` ranks; returns the results of every rank (a list of dicts)."""
     port = _free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **env_vars)
     root = str(HERE.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     outs = [tmp_path / f"rank{r}.pkl" for r in range(world_size)]
@@ -247,6 +247,16 @@ def test_per_rank_parameters_and_the_group_after_the_errors(ranks):
             assert "error" not in res[name], f"{name} rank {r}: {res[name].get('error')}"
             np.testing.assert_array_equal(res[name]["predict"], ranks[0]["node"]["predict"], err_msg=name)
             np.testing.assert_array_equal(res[name]["W_"], ranks[0]["node"]["W_"], err_msg=name)
+
+
+def test_a_rank_that_never_fits_times_out(tmp_path):
+    """Rank 1 stays in the group but never calls fit: rank 0's fit raises a clear RuntimeError after the
+    process group's timeout (2 s here), in its first collective, instead of waiting forever."""
+    results = _launch(tmp_path, ["rank1_never_fits"], timeout=60, SKFLOW_TEST_PG_TIMEOUT_S="2")
+    assert results[1]["rank1_never_fits"] == {"skipped": True}
+    res = results[0]["rank1_never_fits"]
+    assert res["type"] == "RuntimeError" and "another rank did not join it" in res["error"], res
+    assert res["seconds"] < 2 + 5
 
 
 def _sig(**fields):
