@@ -243,6 +243,7 @@ def certify(estimator, X, y):
         exact initial particles of ``fit`` (with ``early_stopping=False``; with early stopping ``fit`` certifies
         its training split). ``output_scale='certify'`` picks the smallest certified scale of :data:`CERTIFY_GRID`.
     X : array-like of shape (n_samples, n_features)
+        The training inputs.
     y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         Standardised as the estimator would (``scale_targets``).
 

@@ -141,6 +141,7 @@ class ConvergenceDisplay:
         Returns
         -------
         self : ConvergenceDisplay
+            The display, with its artists set.
         """
         ax = _axes(ax, f"{type(self).__name__}.plot")
         t = self.flow_time
@@ -193,6 +194,7 @@ class ConvergenceDisplay:
         Returns
         -------
         display : ConvergenceDisplay
+            The display, drawn.
         """
         est, _ = _final_step(estimator)
         report = getattr(est, "convergence_report_", None) or {}
@@ -255,6 +257,7 @@ class KernelSpectrumDisplay:
         Returns
         -------
         self : KernelSpectrumDisplay
+            The display, with its artists set.
         """
         ax = _axes(ax, f"{type(self).__name__}.plot")
         all_s = self.spectra + ([] if self.closed_form is None else [self.closed_form])
@@ -299,17 +302,20 @@ class KernelSpectrumDisplay:
         Parameters
         ----------
         estimator : fitted estimator or Pipeline ending with one
+            A fitted :class:`~skflow.MeanFieldNODERegressor` or :class:`~skflow.RKHSNODEClassifier`.
         X : array-like of shape (n_samples, n_features)
             Raw inputs; a Pipeline's preceding steps transform them.
         max_samples : int, default=None
             Rows used (seeded subsample); the estimator's ``kernel_subsample`` (or 1000) when None.
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs
             Passed to :meth:`plot`.
 
         Returns
         -------
         display : KernelSpectrumDisplay
+            The display, drawn.
         """
         est, X = _final_step(estimator, X)
         if max_samples is None:
@@ -368,7 +374,9 @@ class FeatureDistributionDisplay:
     reference : tuple (theta, density), default=None
         A reference density on the grid ``theta`` (circle only).
     reference_label : str, default='reference density'
+        Legend label of the reference density.
     estimator_name : str, default=None
+        Name shown in the title.
 
     Attributes
     ----------
@@ -395,7 +403,22 @@ class FeatureDistributionDisplay:
 
     @staticmethod
     def angle_density(features, bins=36):
-        """Histogram density (w.r.t. ``d theta``) of the angles of ``features``: bin centres, density."""
+        """Histogram density (w.r.t. ``d theta``) of the angles of ``features``.
+
+        Parameters
+        ----------
+        features : array-like of shape (M, 2)
+            Points of the plane; their angles ``atan2(w_1, w_0)`` are binned.
+        bins : int, default=36
+            Number of bins on ``[-pi, pi]``.
+
+        Returns
+        -------
+        centres : ndarray of shape (bins,)
+            The bin centres.
+        density : ndarray of shape (bins,)
+            The density in each bin.
+        """
         theta = np.arctan2(features[:, 1], features[:, 0])
         density, edges = np.histogram(theta, bins=bins, range=(-np.pi, np.pi), density=True)
         return 0.5 * (edges[1:] + edges[:-1]), density
@@ -406,6 +429,7 @@ class FeatureDistributionDisplay:
         Parameters
         ----------
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         bins : int, default=36
             Number of angle bins on the circle.
         line_kw : dict, default=None
@@ -414,6 +438,7 @@ class FeatureDistributionDisplay:
         Returns
         -------
         self : FeatureDistributionDisplay
+            The display, with its artists set.
         """
         ax = _axes(ax, f"{type(self).__name__}.plot")
         self.initial_line_ = self.reference_line_ = self.angles_ = None
@@ -460,6 +485,7 @@ class FeatureDistributionDisplay:
         Parameters
         ----------
         estimator : fitted VarProSHLRegressor or Pipeline
+            The estimator, or a Pipeline ending with it.
         reference : callable, array-like of shape (n_grid,) or tuple (theta, density), default=None
             Reference density on the circle: a function of the angle (e.g.
             ``lambda t: teacher_density(t, gamma)``), its values on the cell centres
@@ -470,12 +496,14 @@ class FeatureDistributionDisplay:
         show_initial : bool, default=True
             Also draw ``feature_history_[0]`` when the estimator stored it.
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs
             Passed to :meth:`plot`.
 
         Returns
         -------
         display : FeatureDistributionDisplay
+            The display, drawn.
         """
         est, _ = _final_step(estimator)
         if not hasattr(est, "features_"):
