@@ -478,11 +478,14 @@ class VarProSHLRegressor(BaseFlowRegressor):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets, on the scale of those given to ``fit``.
 
         Returns
         -------
         float
+            The reduced risk, in the units of ``reduced_risk_curve_`` (standardised targets).
         """
         check_is_fitted(self, "flow_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
