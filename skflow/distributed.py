@@ -55,11 +55,11 @@ validated its own data, before anything else is exchanged) gathers from every ra
 its fit (:func:`fit_signature`), and every rank raises the same ``ValueError``, naming the ranks and what
 differs (``"rank 0 has n_features=5, rank 1 has n_features=6"``), when the ranks disagree on:
 
-* the estimator's class and its parameters (``get_params(deep=False)``: widths, solvers, ``random_state``,
-  ``dtype``, ...; arrays, seeded ``RandomState`` objects and user modules by their contents), except the
-  ones that may legitimately differ between ranks: ``verbose`` (e.g. log on rank 0 only) and ``device``,
-  whose *type* must agree (``'cuda:0'`` on one rank and ``'cuda:1'`` on another is fine, ``'cpu'`` and
-  ``'cuda'`` are not);
+* the version of skflow, the estimator's class and its parameters (``get_params(deep=False)``: widths,
+  solvers, ``random_state``, ``dtype``, ...; arrays, seeded ``RandomState`` objects and user modules by
+  their contents), except the ones that may legitimately differ between ranks (:data:`PER_RANK_PARAMS`):
+  ``verbose`` (e.g. log on rank 0 only) and ``device``, whose *type* must agree (``'cuda:0'`` on one rank
+  and ``'cuda:1'`` on another is fine, ``'cpu'`` and ``'cuda'`` are not);
 * the number of input features (columns of ``X``) and their names (a DataFrame's columns, or none); for
   the regressors the number of outputs (columns of ``y``, and whether ``y`` is 1-D); for the classifiers
   the type of the labels (numbers on every rank or strings on every rank: the class sets themselves may
@@ -71,13 +71,13 @@ differs (``"rank 0 has n_features=5, rank 1 has n_features=6"``), when the ranks
 pass the same int on every rank. A rank whose data are rejected by validation (NaN, no rows, ...) makes
 every rank raise: that rank its own error, the others an error of the same type that quotes it.
 
-Timeouts. skflow opens no process group of its own: the one you initialise is used, and every collective of
-a fit waits at most that group's timeout, ``torch.distributed.init_process_group(..., timeout=...)``
-(PyTorch's defaults: 30 minutes for gloo, after which the waiting ranks raise; 10 for NCCL, whose
-watchdog then aborts the process). The
-checks above need every rank to reach ``fit``: a rank that never calls it (or dies) leaves the others
-waiting in the first collective until that timeout; pass a timeout that suits your job (the example and the
-tests pass one: ``examples/distributed_fit.py`` uses :data:`DEFAULT_TIMEOUT`).
+Timeouts. skflow opens no process group of its own: it uses the default group that you initialise, and
+every collective of a fit waits at most that group's timeout, ``init_process_group(..., timeout=...)``
+(PyTorch's defaults: 30 minutes for gloo; 10 for NCCL, whose watchdog then aborts the process). A collective
+that times out, or whose peer left the group, raises a ``RuntimeError`` that says so (with the backend's
+message). The checks above need every rank to reach ``fit``: a rank that never calls it, dies, or fails in
+the middle of training leaves the others waiting until that timeout, so pass one that suits your job:
+:data:`DEFAULT_TIMEOUT` (10 minutes) is what ``examples/distributed_fit.py`` passes; the tests use seconds.
 
 Preprocessing must be the same map on every rank: a ``StandardScaler`` fitted on each rank's shard would
 scale the ranks differently, and the ranks would then fit a model of inputs that do not mean the same thing.
@@ -97,7 +97,8 @@ import torch
 
 from ._arrays import seeded_subsample
 
-__all__ = ["DEFAULT_TIMEOUT", "DataParallel", "consensus", "current", "fit_signature", "is_data_parallel", "local"]
+__all__ = ["DEFAULT_TIMEOUT", "PER_RANK_PARAMS", "DataParallel", "consensus", "current", "disagreement",
+           "fit_signature", "is_data_parallel", "local"]
 
 #: a sensible ``timeout`` for the process groups of data-parallel fits (``init_process_group(timeout=...)``):
 #: long enough for the slowest step of a large model, short enough that a lost rank does not hold a job for
@@ -406,11 +407,13 @@ def fit_signature(estimator, X, y, warm=False):
     """
     from sklearn.base import is_classifier
 
+    from . import __version__
     from ._base import resolve_device
 
     cls = type(estimator)
     name = cls.__name__
-    out = [("estimator", "the estimator", _qualname(cls), f"a {name}")]
+    out = [("estimator", "the estimator", _qualname(cls), f"a {name}"),
+           ("version", "the version of skflow", __version__, f"skflow {__version__}")]
     params = estimator.get_params(deep=False)
     if "random_state" in params and params["random_state"] is None:
         raise ValueError(f"{name}: random_state=None in a data-parallel fit would draw another initialisation on "
