@@ -2,8 +2,11 @@
 
 Two worker processes (tests/_distributed_worker.py) join a gloo group on 127.0.0.1, each fits every case on its
 shard of the rows (37 and 63 rows), and the results are compared here with a fit on all 100 rows in this
-process: equal to 1e-8 relative in float64 (full batch, ``early_stopping=False``). The workers start once for
-the whole file.
+process: equal to 1e-8 relative in float64 (full batch, ``early_stopping=False``). The same two workers then
+run the disagreements (``worker.MISMATCHES``: ranks with other n_features, widths, n_outputs, label types,
+parameters, warm starts, or no rows), each of which must make both ranks raise the same clear error at once. The
+workers start once for all of these (their process group's timeout is 60 s, and the launch is killed after
+120 s: no test can hang); one more launch checks the timeout itself (2 s).
 """
 
 import importlib.util
