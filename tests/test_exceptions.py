@@ -1,4 +1,4 @@
-"""skflow.exceptions.warn: every warning from fit names the line of the user's call, not a line of skflow."""
+"""skflow.exceptions: its warn helper attributes every warning from fit to the user's line, not to skflow's."""
 
 import warnings
 
