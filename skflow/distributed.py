@@ -119,7 +119,13 @@ _LOCAL = threading.local()
 
 def is_data_parallel():
     """Whether a fit here would be data-parallel: an initialised default process group with more than one rank,
-    outside a :func:`local` block."""
+    outside a :func:`local` block.
+
+    Returns
+    -------
+    bool
+        True when a fit here would be data-parallel.
+    """
     if getattr(_LOCAL, "depth", 0):
         return False
     dist = _dist()
@@ -132,6 +138,11 @@ def local():
 
     For work that differs between ranks by design: a hyper-parameter search whose candidates are spread over
     the ranks, a reference fit on one rank, ... (a data-parallel fit needs every rank to call ``fit`` alike).
+
+    Yields
+    ------
+    None
+        The block runs with data-parallel fits turned off in this thread.
     """
     _LOCAL.depth = getattr(_LOCAL, "depth", 0) + 1
     try:
@@ -141,7 +152,13 @@ def local():
 
 
 def current():
-    """The :class:`DataParallel` handle of the default process group, or None (no group, or a single rank)."""
+    """The :class:`DataParallel` handle of the default process group, or None (no group, or a single rank).
+
+    Returns
+    -------
+    DataParallel or None
+        The handle when :func:`is_data_parallel`, else None.
+    """
     return DataParallel() if is_data_parallel() else None
 
 
@@ -188,15 +205,48 @@ class DataParallel:
         return tuple(out)
 
     def all_reduce_sum(self, *tensors):
-        """The elementwise sums over the ranks of ``tensors``, in one collective (one flattened buffer)."""
+        """The elementwise sums over the ranks of ``tensors``, in one collective (one flattened buffer).
+
+        Parameters
+        ----------
+        *tensors : torch.Tensor
+            The tensors of this rank (any shapes, devices and dtypes).
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            The reduced tensors, with the shapes, devices and dtypes of ``tensors``.
+        """
         return self._all_reduce(tensors, torch.distributed.ReduceOp.SUM)
 
     def all_reduce_max(self, *tensors):
-        """The elementwise maxima over the ranks of ``tensors``, in one collective."""
+        """The elementwise maxima over the ranks of ``tensors``, in one collective.
+
+        Parameters
+        ----------
+        *tensors : torch.Tensor
+            The tensors of this rank (any shapes, devices and dtypes).
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            The reduced tensors, with the shapes, devices and dtypes of ``tensors``.
+        """
         return self._all_reduce(tensors, torch.distributed.ReduceOp.MAX)
 
     def all_gather_object(self, obj):
-        """The list, in rank order, of the picklable ``obj`` of every rank."""
+        """The list, in rank order, of the picklable ``obj`` of every rank.
+
+        Parameters
+        ----------
+        obj : object
+            This rank's object (picklable).
+
+        Returns
+        -------
+        list
+            Every rank's ``obj``, in rank order.
+        """
         out = [None] * self.world_size
         with self._explained():
             torch.distributed.all_gather_object(out, obj)
@@ -219,11 +269,33 @@ class DataParallel:
                 f"or left the group); the process group may be unusable now. The backend said: {text}") from exc
 
     def rows_per_rank(self, n_local):
-        """The number of rows of every rank (a tuple of ints, in rank order)."""
+        """The number of rows of every rank.
+
+        Parameters
+        ----------
+        n_local : int
+            This rank's number of rows.
+
+        Returns
+        -------
+        tuple of int
+            Every rank's number of rows, in rank order.
+        """
         return tuple(int(n) for n in self.all_gather_object(int(n_local)))
 
     def any(self, flag):
-        """Whether ``flag`` is true on at least one rank."""
+        """Whether ``flag`` is true on at least one rank.
+
+        Parameters
+        ----------
+        flag : bool
+            This rank's flag.
+
+        Returns
+        -------
+        bool
+            True when some rank's ``flag`` is true.
+        """
         (out,) = self.all_reduce_max(torch.tensor([1.0 if flag else 0.0], dtype=torch.float64))
         return bool(out[0] > 0)
 
@@ -231,7 +303,26 @@ class DataParallel:
         """The rows ``seeded_subsample(N, max_samples)`` of the concatenation, in rank order, of every rank's
         ``A`` (NumPy, ``N`` rows in all), as one NumPy array on every rank, in the order a single process takes
         them: what a subsampled statistic needs to be that of a single process. At most ``max_samples`` rows
-        travel (all of them when ``N <= max_samples``)."""
+        travel (all of them when ``N <= max_samples``).
+
+        Parameters
+        ----------
+        A : array-like of shape (n_local, ...)
+            This rank's rows.
+        max_samples : int or None
+            The size of the subsample, as :func:`skflow._arrays.seeded_subsample` takes it.
+        rows_per_rank : sequence of int
+            Every rank's number of rows (:meth:`rows_per_rank`).
+        seed : int, default=0
+            The seed of the subsample.
+        sort : bool, default=False
+            Return the subsampled rows in their order in the concatenation.
+
+        Returns
+        -------
+        ndarray of shape (n_subsample, ...)
+            The subsampled rows, the same on every rank.
+        """
         A = np.asarray(A)
         N = int(sum(rows_per_rank))
         offset = int(sum(rows_per_rank[: self.rank]))
@@ -281,6 +372,16 @@ def consensus(dp):
     failed ones will never join (which would hang the group). When no rank raised but they disagree, every
     rank raises the same ``ValueError``. Inside the block every collective must come before anything that can
     raise on some ranks only. ``dp=None`` (a single process): the block runs as it is.
+
+    Parameters
+    ----------
+    dp : DataParallel or None
+        The process group's handle (:func:`current`); None for a single process.
+
+    Yields
+    ------
+    _Block
+        Its ``agree(estimator, X, y, warm=False)`` records what the ranks must agree on.
     """
     block = _Block(dp)
     if dp is None:
@@ -404,6 +505,22 @@ def fit_signature(estimator, X, y, warm=False):
     A list of ``(key, what, fingerprint, shown)``: ``fingerprint`` is compared between the ranks, ``shown`` is
     how the error message quotes this rank's value (``"n_features=5"``). See the module docstring for the list;
     :data:`PER_RANK_PARAMS` are not compared (``device`` by its type only).
+
+    Parameters
+    ----------
+    estimator : skflow estimator
+        This rank's estimator.
+    X : ndarray of shape (n_samples, n_features)
+        This rank's validated inputs.
+    y : ndarray
+        This rank's validated targets.
+    warm : bool, default=False
+        Whether the fit continues a previous one (its parameters' digest is then compared too).
+
+    Returns
+    -------
+    list of tuple
+        ``(key, what, fingerprint, shown)`` per item compared.
     """
     from sklearn.base import is_classifier
 
@@ -475,7 +592,18 @@ _HINTS = {
 
 def disagreement(signatures):
     """The error message (the same on every rank) that says where the :func:`fit_signature` of the ranks (in
-    rank order) differ, or None when they agree."""
+    rank order) differ, or None when they agree.
+
+    Parameters
+    ----------
+    signatures : sequence of list or None
+        Every rank's :func:`fit_signature`, in rank order.
+
+    Returns
+    -------
+    str or None
+        The message, or None when the ranks agree.
+    """
     keys, what = [], {}
     for sig in signatures:
         for key, description, _, _ in sig or ():
