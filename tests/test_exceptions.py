@@ -1,5 +1,6 @@
 """skflow.exceptions: its warn helper attributes every warning from fit to the user's line, not to skflow's."""
 
+import pathlib
 import warnings
 
 import numpy as np
@@ -9,6 +10,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import skflow
 from skflow import DivergenceWarning, MeanFieldNODERegressor
 from skflow.exceptions import warn
 
@@ -80,3 +82,12 @@ def test_warning_through_pipeline_and_grid_search_names_the_callers_line(data):
             line = _line_before()
         for w in _only(record, ConvergenceWarning):
             assert (w.filename, w.lineno) == (__file__, line)
+
+
+def test_every_warning_of_skflow_goes_through_warn():
+    # a warnings.warn call elsewhere would name a line of skflow (or need a stacklevel that breaks when the call
+    # moves deeper or shallower under fit)
+    root = pathlib.Path(skflow.__file__).parent
+    direct = [f"{path.relative_to(root)}:{n}" for path in sorted(root.rglob("*.py")) if path.name != "exceptions.py"
+              for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "warnings.warn(" in line]
+    assert not direct, f"use skflow.exceptions.warn instead of warnings.warn at {direct}"
