@@ -28,7 +28,21 @@ def median_length_scale(X, max_samples=1000, factor=1.0):
     """Data-driven length scale: ``factor * median_{i < j} |x_i - x_j|`` on a fixed subsample.
 
     The subsample (at most ``max_samples`` rows, drawn with ``RandomState(0)`` so the rule depends on the
-    data only) keeps the cost at ``O(max_samples^2 d)``. Returns 1.0 when all pairwise distances vanish.
+    data only) keeps the cost at ``O(max_samples^2 d)``.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        The inputs.
+    max_samples : int, default=1000
+        Size of the subsample.
+    factor : float, default=1.0
+        The factor of the median.
+
+    Returns
+    -------
+    float
+        The length scale; 1.0 when all pairwise distances vanish.
     """
     X = to_numpy(X)
     idx = seeded_subsample(X.shape[0], max_samples)
