@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-from .flows.varpro import RBFKernel, Torus, rbf_features
+from .flows._features import RBFKernel, Torus, rbf_features
 
 __all__ = [
     "make_teacher_student",

@@ -180,15 +180,18 @@ class Flow:
         on (the constants included)."""
         return graph_kernel(key, lambda: _graph_of(block, {**constants, "n_total": 1} if means else constants))
 
-    def sweep_blocks(self, block, key, constants, n_rows, blocks, block_args, totals, means=True):
+    def sweep_blocks(self, block, key, constants, n_rows, blocks, block_args, totals, means=True, reuse=None):
         """Run one step's block function over blocks of rows, compiled or eager: the engines' one dispatch.
 
         ``block(*block_args(rows, compiled), *totals, **constants, n_total=n)`` returns the tensors ``totals`` plus
         the terms of the rows ``rows`` (their sums over rows divided by ``n``): a function of tensors, which runs
         eagerly and, when :attr:`compiled`, as one graph per block (:meth:`block_kernel`, with ``n = 1``). A graph
-        that cannot be built leaves the sweep to run eagerly, with the eager results exactly. ``means=False``: ``block`` takes no ``n_total`` and the sums over this rank's
-        ``n_rows`` rows are returned as they are; else the means over the rows of every rank
-        (:meth:`reduce_rows`): eagerly outside a data-parallel fit the block divides by ``n = n_rows`` itself.
+        that cannot be built leaves the sweep to run eagerly, with the eager results exactly.
+
+        Returns the means over the rows of every rank (:meth:`reduce_rows`; eagerly outside a data-parallel fit
+        the block divides by ``n = n_rows`` itself), or with ``means=False`` (``block`` then takes no
+        ``n_total``) the sums over this rank's ``n_rows`` rows. ``reuse``: keyword tensors for the eager block of
+        a single-block sweep (e.g. features already computed).
         """
         summed = False  # whether the totals hold sums over rows (not yet divided by n_rows)
         if self.compiled:
@@ -204,6 +207,8 @@ class Flow:
             if means:
                 summed = self.data_parallel is not None
                 constants = {**constants, "n_total": 1 if summed else n_rows}
+            if reuse is not None and len(blocks) == 1:
+                constants = {**constants, **reuse}
             for rows in blocks:
                 totals = block(*block_args(rows, False), *totals, **constants)
         if means and summed:

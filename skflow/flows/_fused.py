@@ -227,8 +227,8 @@ def decide_compile(option, work, kernels, device, dtype):
     ``option``: True, False or ``'auto'``. ``work``: the entries of the ``N x M`` pre-activations the fit
     computes at most. ``kernels``: the :class:`FusedKernel` objects a step of the engine runs, or activation
     names (their elementwise kernels). ``'auto'`` is True when every kernel the fit needs is already built for
-    this device and dtype (free), or when ``work >= AUTO_COMPILE_WORK``, and never after a kernel failed to
-    compile.
+    this device and dtype (free), or when ``work >= AUTO_COMPILE_WORK``, and never after any kernel failed to
+    compile (in this process: a compiler that failed once is not tried again by ``'auto'``).
 
     Every fit calls it once, before its first step: it also opens the fit's one
     :class:`~skflow.exceptions.CompileFallbackWarning` (the fallbacks of a fit, in its thread, warn once).
@@ -238,7 +238,8 @@ def decide_compile(option, work, kernels, device, dtype):
         return bool(option)
     kernels = [k for k in kernels if not isinstance(k, str)] + [
         k for n in kernels if isinstance(n, str) for k in (_DERIVATIVE[n], _VALUE[n], _PRODUCT_SUM, _OUTER_SUM)]
-    if not kernels or any(k._failed for k in kernels):  # nothing to compile, or a compiler that failed
+    registry = [*_DERIVATIVE.values(), *_VALUE.values(), _PRODUCT_SUM, _OUTER_SUM, *_GRAPHS.values()]
+    if not kernels or any(k._failed for k in kernels + registry):  # nothing to compile, or a compiler that failed
         return False
     if all(k.is_built(device, dtype) for k in kernels):
         return True
