@@ -16,9 +16,15 @@ PUBLIC_MODULES = (
     "skflow",
     "skflow.datasets",
     "skflow.diagnostics",
+    "skflow.diffusion",
     "skflow.distributed",
     "skflow.exceptions",
     "skflow.inspection",
+    # the estimators' modules: also the feature networks of VarProNet and RKHS's length-scale rule
+    "skflow.node",
+    "skflow.rkhs",
+    "skflow.varpro",
+    "skflow.varpronet",
 )
 
 #: The error codes checked (numpydoc.validate.ERROR_MSGS names them all). Chosen: every public name has a
