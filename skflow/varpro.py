@@ -7,6 +7,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _base
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
 from .flows._ops import ACTIVATIONS, regularizer_centre
@@ -470,6 +471,22 @@ class VarProSHLRegressor(BaseFlowRegressor):
         self.regularization_ratio_ = self.alpha_ / k_op if k_op > 0 else float("inf")
         if self.store_features_every:
             self.feature_history_ = np.stack([to_numpy(s) for s in flow.feature_snapshots()])
+
+    # ------------------------------------------------------------------ predict
+    def _predict_chunk(self):
+        """Rows per prediction chunk within the budget of the base (``skflow._base.PREDICT_MEMORY_BUDGET``), from
+        the width: perceptron features run over row blocks of their own (the base's estimate); RBF features form
+        four ``(rows, M)`` matrices at once (the squared distances and a temporary, the kernel values and their
+        radial factor), and on a torus the ``d`` projected differences ``(d, rows, M)`` and the two temporaries of
+        their wrapping too (measured peaks: ``4 M`` and ``(d + 6) M`` entries per row)."""
+        flow = self.flow_
+        if flow.row_blocked:
+            return super()._predict_chunk()
+        M, dim = flow.omega.shape
+        per_row = flow.itemsize * ((4 + (dim + 2 if isinstance(flow, TorusVarProFlow) else 0)) * M + dim
+                                   + flow.u.shape[1])
+        per_row = max(per_row, flow.bytes_per_row(training=False))
+        return max(1, _base.PREDICT_MEMORY_BUDGET // per_row)
 
     # ------------------------------------------------------------------ public API
     def reduced_risk(self, X, y):

@@ -293,3 +293,27 @@ def test_one_compile_fallback_warning_per_fit(monkeypatch, fresh_kernels, name):
         assert len(fallbacks) <= 1
         if _ == 0:
             assert len(fallbacks) == 1 and "compile=False" in str(fallbacks[0].message)
+
+
+# ---------------------------------------------------------------------------------------------- predict chunks
+@pytest.mark.parametrize("params", [dict(feature_map="rbf"), dict(feature_map="rbf", feature_domain="torus"),
+                                    dict(feature_map="perceptron")], ids=["rbf", "torus", "perceptron"])
+def test_varpro_predict_chunk_is_sized_by_the_width_within_the_budget(regression_data, params, monkeypatch):
+    import skflow._base
+    from skflow import VarProSHLRegressor
+
+    X, y, Xt, _ = regression_data
+    make = lambda w: _fit(VarProSHLRegressor(width=w, max_iter=2, device="cpu", random_state=0, **params), X, y)  # noqa: E731
+    narrow, wide = make(16), make(256)
+    assert wide._predict_chunk() < narrow._predict_chunk() / 4 or narrow._predict_chunk() > X.shape[0] * 100
+    for est in (narrow, wide):
+        M, d = est.flow_.omega.shape
+        # the (rows, M) matrices a forward pass of RBF features holds at once (measured), and the torus's d more
+        live = (4 + (d + 2 if params.get("feature_domain") == "torus" else 0)) * M if params["feature_map"] == "rbf" \
+            else 0
+        assert est._predict_chunk() * max(live * est.flow_.itemsize, est.flow_.bytes_per_row(training=False)) \
+            <= skflow._base.PREDICT_MEMORY_BUDGET
+    pred = wide.predict(Xt)
+    monkeypatch.setattr(skflow._base, "PREDICT_MEMORY_BUDGET", 64 * 2**10)  # many chunks: the same predictions
+    assert wide._predict_chunk() < Xt.shape[0]
+    np.testing.assert_allclose(wide.predict(Xt), pred, rtol=1e-12, atol=1e-12)
