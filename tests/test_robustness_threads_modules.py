@@ -5,6 +5,7 @@ what they support and work at the edges, one compile-fallback warning per fit, p
 
 import concurrent.futures
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -12,6 +13,9 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.datasets import make_friedman1
+from sklearn.linear_model import Ridge
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
@@ -317,3 +321,147 @@ def test_varpro_predict_chunk_is_sized_by_the_width_within_the_budget(regression
     monkeypatch.setattr(skflow._base, "PREDICT_MEMORY_BUDGET", 64 * 2**10)  # many chunks: the same predictions
     assert wide._predict_chunk() < Xt.shape[0]
     np.testing.assert_allclose(wide.predict(Xt), pred, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- displays
+@pytest.fixture
+def plt():
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    yield pyplot
+    pyplot.close("all")
+
+
+def _legend(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+@pytest.mark.parametrize("make_est", [
+    lambda X, y: Ridge().fit(X, y),
+    lambda X, y: make_pipeline(StandardScaler(), Ridge()).fit(X, y),
+    lambda X, y: KNeighborsRegressor().fit(X, y),
+], ids=["Ridge", "Pipeline-Ridge", "KNeighborsRegressor"])
+def test_displays_reject_unsupported_estimators_clearly(friedman, plt, make_est):
+    from skflow.inspection import ConvergenceDisplay, FeatureDistributionDisplay, KernelSpectrumDisplay
+
+    X, y = friedman
+    est = make_est(X, y)
+    final = type(est[-1] if hasattr(est, "steps") else est).__name__
+    for call in (lambda: ConvergenceDisplay.from_estimator(est), lambda: KernelSpectrumDisplay.from_estimator(est, X),
+                 lambda: FeatureDistributionDisplay.from_estimator(est)):
+        with pytest.raises(TypeError, match=f"supports the skflow estimators .*got .*{final}"):
+            call()
+
+
+def test_displays_name_what_they_support(friedman, plt):
+    from skflow.inspection import FeatureDistributionDisplay, KernelSpectrumDisplay
+
+    X, y = friedman
+    net = _fit(VarProNetRegressor(**SMALL), X, y)
+    with pytest.raises(TypeError, match="MeanFieldNODERegressor, RKHSNODEClassifier.*VarProNetRegressor"):
+        KernelSpectrumDisplay.from_estimator(net, X)
+    with pytest.raises(TypeError, match="VarProSHLRegressor.*VarProNetRegressor"):
+        FeatureDistributionDisplay.from_estimator(net)
+
+
+def _interrupted_at_first_step(est, X, y, monkeypatch):
+    """``est`` fitted with a Ctrl-C in its first step (as in test_robustness.py): ``n_iter_ = 0``."""
+
+    def step(self, *args):
+        raise KeyboardInterrupt
+
+    from skflow.flows.node import MeanFieldSHLFlow
+    from skflow.flows.rkhs import RKHSFlow
+    from skflow.flows.varpro import VarProFlow
+
+    for cls in (MeanFieldSHLFlow, RKHSFlow, VarProFlow):
+        monkeypatch.setattr(cls, "step", step)
+    est = _fit(est, X, y)
+    monkeypatch.undo()
+    assert est.n_iter_ == 0 and est.stop_reason_ == "interrupted"
+    return est
+
+
+def test_displays_work_at_n_iter_0(friedman, plt, monkeypatch):
+    from skflow import MeanFieldNODERegressor, VarProSHLRegressor
+    from skflow.inspection import ConvergenceDisplay, FeatureDistributionDisplay, KernelSpectrumDisplay
+
+    X, y = friedman
+    node = _interrupted_at_first_step(MeanFieldNODERegressor(n_layers=2, width=8, max_iter=5, device="cpu",
+                                                             random_state=0), X, y, monkeypatch)
+    disp = ConvergenceDisplay.from_estimator(node)
+    assert disp.bound_line_ is None and "no iterations" in disp.bound_caveat_
+    assert disp.line_.get_xdata().size == 0
+    KernelSpectrumDisplay.from_estimator(node, X, max_samples=20)
+    varpro = _interrupted_at_first_step(VarProSHLRegressor(width=16, max_iter=5, store_features_every=1,
+                                                           device="cpu", random_state=0), X, y, monkeypatch)
+    ConvergenceDisplay.from_estimator(varpro)
+    disp = FeatureDistributionDisplay.from_estimator(varpro)
+    assert disp.line_ is not None
+
+
+def test_feature_distribution_of_1d_torus_features(plt):
+    from skflow import VarProSHLRegressor
+    from skflow.inspection import FeatureDistributionDisplay
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0, 4, size=(80, 1))
+    y = np.cos(2 * np.pi * X[:, 0] / 4)
+    est = _fit(VarProSHLRegressor(width=32, feature_map="rbf", feature_domain="torus", max_iter=5,
+                                  store_features_every=1, device="cpu", random_state=0), X, y)
+    assert est.features_.shape == (32, 1)
+    disp = FeatureDistributionDisplay.from_estimator(est)
+    centres, dens = disp.line_.get_xdata(), disp.line_.get_ydata()
+    assert centres.min() > -2 and centres.max() < 2  # [-L/2, L/2) with L = torus_period = 4
+    assert np.sum(dens) * (centres[1] - centres[0]) == pytest.approx(1.0)
+    assert disp.initial_line_ is not None and disp.ax_.get_xlim() == (-2.0, 2.0)
+    # the constructor on one-dimensional features given as a 1-D array
+    FeatureDistributionDisplay(np.linspace(-1, 1, 10), False).plot()
+
+
+def test_pl_bound_only_where_the_theory_gives_it(plt):
+    from sklearn.datasets import make_classification
+
+    from skflow import RKHSNODEClassifier
+    from skflow.inspection import ConvergenceDisplay
+
+    X, y = make_classification(300, 4, n_informative=3, n_redundant=0, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    make = lambda **kw: _fit(RKHSNODEClassifier(**{**dict(n_features=32, n_layers=2, max_iter=5, device="cpu",  # noqa: E731
+                                                          random_state=0), **kw}), X, y)
+    for est, why in ((make(batch_size=64, momentum=0.9), "minibatch steps.*momentum=0.9"),
+                     (make(batch_size=None, momentum=0.9), "momentum=0.9"),
+                     (make(batch_size=64, momentum=0.0), "minibatch")):
+        disp = ConvergenceDisplay.from_estimator(est)
+        assert disp.bound_line_ is None
+        assert "no P-L bound" in disp.bound_caveat_ and re.search(why, disp.bound_caveat_)
+        assert any("no P-L bound" in lab for lab in _legend(disp.ax_))
+        assert not any(lab.startswith("P-L bound") or lab == "P-L constant m" for lab in _legend(disp.ax_))
+    disp = ConvergenceDisplay.from_estimator(make(batch_size=None, momentum=0.0))
+    assert disp.bound_caveat_ is None and disp.bound_line_ is not None
+    assert any(lab.startswith("P-L bound") for lab in _legend(disp.ax_))
+
+
+def test_kernel_spectrum_marks_eigenvalues_below_round_off(plt):
+    from sklearn.datasets import make_classification
+
+    from skflow import RKHSNODEClassifier
+    from skflow.inspection import KernelSpectrumDisplay
+
+    disp = KernelSpectrumDisplay([np.array([1.0, 0.5, 1e-18, -1e-17])]).plot()
+    assert disp.below_roundoff_.tolist() == [2] and disp.lambda_min_below_roundoff_.tolist() == [True]
+    assert np.isnan(disp.lines_[0].get_ydata()[2:]).all() and np.isfinite(disp.lines_[0].get_ydata()[:2]).all()
+    assert disp.roundoff_span_ is not None and disp.roundoff_markers_.get_offsets().shape == (2, 2)
+    assert disp.roundoff_[0] == pytest.approx(4 * np.finfo(float).eps)
+    assert any("below round-off" in lab for lab in _legend(disp.ax_))
+    clean = KernelSpectrumDisplay([np.array([1.0, 0.5, 0.1])]).plot()
+    assert clean.roundoff_span_ is None and clean.roundoff_markers_ is None and clean.below_roundoff_.tolist() == [0]
+    # random features of M = 16 on 60 points: the last 44 eigenvalues of Phi Phi^T are zero up to round-off
+    X, y = make_classification(60, 4, n_informative=3, n_redundant=0, random_state=0)
+    est = _fit(RKHSNODEClassifier(n_features=16, max_iter=2, device="cpu", random_state=0),
+               StandardScaler().fit_transform(X), y)
+    disp = KernelSpectrumDisplay.from_estimator(est, StandardScaler().fit_transform(X))
+    assert disp.below_roundoff_[0] >= 60 - 16 and disp.lambda_min_below_roundoff_[0]
+    assert disp.below_roundoff_[-1] < disp.below_roundoff_[0]  # the closed form is far better conditioned
