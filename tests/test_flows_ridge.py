@@ -1,13 +1,13 @@
-"""VarPro's ridge strength chosen by exact leave-one-out (alpha='auto')."""
+"""skflow.flows._ridge: the ridge projection's exact leave-one-out path and the choice of the ridge strength.
+
+VarProSHLRegressor(alpha='auto'), which uses them, is tested in test_varpro.py.
+"""
 
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import make_friedman1
-from sklearn.preprocessing import StandardScaler
 
-from skflow import VarProSHLRegressor
-from skflow.flows.varpro import ridge_loo_path, ridge_projection, select_ridge
+from skflow.flows._ridge import ridge_loo_path, ridge_projection, select_ridge
 
 
 def _brute_force_loo(Phi, Y, lam, c):
@@ -47,37 +47,3 @@ def test_select_ridge_picks_the_least_loo_error():
     loo, path = ridge_loo_path(Phi, Y, lams)
     assert float(lam) == float(lams[torch.argmin(loo)])
     torch.testing.assert_close(u, path[torch.argmin(loo)])
-
-
-def test_auto_alpha_estimator_records_its_path():
-    X, y = make_friedman1(n_samples=150, noise=0.5, random_state=0)
-    X = StandardScaler().fit_transform(X)
-    grid = [1e-3, 1e-2, 1e-1]
-    m = VarProSHLRegressor(alpha="auto", alphas=grid, max_iter=20, tol=0, early_stopping=False, random_state=0,
-                           device="cpu").fit(X, y)
-    assert m.alpha_path_.shape == (m.n_iter_,)
-    assert set(np.round(m.alpha_path_, 12)) <= set(grid) and m.alpha_ in grid
-    # the final model is the exact projection at alpha_ on the final features
-    Xb = np.c_[X, np.ones(len(X))]
-    Phi = np.maximum(Xb @ m.features_.T, 0.0)
-    Ys = ((y - m.y_mean_) / m.y_scale_)[:, None]
-    u = ridge_projection(torch.as_tensor(Phi), torch.as_tensor(Ys), m.alpha_).numpy()
-    np.testing.assert_allclose(m.coef_, u, rtol=1e-6, atol=1e-8)
-    # a fixed float keeps the theory's fixed-lambda flow
-    fixed = VarProSHLRegressor(alpha=1e-2, max_iter=5, tol=0, early_stopping=False, random_state=0,
-                               device="cpu").fit(X, y)
-    assert fixed.alpha_ == 1e-2 and np.all(fixed.alpha_path_ == 1e-2)
-    with pytest.raises(ValueError, match="alphas"):
-        VarProSHLRegressor(alpha="auto", alphas=[0.1, -1.0], max_iter=2).fit(X, y)
-
-
-def test_auto_alpha_with_early_stopping_chooses_on_the_held_out_rows():
-    """With early stopping the strength is chosen by the error on the held-out rows, which neither the projection
-    nor the features have seen; the fitted model keeps no data."""
-    X, y = make_friedman1(n_samples=200, noise=0.5, random_state=0)
-    X = StandardScaler().fit_transform(X)
-    grid = [1e-4, 1e-2, 1.0]
-    m = VarProSHLRegressor(alpha="auto", alphas=grid, max_iter=30, random_state=0, device="cpu").fit(X, y)
-    assert m.early_stopping and set(np.round(m.alpha_path_, 12)) <= set(grid)
-    assert m.flow_.validation is None
-    assert m.score(X, y) > 0.8
