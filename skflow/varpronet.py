@@ -245,9 +245,17 @@ def _check_module(module, X, dtype, device, seed=0):
     The module is left as it was: its buffers (BatchNorm statistics) are restored after the train-mode pass, and
     that pass draws from a seeded, restored generator (:func:`_torch_state`, seeded with ``seed``: lazy modules
     initialise their parameters at the first forward)."""
+    def run(mode):
+        try:
+            return module(X)
+        except Exception as exc:  # the module's own error, with where it happened (its type is kept)
+            exc.add_note(f"(raised by the feature module {type(module).__name__} in {mode} mode on the first batch, "
+                         f"of shape {tuple(X.shape)} and dtype {X.dtype}, on {X.device})")
+            raise
+
     module.eval()
     with _torch_state(seed, dtype, device), torch.no_grad():
-        Phi = module(X)
+        Phi = run("eval")
     _check_output(module, Phi, X, dtype, device, "eval")
     M = int(Phi.shape[1])
     buffers = [b.detach().clone() for b in module.buffers()]
@@ -256,7 +264,7 @@ def _check_module(module, X, dtype, device, seed=0):
         with _torch_state(seed, dtype, device):
             before = _rng_states(device)
             with torch.enable_grad():
-                Phi = module(X)
+                Phi = run("train")
             draws_random = any(not torch.equal(a, b) for a, b in zip(before, _rng_states(device)))
         _check_output(module, Phi, X, dtype, device, "train")
         if Phi.shape[1] != M:

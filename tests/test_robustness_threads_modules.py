@@ -465,3 +465,30 @@ def test_kernel_spectrum_marks_eigenvalues_below_round_off(plt):
     disp = KernelSpectrumDisplay.from_estimator(est, StandardScaler().fit_transform(X))
     assert disp.below_roundoff_[0] >= 60 - 16 and disp.lambda_min_below_roundoff_[0]
     assert disp.below_roundoff_[-1] < disp.below_roundoff_[0]  # the closed form is far better conditioned
+
+
+def test_a_module_that_raises_says_where(friedman):
+    X, y = friedman
+
+    class WrongWidth(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 4)  # the data have 10 features
+
+        def forward(self, X):
+            return self.lin(X)
+
+    with pytest.raises(RuntimeError) as info:
+        VarProNetRegressor(WrongWidth, device="cpu").fit(X, y)
+    assert any("WrongWidth" in note and "first batch" in note for note in info.value.__notes__)
+
+
+def test_fits_of_every_estimator_in_threads_equal_the_same_fits_in_sequence(spec, dataset):
+    X, y, _, _ = dataset
+    seeds = [0, 1, 2]
+    sequential = [_fit(spec.make(random_state=s), X, y) for s in seeds]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        threaded = list(pool.map(lambda s: _fit(spec.make(random_state=s), X, y), seeds))
+    for a, b in zip(sequential, threaded):
+        np.testing.assert_array_equal(getattr(a, spec.param_attr), getattr(b, spec.param_attr))
+        np.testing.assert_array_equal(a.history_["risk"], b.history_["risk"])
