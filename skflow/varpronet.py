@@ -152,22 +152,24 @@ _TORCH_STATE_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
-def _torch_state(seed, dtype, device=None):
-    """Run a block (a module's construction, or one training step of a module that draws random numbers) with
-    torch's generators seeded with ``seed``, the default dtype ``dtype`` and the CPU as default device, and
-    restore torch's global state after it.
+def _torch_state(seed, dtype, device=None, build=False):
+    """Run a block (a module's construction, its validation, or one training step of a module that draws random
+    numbers) with torch's generators seeded with ``seed`` and the default dtype ``dtype``, and restore torch's
+    global state after it.
 
     torch's generators and default dtype are process-wide: the block runs under a process-wide lock, so that
     two fits in two threads never see each other's seeds, and the generators' states and the default dtype are
-    those of before the block when it ends (a fit reads and writes none of them). The default device is
-    thread-local (a ``torch.device`` context). ``device``: a CUDA device whose generator is seeded and restored
-    too (the CPU generator always is)."""
+    those of before the block when it ends (a fit reads and writes none of them). ``device``: a CUDA device
+    whose generator is seeded and restored too (the CPU generator always is). ``build``: the CPU is also the
+    default device in the block (a thread-local ``torch.device`` context): modules are built on the CPU, then
+    moved, so that a seed gives the same initialisation on every device."""
     device = None if device is None else torch.device(device)
     cuda = [] if device is None or device.type != "cuda" else [device.index if device.index is not None
                                                                  else torch.cuda.current_device()]
     with _TORCH_STATE_LOCK:
         previous = torch.get_default_dtype()
-        with torch.random.fork_rng(devices=cuda, device_type="cuda"), torch.device("cpu"):
+        with (torch.random.fork_rng(devices=cuda, device_type="cuda"),
+              torch.device("cpu") if build else contextlib.nullcontext()):
             torch.random.default_generator.manual_seed(seed)
             for index in cuda:
                 torch.cuda.default_generators[index].manual_seed(seed)
@@ -249,8 +251,9 @@ def _check_module(module, X, dtype, device, seed=0):
         try:
             return module(X)
         except Exception as exc:  # the module's own error, with where it happened (its type is kept)
-            exc.add_note(f"(raised by the feature module {type(module).__name__} in {mode} mode on the first batch, "
-                         f"of shape {tuple(X.shape)} and dtype {X.dtype}, on {X.device})")
+            if hasattr(exc, "add_note"):  # Python >= 3.11
+                exc.add_note(f"(raised by the feature module {type(module).__name__} in {mode} mode on the first "
+                             f"batch, of shape {tuple(X.shape)} and dtype {X.dtype}, on {X.device})")
             raise
 
     module.eval()
@@ -310,7 +313,7 @@ class _VarProNetMixin:
             return copy.deepcopy(self.module), seed
         if "n_features_in" not in kwargs and _accepts_n_features_in(self.module):
             kwargs["n_features_in"] = d
-        with _torch_state(seed, self._torch_dtype):
+        with _torch_state(seed, self._torch_dtype, build=True):
             module = self.module(**kwargs)
         if not isinstance(module, torch.nn.Module):
             raise ValueError(f"module must build a torch.nn.Module; {self.module!r} returned "

@@ -6,6 +6,7 @@ what they support and work at the edges, one compile-fallback warning per fit, p
 import concurrent.futures
 import pickle
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -480,7 +481,8 @@ def test_a_module_that_raises_says_where(friedman):
 
     with pytest.raises(RuntimeError) as info:
         VarProNetRegressor(WrongWidth, device="cpu").fit(X, y)
-    assert any("WrongWidth" in note and "first batch" in note for note in info.value.__notes__)
+    if sys.version_info >= (3, 11):  # exception notes
+        assert any("WrongWidth" in note and "first batch" in note for note in info.value.__notes__)
 
 
 def test_fits_of_every_estimator_in_threads_equal_the_same_fits_in_sequence(spec, dataset):
