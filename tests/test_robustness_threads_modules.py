@@ -445,6 +445,14 @@ def test_pl_bound_only_where_the_theory_gives_it(plt):
     assert any(lab.startswith("P-L bound") for lab in _legend(disp.ax_))
 
 
+def test_no_bound_without_a_finite_pl_constant(plt):
+    from skflow.inspection import ConvergenceDisplay
+
+    t = np.linspace(0, 1, 5)
+    disp = ConvergenceDisplay(t, np.exp(-t), np.full(5, np.nan), float("nan")).plot()
+    assert disp.bound_line_ is None and "not finite" in disp.bound_caveat_
+
+
 def test_kernel_spectrum_marks_eigenvalues_below_round_off(plt):
     from sklearn.datasets import make_classification
 

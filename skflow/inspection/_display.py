@@ -217,6 +217,8 @@ class ConvergenceDisplay:
         self.bound_caveat_ = self.bound_caveat
         if self.bound_caveat_ is None and n == 0:
             self.bound_caveat_ = "no iterations (n_iter_ = 0): nothing to bound"
+        elif self.bound_caveat_ is None and not np.isfinite(self.pl_constant):
+            self.bound_caveat_ = "no P-L bound: the P-L ratio was not finite along the trajectory"
         self.bound_line_ = None
         if self.bound_caveat_ is None:
             self.bound_line_, = ax.plot(t, self.bound[:n], **{
