@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from skflow import distributed
+from skflow import _agreement, distributed
 from skflow.flows.varpro import VarProFlow
 
 HERE = Path(__file__).resolve().parent
@@ -278,7 +278,7 @@ def test_disagreement_message_groups_the_ranks():
 
 
 def test_fingerprints_compare_meaning_not_identity():
-    fp = distributed._fingerprint
+    fp = _agreement._fingerprint
     assert fp(1) == fp(1.0) == fp(np.float64(1.0)) and fp(1) != fp(2) and fp(float("nan")) == fp(float("nan"))
     assert fp(np.arange(3)) == fp(np.arange(3)) and fp(np.arange(3)) != fp(np.arange(1, 4))
     assert fp(np.random.RandomState(0)) == fp(np.random.RandomState(0)) != fp(np.random.RandomState(1))
