@@ -24,22 +24,26 @@ A subclass implements four hooks:
 and lists in ``_architecture_params`` the parameters a warm start cannot change.
 """
 
-import contextlib
 import copy
-import math
 import numbers
-import os
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import distributed
+
+# the device, dtype and memory helpers live in skflow._device; re-exported under the names this module used
+from ._device import available_memory, resolve_device, resolve_dtype
+from ._device import check_device_string as _check_device_string
+from ._device import check_magnitude as _check_magnitude
+from ._device import seed_generator as _seed_generator
+from ._device import translated_memory_errors as _translated_memory_errors
 from ._training import TrainConfig, n_batches, stable_time_step, train, warn_stop
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError, warn
 from .flows._flow import Flow
@@ -50,88 +54,6 @@ __all__ = ["BaseFlowClassifier", "BaseFlowEstimator", "BaseFlowRegressor", "avai
 
 #: bytes that the activations of one prediction chunk may take
 PREDICT_MEMORY_BUDGET = 256 * 2**20
-
-
-def resolve_device(device):
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is passed to ``torch.device``."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available; use device='auto' or 'cpu'.")
-    return dev
-
-
-def resolve_dtype(dtype):
-    """'float64' / 'float32' -> the torch dtype."""
-    return {"float64": torch.float64, "float32": torch.float32}[dtype]
-
-
-def available_memory(device):
-    """Bytes that can still be allocated on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-@contextlib.contextmanager
-def _translated_memory_errors(name, what):
-    """Turn an allocator failure (CPU or CUDA) into a MemoryError that names the remedies."""
-    try:
-        yield
-    except (MemoryError, RuntimeError) as exc:
-        text = str(exc)
-        if not isinstance(exc, MemoryError) and "allocate" not in text and "out of memory" not in text.lower():
-            raise
-        first = text.strip().splitlines()[-1][:200] if text.strip() else type(exc).__name__
-        raise MemoryError(
-            f"{name}: not enough memory to {what} ({first}). Use a smaller width / n_features / n_layers, a "
-            "batch_size, or dtype='float32'."
-        ) from exc
-
-
-def _seed_generator(random_state):
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(seed)
-    return gen
-
-
-def _check_device_string(device):
-    """An InvalidParameterError for a device string torch cannot parse."""
-    if isinstance(device, torch.device) or device == "auto":
-        return
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise InvalidParameterError(
-            f"The 'device' parameter must be 'auto', a device string such as 'cpu', 'cuda' or 'cuda:1', or a "
-            f"torch.device; got {device!r} ({exc})."
-        ) from None
-
-
-def _check_magnitude(A, dtype, what, remedy="Standardise it (e.g. sklearn.preprocessing.StandardScaler)"):
-    """A clear error when the squares of ``A``'s entries would overflow the training dtype."""
-    if A.size == 0:
-        return
-    limit = math.sqrt(torch.finfo(dtype).max) / max(1.0, math.sqrt(A.shape[1] if A.ndim > 1 else 1))
-    peak = float(np.max(np.abs(A)))
-    if peak > limit:
-        raise ValueError(
-            f"{what} has entries as large as {peak:.3g}: their squares overflow {dtype} (limit about {limit:.3g}). "
-            f"{remedy}" + (" or use dtype='float64'." if dtype != torch.float64 else ".")
-        )
 
 
 class BaseFlowEstimator(BaseEstimator):

@@ -1,14 +1,18 @@
 """MeanFieldNODERegressor: an infinitely deep and wide ResNet trained by its Conditional-Wasserstein flow."""
 
+import copy
 import numbers
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
+from ._certificate import node_certificate
+from ._device import seed_generator
 from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
 from .exceptions import warn
 from .flows._ops import ACTIVATIONS, lift
@@ -318,9 +322,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             )
         d, dout = X.shape[1], Y.shape[1]
         D = d + dout + self.extra_dims
-        # drawn in float64 on the CPU whatever the dtype, so a seed gives the same initialisation in float32
-        U, W, b = init_particles(self.n_layers, self.width, D, self.feature_init, self.feature_scale, self.nu,
-                                 generator=generator, dtype=torch.float64)
+        U, W, b = self._initial_particles(D, generator)
         self._certify(X, Y, W, b)
         to = dict(device=self.device_, dtype=self._torch_dtype)
         return MeanFieldSHLFlow(
@@ -343,14 +345,37 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
                 "output_scale='certify' is not available in a data-parallel fit: the certificate needs the kernel "
                 "matrix of the training rows. Certify on one process (skflow.inspection.certify) on a subsample "
                 "and pass the certified output scale as a float.")
-        from .inspection._certificate import node_certificate
-
         Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
-        self.certificate_ = node_certificate(
-            Xc, Yc, W, b, output_scale="certify", activation=self.activation, feature_init=self.feature_init,
-            feature_scale=self.feature_scale, nu=self.nu, train_features=self.train_features,
-            kernel_subsample=self.kernel_subsample)
+        self.certificate_ = node_certificate(Xc, Yc, W, b, output_scale="certify", **self._certificate_parameters())
         self.output_scale_ = self.certificate_["output_scale"]
+
+    # ------------------------------------------------------------------ the initialisation, for the certificate
+    def _initial_particles(self, D, generator):
+        """The initial particles ``(U = 0, W, b)`` of a lifted dimension ``D``, drawn with ``generator`` in float64
+        on the CPU whatever the dtype (so that a seed gives the same initialisation in float32)."""
+        return init_particles(self.n_layers, self.width, D, self.feature_init, self.feature_scale, self.nu,
+                              generator=generator, dtype=torch.float64)
+
+    def _certificate_parameters(self):
+        """The parameters of :func:`skflow._certificate.node_certificate` that this estimator fixes."""
+        return dict(activation=self.activation, feature_init=self.feature_init, feature_scale=self.feature_scale,
+                    nu=self.nu, train_features=self.train_features, kernel_subsample=self.kernel_subsample)
+
+    def _initial_state(self, X, y):
+        """The hook of :func:`skflow.inspection.certify`: what ``fit(X, y)`` would start from.
+
+        The inputs and targets as ``fit`` validates and scales them (float64 tensors on the CPU), the initial
+        particles it draws with this ``random_state`` (exactly those of ``fit`` for an int ``random_state`` and
+        ``early_stopping=False``) and the parameters of the certificate: the keyword arguments of
+        :func:`skflow._certificate.node_certificate`. Neither ``self`` nor its ``random_state`` is changed.
+        """
+        work = clone(self).set_params(warm_start=False)
+        Xv, yv = work._validate_fit_data(X, y)
+        Y = torch.as_tensor(work._prepare_targets(yv), dtype=torch.float64)
+        Xt = torch.as_tensor(np.asarray(Xv, dtype=np.float64))
+        D = Xt.shape[1] + Y.shape[1] + self.extra_dims
+        _, W, b = work._initial_particles(D, seed_generator(copy.deepcopy(self.random_state)))
+        return dict(X=Xt, Y=Y, W=W, b=b, output_scale=self.output_scale, **self._certificate_parameters())
 
     @property
     def _reference_learning_rate(self):
