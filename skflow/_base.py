@@ -39,14 +39,13 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from . import distributed
 
 # the device, dtype and memory helpers live in skflow._device; re-exported under the names this module used
-from ._device import available_memory, resolve_device, resolve_dtype
+from ._device import available_memory, check_step_memory, resolve_device, resolve_dtype, restore_device, state_on_cpu
 from ._device import check_device_string as _check_device_string
 from ._device import check_magnitude as _check_magnitude
 from ._device import seed_generator as _seed_generator
 from ._device import translated_memory_errors as _translated_memory_errors
 from ._training import TrainConfig, n_batches, stable_time_step, train, warn_stop
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError, warn
-from .flows._flow import Flow
 from .flows._fused import decide_compile
 
 __all__ = ["BaseFlowClassifier", "BaseFlowEstimator", "BaseFlowRegressor", "available_memory", "resolve_device",
@@ -331,18 +330,7 @@ class BaseFlowEstimator(BaseEstimator):
 
     def _check_memory(self, flow, rows):
         """A MemoryError, before anything is allocated, when a training step cannot fit in memory."""
-        if flow.row_blocked:  # the step runs over blocks of rows: its workspace is bounded whatever N
-            rows = min(int(rows), flow.block_rows(self.device_))
-        need = flow.bytes_per_row(training=True) * int(rows)
-        have = available_memory(self.device_)
-        if have is not None and need > have:
-            raise MemoryError(
-                f"{type(self).__name__}: a training step needs about {need / 2**30:.2f} GiB of activations "
-                f"({rows} rows x {flow.bytes_per_row(training=True)} bytes) but only {have / 2**30:.2f} GiB are "
-                f"available on {self.device_}. Use a batch_size (e.g. "
-                f"batch_size={max(1, int(rows * have / need / 2))}), a smaller width / number of features, or "
-                "dtype='float32'."
-            )
+        check_step_memory(type(self).__name__, flow, rows, self.device_, available_memory(self.device_))
 
     def _split(self, X, Y, y):
         if not self.early_stopping:
@@ -415,28 +403,11 @@ class BaseFlowEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
-        for k, v in state.items():
-            if isinstance(v, Flow):
-                state[k] = v.to("cpu")
-            elif isinstance(v, torch.Tensor):
-                state[k] = v.detach().cpu()
-        return state
+        return state_on_cpu(super().__getstate__())
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        dev = getattr(self, "device_", None)
-        if dev is None:
-            return
-        if torch.device(dev).type == "cuda" and not torch.cuda.is_available():
-            # trained on a GPU, loaded on a machine without one
-            self.device_ = torch.device("cpu")
-        else:
-            self.device_ = torch.device(dev)
-        for k, v in list(self.__dict__.items()):
-            if isinstance(v, Flow):
-                setattr(self, k, v.to(self.device_))
+        restore_device(self)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

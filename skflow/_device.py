@@ -12,8 +12,10 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError
 
-__all__ = ["available_memory", "check_device_string", "check_magnitude", "resolve_device", "resolve_dtype",
-           "seed_generator", "translated_memory_errors"]
+from .flows._flow import Flow
+
+__all__ = ["available_memory", "check_device_string", "check_magnitude", "check_step_memory", "resolve_device",
+           "resolve_dtype", "restore_device", "seed_generator", "state_on_cpu", "translated_memory_errors"]
 
 
 def resolve_device(device):
@@ -98,3 +100,45 @@ def check_magnitude(A, dtype, what, remedy="Standardise it (e.g. sklearn.preproc
             f"{what} has entries as large as {peak:.3g}: their squares overflow {dtype} (limit about {limit:.3g}). "
             f"{remedy}" + (" or use dtype='float64'." if dtype != torch.float64 else ".")
         )
+
+
+def check_step_memory(name, flow, rows, device, have):
+    """A MemoryError naming the remedies, before anything is allocated, when a training step of ``flow`` over
+    ``rows`` rows needs more than the ``have`` bytes available on ``device`` (None: unknown, no check)."""
+    if flow.row_blocked:  # the step runs over blocks of rows: its workspace is bounded whatever N
+        rows = min(int(rows), flow.block_rows(device))
+    need = flow.bytes_per_row(training=True) * int(rows)
+    if have is not None and need > have:
+        raise MemoryError(
+            f"{name}: a training step needs about {need / 2**30:.2f} GiB of activations "
+            f"({rows} rows x {flow.bytes_per_row(training=True)} bytes) but only {have / 2**30:.2f} GiB are "
+            f"available on {device}. Use a batch_size (e.g. "
+            f"batch_size={max(1, int(rows * have / need / 2))}), a smaller width / number of features, or "
+            "dtype='float32'."
+        )
+
+
+def state_on_cpu(state):
+    """A copy of an estimator's pickled ``state`` (a dict) with its engines and tensors on the CPU."""
+    state = dict(state)
+    for k, v in state.items():
+        if isinstance(v, Flow):
+            state[k] = v.to("cpu")
+        elif isinstance(v, torch.Tensor):
+            state[k] = v.detach().cpu()
+    return state
+
+
+def restore_device(estimator):
+    """After unpickling: ``device_`` back (the CPU for a model trained on a GPU this machine lacks), and the
+    estimator's engines moved there."""
+    dev = getattr(estimator, "device_", None)
+    if dev is None:
+        return
+    if torch.device(dev).type == "cuda" and not torch.cuda.is_available():
+        estimator.device_ = torch.device("cpu")  # trained on a GPU, loaded on a machine without one
+    else:
+        estimator.device_ = torch.device(dev)
+    for k, v in list(estimator.__dict__.items()):
+        if isinstance(v, Flow):
+            setattr(estimator, k, v.to(estimator.device_))
