@@ -57,6 +57,7 @@ from collections import Counter
 import numpy as np
 import sklearn
 import torch
+from _common import source_fingerprint
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.datasets import (
     load_breast_cancer,
@@ -76,7 +77,6 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 import skflow
-from _common import source_fingerprint
 from skflow import MeanFieldNODERegressor, RKHSNODEClassifier, VarProSHLRegressor
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

@@ -86,7 +86,7 @@ def load_mnist1d(num_samples=5000):
         args = get_dataset_args()
         args.num_samples = num_samples
         data = make_dataset(args)  # procedurally generated from templates shipped with the package
-    except Exception as exc:  # pragma: no cover - depends on the package version
+    except Exception as exc:  # noqa: BLE001  # pragma: no cover - depends on the package version
         print(f"MNIST-1D skipped: make_dataset failed ({exc!r}); it may need a download, which is not done here.")
         return None
     out = tuple(np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test"))

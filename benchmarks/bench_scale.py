@@ -20,7 +20,6 @@ Writes ``benchmarks/results/bench_scale.{json,png}``.
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys

@@ -166,8 +166,8 @@ from collections import Counter  # noqa: E402
 
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
-from sklearn.base import is_classifier  # noqa: E402
 import torch  # noqa: E402
+from sklearn.base import is_classifier  # noqa: E402
 from sklearn.datasets import make_friedman1  # noqa: E402
 from sklearn.kernel_approximation import Nystroem  # noqa: E402
 from sklearn.kernel_ridge import KernelRidge  # noqa: E402
@@ -184,8 +184,9 @@ try:
 except ImportError:  # the environment variables above already pin BLAS / OpenMP to one thread
     threadpool_limits = None
 
-import skflow  # noqa: E402
 from _common import source_fingerprint  # noqa: E402
+
+import skflow  # noqa: E402
 from skflow import MeanFieldNODERegressor, RKHSNODEClassifier, VarProSHLRegressor  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -745,7 +746,8 @@ def run_footer(env):
     total, l0, l1 = env["total_runtime_s"], env["loadavg_start"], env["loadavg_end"]
     return (f"total runtime {total:.0f} s ({total / 60:.1f} min); load average (1/5/15 min) {l0[0]:.1f} / "
             f"{l0[1]:.1f} / {l0[2]:.1f} at the start, {l1[0]:.1f} / {l1[1]:.1f} / {l1[2]:.1f} at the end, on "
-            f"{env['cpus']} CPU(s) shared with other jobs: the wall times include their effect, the CPU times much less so. skflow "
+            f"{env['cpus']} CPU(s) shared with other jobs: the wall times include their effect, the CPU times much "
+            f"less so. skflow "
             f"{env['skflow']} (sources sha256 {env.get('skflow_sources_sha256', '?')}), scikit-learn {env['sklearn']}, "
             f"torch {env['torch']}, numpy {env['numpy']}, Python {env['python']}.")
 

@@ -47,7 +47,7 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from skflow import MeanFieldNODERegressor
+from skflow import MeanFieldNODERegressor, distributed
 
 
 # %%
@@ -132,7 +132,8 @@ def worker(rank, world, port, quick):
     """Entry point of a process spawned by this script (no torchrun): a gloo group on 127.0.0.1."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=distributed.DEFAULT_TIMEOUT)  # a lost rank raises after 10 min, not 30
     try:
         _, pred, _ = run(quick)
     finally:
@@ -147,7 +148,7 @@ def main(quick=False, nproc=2):
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=distributed.DEFAULT_TIMEOUT)
         try:
             _, pred, _ = run(quick)
         finally:

@@ -42,7 +42,7 @@ def fit_default_node(quick=False, device="auto"):
         model.set_params(max_iter=50)
     pipe = make_pipeline(StandardScaler(), model)
     with warnings.catch_warnings():
-        # a SingularKernelWarning (M = 128 below the kernel points), and a ConvergenceWarning under --quick
+        # a ConvergenceWarning under --quick (max_iter=50 comes before early stopping)
         warnings.simplefilter("ignore")
         return pipe.fit(X, y)
 

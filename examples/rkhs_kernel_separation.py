@@ -145,7 +145,7 @@ def main(quick=False):
     path = os.path.join(FIGURES, "rkhs_kernel_separation.png")
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    for key, (nu, label) in KERNELS.items():
+    for key, (_nu, label) in KERNELS.items():
         print(label, " ".join(f"{s:.2f}:{v:.2e}" for s, v in zip(seps, lam[key])))
     for M in widths:
         print(f"M={M:6d}: max |lambda_min(Phi Phi^T) - lambda_min(K)| = {np.max(np.abs(rf[M] - exact)):.3e}")

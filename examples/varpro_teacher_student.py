@@ -175,7 +175,7 @@ def figure_III2(exp):
     for ax, title in zip(axes, ["ultra-fast diffusion (Eq. III.35, LSODA)", f"VarPro particles, M={M}"]):
         ax.set_yscale("log"), ax.set_xlabel("$\\theta$"), ax.set_title(title), ax.set_ylim(1e-3, 10)
     axes[0].set_ylabel("density"), axes[0].legend(fontsize=7), axes[1].legend(fontsize=7)
-    fig.suptitle("Fig. III.2 — biased, $\\lambda=10^{-4}$, $\\gamma=%g$" % a.gamma)
+    fig.suptitle(f"Fig. III.2 — biased, $\\lambda=10^{{-4}}$, $\\gamma={a.gamma:g}$")
     save(fig, "varpro_fig_III2_diffusion.png")
 
 

@@ -24,26 +24,29 @@ A subclass implements four hooks:
 and lists in ``_architecture_params`` the parameters a warm start cannot change.
 """
 
-import contextlib
 import copy
 import math
 import numbers
-import os
-import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import distributed
+
+# the device, dtype and memory helpers live in skflow._device; re-exported under the names this module used
+from ._device import available_memory, check_step_memory, resolve_device, resolve_dtype, restore_device, state_on_cpu
+from ._device import check_device_string as _check_device_string
+from ._device import check_magnitude as _check_magnitude
+from ._device import seed_generator as _seed_generator
+from ._device import translated_memory_errors as _translated_memory_errors
 from ._training import TrainConfig, epoch_batches, n_batches, stable_time_step, train, warn_stop
-from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError
-from .flows._flow import Flow
+from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError, warn
 from .flows._fused import decide_compile
 
 __all__ = ["BaseFlowClassifier", "BaseFlowEstimator", "BaseFlowRegressor", "available_memory", "resolve_device",
@@ -51,88 +54,6 @@ __all__ = ["BaseFlowClassifier", "BaseFlowEstimator", "BaseFlowRegressor", "avai
 
 #: bytes that the activations of one prediction chunk may take
 PREDICT_MEMORY_BUDGET = 256 * 2**20
-
-
-def resolve_device(device):
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is passed to ``torch.device``."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available; use device='auto' or 'cpu'.")
-    return dev
-
-
-def resolve_dtype(dtype):
-    """'float64' / 'float32' -> the torch dtype."""
-    return {"float64": torch.float64, "float32": torch.float32}[dtype]
-
-
-def available_memory(device):
-    """Bytes that can still be allocated on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-@contextlib.contextmanager
-def _translated_memory_errors(name, what):
-    """Turn an allocator failure (CPU or CUDA) into a MemoryError that names the remedies."""
-    try:
-        yield
-    except (MemoryError, RuntimeError) as exc:
-        text = str(exc)
-        if not isinstance(exc, MemoryError) and "allocate" not in text and "out of memory" not in text.lower():
-            raise
-        first = text.strip().splitlines()[-1][:200] if text.strip() else type(exc).__name__
-        raise MemoryError(
-            f"{name}: not enough memory to {what} ({first}). Use a smaller width / n_features / n_layers, a "
-            "batch_size, or dtype='float32'."
-        ) from exc
-
-
-def _seed_generator(random_state):
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(seed)
-    return gen
-
-
-def _check_device_string(device):
-    """An InvalidParameterError for a device string torch cannot parse."""
-    if isinstance(device, torch.device) or device == "auto":
-        return
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise InvalidParameterError(
-            f"The 'device' parameter must be 'auto', a device string such as 'cpu', 'cuda' or 'cuda:1', or a "
-            f"torch.device; got {device!r} ({exc})."
-        ) from None
-
-
-def _check_magnitude(A, dtype, what, remedy="Standardise it (e.g. sklearn.preprocessing.StandardScaler)"):
-    """A clear error when the squares of ``A``'s entries would overflow the training dtype."""
-    if A.size == 0:
-        return
-    limit = math.sqrt(torch.finfo(dtype).max) / max(1.0, math.sqrt(A.shape[1] if A.ndim > 1 else 1))
-    peak = float(np.max(np.abs(A)))
-    if peak > limit:
-        raise ValueError(
-            f"{what} has entries as large as {peak:.3g}: their squares overflow {dtype} (limit about {limit:.3g}). "
-            f"{remedy}" + (" or use dtype='float64'." if dtype != torch.float64 else ".")
-        )
 
 
 class BaseFlowEstimator(BaseEstimator):
@@ -296,11 +217,14 @@ class BaseFlowEstimator(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets: class labels for a classifier, values for a regressor.
 
         Returns
         -------
-        self
+        self : object
+            The fitted estimator.
         """
         self._validate_params()
         work = copy.copy(self)
@@ -316,11 +240,14 @@ class BaseFlowEstimator(BaseEstimator):
         if not warm:
             self._clear_fitted()
         # data-parallel inside an initialised process group of several ranks (see skflow.distributed): every
-        # check that may fail on some ranks only ends in a `consensus`, so that all the ranks raise together
+        # check that may fail on some ranks only ends in a `consensus`, so that all the ranks raise together;
+        # the first one also checks that the ranks agree (dimensions, label type, parameters, ...) before
+        # anything else is exchanged
         dp = self._data_parallel = distributed.current()
         self.n_ranks_ = 1 if dp is None else dp.world_size
-        with distributed.consensus(dp):
+        with distributed.consensus(dp) as ranks:
             X, y = self._validate_fit_data(X, y)
+            ranks.agree(self, X, y, warm)
         with distributed.consensus(dp):
             Y = self._prepare_targets(y)  # its collectives (classes, target moments) come before its checks
             self._fit_dtype = self._torch_dtype
@@ -365,8 +292,8 @@ class BaseFlowEstimator(BaseEstimator):
             flow.data_parallel = None  # the fitted model keeps no handle on the process group
             self._data_parallel = None
         if getattr(self, "_diagnostics_interrupted", False):
-            warnings.warn(f"{type(self).__name__}: interrupted while computing the diagnostics; the fitted model "
-                          "is kept and the diagnostics not computed are NaN.", FitInterruptedWarning)
+            warn(f"{type(self).__name__}: interrupted while computing the diagnostics; the fitted model "
+                 "is kept and the diagnostics not computed are NaN.", FitInterruptedWarning)
         return self
 
     def _prepare_targets(self, y):
@@ -423,17 +350,7 @@ class BaseFlowEstimator(BaseEstimator):
 
     def _check_memory(self, flow, rows):
         """A MemoryError, before anything is allocated, when a training step cannot fit in memory."""
-        if flow.row_blocked:  # the step runs over blocks of rows: its workspace is bounded whatever N
-            rows = min(int(rows), flow.block_rows(self.device_))
-        need = flow.bytes_per_row(training=True) * int(rows)
-        have = available_memory(self.device_)
-        if have is not None and need > have:
-            raise MemoryError(
-                f"{type(self).__name__}: a training step needs about {need / 2**30:.2f} GiB of activations "
-                f"({rows} rows x {flow.bytes_per_row(training=True)} bytes) but only {have / 2**30:.2f} GiB are "
-                f"available on {self.device_}. Use a batch_size (e.g. batch_size={max(1, int(rows * have / need / 2))}),"
-                " a smaller width / number of features, or dtype='float32'."
-            )
+        check_step_memory(type(self).__name__, flow, rows, self.device_, available_memory(self.device_))
 
     def _split(self, X, Y, y):
         if not self.early_stopping:
@@ -482,8 +399,8 @@ class BaseFlowEstimator(BaseEstimator):
             self._diagnostics_interrupted = True
             return default
         except Exception as exc:  # noqa: BLE001 - any failure of a diagnostic must leave the fit standing
-            warnings.warn(f"{type(self).__name__}: the diagnostic {name} could not be computed "
-                          f"({type(exc).__name__}: {exc}); it is set to {default!r}.", DiagnosticWarning)
+            warn(f"{type(self).__name__}: the diagnostic {name} could not be computed "
+                 f"({type(exc).__name__}: {exc}); it is set to {default!r}.", DiagnosticWarning)
             return default
 
     # ------------------------------------------------------------------ predict
@@ -503,34 +420,17 @@ class BaseFlowEstimator(BaseEstimator):
             return np.zeros((0, self._n_targets))
         out = np.concatenate(outs, axis=0)
         if not np.all(np.isfinite(out)):
-            warnings.warn(f"{type(self).__name__}: some outputs are not finite (numerical overflow): the inputs are "
-                          "far outside the range seen in training. Standardise X as for fit.", RuntimeWarning)
+            warn(f"{type(self).__name__}: some outputs are not finite (numerical overflow): the inputs are "
+                 "far outside the range seen in training. Standardise X as for fit.", RuntimeWarning)
         return out
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
-        for k, v in state.items():
-            if isinstance(v, Flow):
-                state[k] = v.to("cpu")
-            elif isinstance(v, torch.Tensor):
-                state[k] = v.detach().cpu()
-        return state
+        return state_on_cpu(super().__getstate__())
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        dev = getattr(self, "device_", None)
-        if dev is None:
-            return
-        if torch.device(dev).type == "cuda" and not torch.cuda.is_available():
-            # trained on a GPU, loaded on a machine without one
-            self.device_ = torch.device("cpu")
-        else:
-            self.device_ = torch.device(dev)
-        for k, v in list(self.__dict__.items()):
-            if isinstance(v, Flow):
-                setattr(self, k, v.to(self.device_))
+        restore_device(self)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -592,11 +492,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
-        ndarray of shape (n_samples,) for two classes (``F_1 - F_0``, positive for ``classes_[1]``) or
-        (n_samples, n_classes)
+        ndarray of shape (n_samples,) or (n_samples, n_classes)
+            For two classes ``F_1 - F_0`` (positive for ``classes_[1]``), else the outputs of every class.
         """
         F = self._raw_output(X)
         return F[:, 1] - F[:, 0] if F.shape[1] == 2 else F
@@ -607,10 +508,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
+            The log-probabilities, columns in the order of ``classes_``.
         """
         Z = self._proba_scores(self._raw_output(X))
         Z = Z - Z.max(axis=1, keepdims=True)
@@ -622,10 +525,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
+            The probabilities, columns in the order of ``classes_``.
         """
         P = np.exp(self.predict_log_proba(X))
         return P / P.sum(axis=1, keepdims=True)  # renormalise the last ulp away
@@ -636,10 +541,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
         ndarray of shape (n_samples,)
+            The predicted class labels.
         """
         F = self._raw_output(X)  # checks is-fitted before classes_ is touched
         return self.classes_[np.argmax(F, axis=1)]
@@ -665,36 +572,48 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         Y2 = Y[:, None] if Y.ndim == 1 else Y
         if self.warm_start and hasattr(self, "y_mean_") and self.y_mean_.shape[0] == Y2.shape[1]:
             mean, scale = self.y_mean_, self.y_scale_  # a warm start keeps the units of the first fit
-        elif self._scales_targets() and getattr(self, "_data_parallel", None) is not None:
-            mean, scale = self._global_target_moments(Y2)
-            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
         elif self._scales_targets():
-            # moments of Y / max|Y|: they cannot overflow, whatever the magnitude of y
-            peak = np.max(np.abs(Y2), axis=0) if Y2.shape[0] else np.ones(Y2.shape[1])
-            peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
-            mean = (Y2 / peak).mean(axis=0) * peak
-            scale = (Y2 / peak).std(axis=0) * peak
-            # constant targets: keep them centred but unscaled rather than divide by ~0
-            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
+            if getattr(self, "_data_parallel", None) is not None:
+                mean, scale, n = self._global_target_moments(Y2, with_count=True)
+            else:
+                # moments of Y / max|Y|: they cannot overflow, whatever the magnitude of y
+                peak = np.max(np.abs(Y2), axis=0) if Y2.shape[0] else np.ones(Y2.shape[1])
+                peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+                mean = (Y2 / peak).mean(axis=0) * peak
+                scale = (Y2 / peak).std(axis=0) * peak
+                n = Y2.shape[0]
+            # StandardScaler's rule (sklearn.preprocessing._data._is_constant_feature): a target is constant when
+            # its variance is zero up to the round-off of the two-pass algorithm, var <= n eps var + (n eps mean)^2
+            # (Chan, Golub & LeVeque); only then is it kept centred but unscaled. Any other scale, however small
+            # (y of std 1e-14), is divided out. Evaluated relative to max(|mean|, scale): no under- or overflow.
+            eps = np.finfo(np.float64).eps
+            ref = np.maximum(np.abs(mean), scale)
+            ref = np.where((ref > 0) & np.isfinite(ref), ref, 1.0)
+            var, mu = (scale / ref) ** 2, np.abs(mean) / ref
+            constant = (scale == 0) | (var <= n * eps * var + (n * eps * mu) ** 2)
+            scale = np.where(constant, 1.0, scale)
         else:
             mean, scale = np.zeros(Y2.shape[1]), np.ones(Y2.shape[1])
         self._y_ndim = Y.ndim
         self.y_mean_, self.y_scale_ = mean, scale
         return (Y2 - mean) / scale
 
-    def _global_target_moments(self, Y2):
+    def _global_target_moments(self, Y2, with_count=False):
         """Data-parallel: the mean and standard deviation of the targets of all the ranks (as a single process
-        computes them, to round-off), from the all-reduced peak, sum and sum of squared deviations per output."""
+        computes them, to round-off), from the all-reduced peak, sum and sum of squared deviations per output;
+        with ``with_count``, the number of rows of all the ranks too."""
         dp = self._data_parallel
         (peak,) = dp.all_reduce_max(torch.as_tensor(np.max(np.abs(Y2), axis=0) if Y2.shape[0]
                                                     else np.zeros(Y2.shape[1])))
         peak = peak.numpy()
         peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
         Z = Y2 / peak
-        total, count = dp.all_reduce_sum(torch.as_tensor(Z.sum(axis=0)), torch.tensor([float(Z.shape[0])]))
+        total, count = dp.all_reduce_sum(torch.as_tensor(Z.sum(axis=0)),
+                                         torch.tensor([float(Z.shape[0])], dtype=torch.float64))
         mean = total.numpy() / count.item()
         (sq,) = dp.all_reduce_sum(torch.as_tensor(((Z - mean) ** 2).sum(axis=0)))
-        return mean * peak, np.sqrt(sq.numpy() / count.item()) * peak
+        moments = (mean * peak, np.sqrt(sq.numpy() / count.item()) * peak)
+        return (*moments, int(round(count.item()))) if with_count else moments
 
     def _decode_output(self, out):
         pred = out * self.y_scale_ + self.y_mean_
@@ -706,10 +625,12 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input samples.
 
         Returns
         -------
         ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The predicted targets.
         """
         return self._decode_output(self._raw_output(X))
 

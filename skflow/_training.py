@@ -16,14 +16,13 @@ import copy
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from .exceptions import DivergenceWarning, FitInterruptedWarning
+from .exceptions import DivergenceWarning, FitInterruptedWarning, warn
 
 __all__ = ["BestParameters", "History", "StopMonitor", "TrainConfig", "TrainResult", "n_batches", "run_epoch",
            "stable_time_step", "train", "warn_stop", "epoch_batches"]
@@ -436,7 +435,7 @@ def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t
 def warn_stop(result, name, cfg, hint=""):
     """Warn about a stop that the user should know of: divergence, interruption, or ``max_iter`` reached."""
     if result.stop_reason == "diverged":
-        warnings.warn(
+        warn(
             f"{name}: the training risk diverged (became non-finite or grew above {DIVERGENCE_FACTOR:g} times "
             f"its starting value) after {result.n_iter} iterations; training stopped and {result.restored} "
             f"seen were restored. The flow is too stiff for this time step: use a smaller learning_rate{hint}, "
@@ -446,7 +445,7 @@ def warn_stop(result, name, cfg, hint=""):
     elif result.stop_reason == "no_improvement":
         e = result.extra
         before = e.get("failed_reason", "max_iter")
-        warnings.warn(
+        warn(
             f"{name}: the fit ended with a training risk of {e.get('final_risk', float('nan')):.4g}, not below its "
             f"starting value {e.get('initial_risk', float('nan')):.4g} (after {result.n_iter} iterations, stopped "
             f"by {before!r}); {result.restored} were restored (training risk "
@@ -455,13 +454,13 @@ def warn_stop(result, name, cfg, hint=""):
             DivergenceWarning,
         )
     elif result.stop_reason == "interrupted":
-        warnings.warn(
+        warn(
             f"{name}: fit interrupted after {result.n_iter} complete iterations; the model trained so far was "
             "kept and is usable.",
             FitInterruptedWarning,
         )
     elif result.stop_reason == "max_iter" and cfg.tol > 0:
-        warnings.warn(
+        warn(
             f"{name}: max_iter={cfg.max_iter} reached before the risk stopped decreasing; increase max_iter "
             "for a closer approximation of the gradient flow.",
             ConvergenceWarning,

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-from .flows.varpro import RBFKernel, Torus, rbf_features
+from .flows._features import RBFKernel, Torus, rbf_features
 
 __all__ = [
     "make_teacher_student",
@@ -50,6 +50,7 @@ def teacher_density(theta, gamma=100.0, modes=_DEFAULT_MODES, weights=_DEFAULT_W
     Returns
     -------
     ndarray, same shape as ``theta``
+        The density at ``theta``.
     """
     modes, weights = _check_mixture(gamma, modes, weights)
     theta = np.asarray(theta, dtype=np.float64)
@@ -69,14 +70,19 @@ def sample_teacher_angles(n, gamma=100.0, modes=_DEFAULT_MODES, weights=_DEFAULT
     ----------
     n : int
         Number of angles.
-    gamma, modes, weights
-        As in :func:`teacher_density`.
+    gamma : float, default=100
+        Concentration, as in :func:`teacher_density`.
+    modes : sequence of float, default=(0, 0.4 pi)
+        Centres of the mixture, as in :func:`teacher_density`.
+    weights : sequence of float, default=(2/3, 1/3)
+        Mixture weights, as in :func:`teacher_density`.
     random_state : int, RandomState instance or None, default=None
         Seeds the mode of each angle and its offset.
 
     Returns
     -------
-    ndarray of shape (n,), angles in ``(-pi, pi]``
+    ndarray of shape (n,)
+        The angles, in ``(-pi, pi]``.
     """
     modes, weights = _check_mixture(gamma, modes, weights)
     rng = check_random_state(random_state)
@@ -118,7 +124,9 @@ def make_teacher_student(n_samples=4096, *, teacher_width=4096, gamma=100.0, mod
     Returns
     -------
     X : ndarray of shape (n_samples, 2)
+        The inputs.
     y : ndarray of shape (n_samples,)
+        The targets.
     teacher_features : ndarray of shape (teacher_width, 2)
         Only when ``return_teacher=True``.
     """
@@ -179,12 +187,14 @@ def torus_teacher_density(z, gamma=100.0, period=4.0, modes=_TORUS_MODES, weight
     period : float, default=4.0
         ``L``.
     modes : array-like of shape (n_modes, d), default=((-1, 0), (1, 1))
+        The modes ``m_k``.
     weights : array-like of shape (n_modes,), default=(1/2, 1/2)
-        Normalised to sum to one.
+        Mixture weights of the modes, normalised to sum to one.
 
     Returns
     -------
     ndarray of shape (n,)
+        The density at each point.
     """
     modes, weights = _check_torus_mixture(gamma, period, modes, weights)
     if not np.isfinite(gamma):
@@ -212,13 +222,22 @@ def sample_torus_teacher(n, gamma=100.0, period=4.0, modes=_TORUS_MODES, weights
     Parameters
     ----------
     n : int
-    gamma, period, modes, weights
-        As in :func:`torus_teacher_density`.
+        Number of points.
+    gamma : float, default=100
+        Concentration, as in :func:`torus_teacher_density` (``np.inf``: the atoms).
+    period : float, default=4.0
+        The period ``L``.
+    modes : array-like of shape (n_modes, d), default=((-1, 0), (1, 1))
+        The modes, as in :func:`torus_teacher_density`.
+    weights : array-like of shape (n_modes,), default=(1/2, 1/2)
+        Mixture weights, as in :func:`torus_teacher_density`.
     random_state : int, RandomState instance or None, default=None
+        Seeds the mode of each point and its offset.
 
     Returns
     -------
-    ndarray of shape (n, d), in ``[-L/2, L/2)^d``
+    ndarray of shape (n, d)
+        The points, in ``[-L/2, L/2)^d``.
     """
     modes, weights = _check_torus_mixture(gamma, period, modes, weights)
     rng = check_random_state(random_state)
@@ -257,6 +276,7 @@ def make_torus_teacher(n_samples=4096, n_teacher=4096, gamma=100.0, period=4.0, 
     modes : array-like of shape (n_modes, d), default=((-1, 0), (1, 1))
         The modes ``omega_k^*``; their dimension is that of the inputs.
     weights : array-like of shape (n_modes,), default=(1/2, 1/2)
+        Mixture weights of the modes.
     noise : float, default=0
         Standard deviation of Gaussian noise added to ``y``.
     random_state : int, RandomState instance or None, default=None
@@ -265,7 +285,9 @@ def make_torus_teacher(n_samples=4096, n_teacher=4096, gamma=100.0, period=4.0, 
     Returns
     -------
     X : ndarray of shape (n_samples, d)
+        The inputs.
     y : ndarray of shape (n_samples,)
+        The targets.
     teacher : ndarray of shape (n_teacher, d)
         The teacher centres, in ``[-L/2, L/2)^d``.
     """

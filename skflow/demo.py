@@ -15,6 +15,7 @@ Inputs are standardised on the training split (a ``StandardScaler`` in a ``Pipel
 """
 
 import argparse
+import math
 import time
 import warnings
 
@@ -88,9 +89,10 @@ def _varpro_diagnostics(m):
 
 
 def _rkhs_diagnostics(m):
+    n_kernel = min(m.kernel_subsample, math.isqrt(m.required_width_))  # required_width_ = N^2
     return (f"iters {m.n_iter_} ({m.stop_reason_}), CE risk {m.loss_curve_[-1]:.2e}, delta "
             f"{m.data_separation_:.3g}, lambda_min RF "
-            f"{_lambda_note(m.kernel_lambda_min_, m.n_features_used_, min(m.kernel_subsample, math.isqrt(m.required_width_)))}"
+            f"{_lambda_note(m.kernel_lambda_min_, m.n_features_used_, n_kernel)}"
             " / exact "
             f"{m.exact_kernel_lambda_min_:.3g}, P-L m {m.pl_constant_:.3g}")
 

@@ -15,8 +15,16 @@
 
 scikit-learn's :class:`~sklearn.exceptions.ConvergenceWarning` (``max_iter`` reached before the stopping rule
 triggered) and :class:`~sklearn.exceptions.NotFittedError` are used as they are.
+
+Every warning is raised through :func:`warn`, which attributes it to the user's line (see there).
 """
 
+import os
+import sys
+import warnings
+
+import joblib
+import sklearn
 from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
@@ -74,3 +82,48 @@ class CompileFallbackWarning(UserWarning):
 
 class IncompatibleWarmStartError(ValueError):
     """``warm_start=True`` but the data or an architecture parameter differ from those of the previous fit."""
+
+
+# the packages whose frames a warning skips: skflow's own, and the scikit-learn / joblib plumbing (Pipeline,
+# GridSearchCV, cross_validate, joblib.Parallel) between the user's call and skflow's
+_PACKAGE_DIRS = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep for path in (__file__, sklearn.__file__, joblib.__file__)
+)
+
+
+def _find_stack_level():
+    """Return the ``stacklevel`` of ``warnings.warn`` called from :func:`warn` that names the user's frame.
+
+    Counts the frames from :func:`warn`'s caller up to the first frame whose file lies outside skflow,
+    scikit-learn and joblib (as pandas' ``find_stack_level`` does for pandas).
+
+    Returns
+    -------
+    int
+        The stack level, as :func:`warnings.warn` counts it from :func:`warn`.
+    """
+    frame = sys._getframe(1)  # warn's frame
+    level = 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIRS):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def warn(message, category=UserWarning):
+    """Issue a warning attributed to the first caller outside skflow, scikit-learn and joblib.
+
+    Warnings are raised at varying depths under ``fit``; a fixed ``stacklevel`` would name a line of skflow.
+    This walks the stack instead, so that the warning's ``filename`` and ``lineno`` are those of the user's
+    call: ``est.fit(X, y)``, and also ``Pipeline.fit``, ``GridSearchCV.fit`` (``n_jobs=1``) or
+    ``cross_validate`` called on a skflow estimator, since scikit-learn's and joblib's frames are skipped too.
+    In a joblib worker (``n_jobs > 1``) the warning names the first frame outside these packages there.
+
+    Parameters
+    ----------
+    message : str
+        The warning message.
+    category : type of Warning, default=UserWarning
+        The warning class.
+    """
+    warnings.warn(message, category, stacklevel=_find_stack_level())

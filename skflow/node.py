@@ -1,16 +1,20 @@
 """MeanFieldNODERegressor: an infinitely deep and wide ResNet trained by its Conditional-Wasserstein flow."""
 
+import copy
 import numbers
-import warnings
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
+from ._certificate import node_certificate
+from ._device import seed_generator
 from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
+from .exceptions import warn
 from .flows._ops import ACTIVATIONS, lift
 from .flows.node import MeanFieldSHLFlow, init_particles
 
@@ -52,7 +56,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         ``output_scale * z(1)[d:]``. 'certify' picks, at ``fit``, the smallest ``2^k`` (``k = 0..40``) for
         which the sufficient local P-L condition ``R(mu_0) < m r^2 / 4`` of Thm. II.7 (Eq. II.10) holds on the
         training data and the initialisation (see :func:`skflow.inspection.certify`), and raises ``ValueError``
-        if none does; a float ``learning_rate`` is then replaced by ``min(lr, 16 lr / output_scale_^2)``. The P-L ratio at initialisation grows as ``output_scale^2``
+        if none does; a float ``learning_rate`` is then replaced by ``min(lr, 16 lr / output_scale_^2)``. The P-L
+        ratio at initialisation grows as ``output_scale^2``
         (Prop. II.6.1; see ``examples/node_lifting_scaling.py``); the flow is stiffer too, so for
         ``output_scale >= 4`` the ``learning_rate`` should shrink roughly as ``1 / output_scale^2``
         (``0.1 * 16 / output_scale^2``). For a smaller ``output_scale`` the particles travel further and the
@@ -116,9 +121,9 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
         Run each step's forward and adjoint pass over a block of rows as one graph built by ``torch.compile``
-        (:mod:`skflow.flows._fused`; 1.4-1.8x the eager engine's speed). ``'auto'``: only for fits that repay
-        the build (3-30 s per model shape), or whose graphs are built. No compiler: the eager engine, with a
-        :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to float rounding.
+        (:mod:`skflow.flows._fused`; faster steps, see the README's Performance section). ``'auto'``: only for
+        fits that repay the build (seconds per model shape), or whose graphs are built. No compiler: the eager
+        engine, with a :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to float rounding.
     warm_start : bool, default=False
         When True, ``fit`` continues the flow from the previous fit's particles and appends to its history
         (the target scaling of the first fit is kept); otherwise it starts from a fresh initialisation. The
@@ -209,6 +214,16 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     stops training and restores the parameters with the lowest training risk (the lowest validation risk with
     ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then 'diverged'.
 
+    References
+    ----------
+    .. [1] R. Barboni, "Training deep neural networks: mathematical models and convergence results"
+       ("Entraînement de réseaux de neurones profonds : modèles mathématiques et résultats de convergence"),
+       PhD thesis, Université PSL (École Normale Supérieure), 2025. "The thesis" of these docstrings: the
+       equation, theorem and section numbers cited (Eq. II.35, Thm. II.7, Prop. II.6.1, ...) are its.
+    .. [2] R. Barboni, G. Peyré, F.-X. Vialard, "Understanding the training of infinitely deep and wide ResNets
+       with Conditional Optimal Transport", arXiv:2403.12887, 2024 (Communications on Pure and Applied
+       Mathematics, 2025).
+
     Examples
     --------
     >>> from sklearn.datasets import make_friedman1
@@ -268,8 +283,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         dtype="float64",
         random_state=None,
         verbose=0,
-        warm_start=False,
         compile="auto",
+        warm_start=False,
     ):
         self.n_layers = n_layers
         self.width = width
@@ -300,17 +315,15 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     # ------------------------------------------------------------------ hooks
     def _make_flow(self, X, Y, generator):
         if self.activation == "relu":
-            warnings.warn(
+            warn(
                 "activation='relu' is outside the theory (thesis Rem. II.5.1): the gradient flow need not be "
                 "unique and the convergence diagnostics carry no guarantee. Prefer 'cos', 'tanh' or 'silu'.",
                 UserWarning,
             )
         d, dout = X.shape[1], Y.shape[1]
         D = d + dout + self.extra_dims
-        # drawn in float64 on the CPU whatever the dtype, so a seed gives the same initialisation in float32
         self.feature_scale_ = self._resolve_feature_scale(X, Y)
-        U, W, b = init_particles(self.n_layers, self.width, D, self.feature_init, self.feature_scale_, self.nu,
-                                 generator=generator, dtype=torch.float64)
+        U, W, b = self._initial_particles(D, generator)
         self._certify(X, Y, W, b)
         to = dict(device=self.device_, dtype=self._torch_dtype)
         return MeanFieldSHLFlow(
@@ -330,8 +343,12 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         self.bandwidth_search_ = None
         if self.feature_scale != "auto":
             return float(self.feature_scale)
-        from .diagnostics.bandwidth import DEFAULT_LENGTH_GRID, kernel_from_sq_distances, select_length_scale
-        from .rkhs import median_length_scale
+        from .diagnostics.bandwidth import (
+            DEFAULT_LENGTH_GRID,
+            kernel_from_sq_distances,
+            median_length_scale,
+            select_length_scale,
+        )
 
         Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
         dp = getattr(self, "_data_parallel", None)
@@ -343,7 +360,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         scales = [median * f for f in DEFAULT_LENGTH_GRID]
         kind = "gaussian" if self.feature_init == "gaussian" else "matern"
         ls, alpha, table = select_length_scale(
-            Xc, Yc, lambda D2, l: kernel_from_sq_distances(D2, l, kind, self.nu, amplitude=0.5), scales,
+            Xc, Yc, lambda D2, scale: kernel_from_sq_distances(D2, scale, kind, self.nu, amplitude=0.5), scales,
             max_samples=self._bandwidth_rows)
         self.bandwidth_search_ = {"feature_scales": 1.0 / np.asarray(scales), "loo_errors": table,
                                   "feature_scale": 1.0 / ls, "ridge_alpha": alpha}
@@ -363,14 +380,38 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
                 "output_scale='certify' is not available in a data-parallel fit: the certificate needs the kernel "
                 "matrix of the training rows. Certify on one process (skflow.inspection.certify) on a subsample "
                 "and pass the certified output scale as a float.")
-        from .inspection._certificate import node_certificate
-
         Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
-        self.certificate_ = node_certificate(
-            Xc, Yc, W, b, output_scale="certify", activation=self.activation, feature_init=self.feature_init,
-            feature_scale=self.feature_scale_, nu=self.nu, train_features=self.train_features,
-            kernel_subsample=self.kernel_subsample)
+        self.certificate_ = node_certificate(Xc, Yc, W, b, output_scale="certify", **self._certificate_parameters())
         self.output_scale_ = self.certificate_["output_scale"]
+
+    # ------------------------------------------------------------------ the initialisation, for the certificate
+    def _initial_particles(self, D, generator):
+        """The initial particles ``(U = 0, W, b)`` of a lifted dimension ``D``, drawn with ``generator`` in float64
+        on the CPU whatever the dtype (so that a seed gives the same initialisation in float32)."""
+        return init_particles(self.n_layers, self.width, D, self.feature_init, self.feature_scale_, self.nu,
+                              generator=generator, dtype=torch.float64)
+
+    def _certificate_parameters(self):
+        """The parameters of :func:`skflow._certificate.node_certificate` that this estimator fixes."""
+        return dict(activation=self.activation, feature_init=self.feature_init, feature_scale=self.feature_scale_,
+                    nu=self.nu, train_features=self.train_features, kernel_subsample=self.kernel_subsample)
+
+    def _initial_state(self, X, y):
+        """The hook of :func:`skflow.inspection.certify`: what ``fit(X, y)`` would start from.
+
+        The inputs and targets as ``fit`` validates and scales them (float64 tensors on the CPU), the initial
+        particles it draws with this ``random_state`` (exactly those of ``fit`` for an int ``random_state`` and
+        ``early_stopping=False``) and the parameters of the certificate: the keyword arguments of
+        :func:`skflow._certificate.node_certificate`. Neither ``self`` nor its ``random_state`` is changed.
+        """
+        work = clone(self).set_params(warm_start=False)
+        Xv, yv = work._validate_fit_data(X, y)
+        Y = torch.as_tensor(work._prepare_targets(yv), dtype=torch.float64)
+        Xt = torch.as_tensor(np.asarray(Xv, dtype=np.float64))
+        D = Xt.shape[1] + Y.shape[1] + self.extra_dims
+        work.feature_scale_ = work._resolve_feature_scale(Xt, Y)
+        _, W, b = work._initial_particles(D, seed_generator(copy.deepcopy(self.random_state)))
+        return dict(X=Xt, Y=Y, W=W, b=b, output_scale=self.output_scale, **work._certificate_parameters())
 
     @property
     def _reference_learning_rate(self):

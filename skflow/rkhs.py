@@ -2,7 +2,6 @@
 
 import math
 import numbers
-import warnings
 
 import numpy as np
 import torch
@@ -16,31 +15,13 @@ from .diagnostics import (
     feature_kappa,
     gram_lambda_min,
     pl_bound,
-    squared_distances,
 )
-from .exceptions import DuplicateInputsWarning, SingularKernelWarning
+from .diagnostics.bandwidth import median_length_scale
+from .exceptions import DuplicateInputsWarning, SingularKernelWarning, warn
 from .flows._ops import lift
 from .flows.rkhs import LOSSES, RKHSFlow, init_random_features, random_features
 
 __all__ = ["RKHSNODEClassifier", "median_length_scale"]
-
-
-def median_length_scale(X, max_samples=1000, factor=1.0):
-    """Data-driven length scale: ``factor * median_{i < j} |x_i - x_j|`` on a fixed subsample.
-
-    The subsample (at most ``max_samples`` rows, drawn with ``RandomState(0)`` so the rule depends on the
-    data only) keeps the cost at ``O(max_samples^2 d)``. Returns 1.0 when all pairwise distances vanish.
-    """
-    X = to_numpy(X)
-    idx = seeded_subsample(X.shape[0], max_samples)
-    if idx is not None:
-        X = X[idx]
-    if X.shape[0] < 2:
-        return 1.0
-    d2 = squared_distances(torch.as_tensor(X)).numpy()
-    iu = np.triu_indices(X.shape[0], k=1)
-    med = float(np.sqrt(np.median(d2[iu])))
-    return factor * med if med > 0 else 1.0
 
 
 class RKHSNODEClassifier(BaseFlowClassifier):
@@ -166,9 +147,10 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
         Compile each step's pass over a block of rows (random features, adjoint, gradient) into one graph
-        (:mod:`skflow.flows._fused`), 1.4-1.8x faster than eager. ``'auto'`` compiles a fit long enough to repay
-        the build (:data:`~skflow.flows._fused.AUTO_COMPILE_WORK`) or whose graphs exist; where compiling fails,
-        a :class:`~skflow.exceptions.CompileFallbackWarning` and eager steps. Results agree to rounding.
+        (:mod:`skflow.flows._fused`), faster than eager (README, Performance). ``'auto'`` compiles a fit long
+        enough to repay the build (:data:`~skflow.flows._fused.AUTO_COMPILE_WORK`) or whose graphs exist; where
+        compiling fails, a :class:`~skflow.exceptions.CompileFallbackWarning` and eager steps. Results agree to
+        rounding.
     warm_start : bool, default=False
         When True, ``fit`` continues from the previous fit's coefficients ``theta`` (and momentum) and
         appends to its history; otherwise it starts from ``theta = 0`` with new random features. The data's
@@ -260,6 +242,16 @@ class RKHSNODEClassifier(BaseFlowClassifier):
     stops training and restores the parameters with the lowest training risk (the lowest validation risk with
     ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then 'diverged'.
 
+    References
+    ----------
+    .. [1] R. Barboni, "Training deep neural networks: mathematical models and convergence results"
+       ("Entraînement de réseaux de neurones profonds : modèles mathématiques et résultats de convergence"),
+       PhD thesis, Université PSL (École Normale Supérieure), 2025. "The thesis" of these docstrings: the
+       equation, theorem and section numbers cited (§II.4, Def. II.4, Thm. II.6, ...) are its.
+    .. [2] R. Barboni, G. Peyré, F.-X. Vialard, "Understanding the training of infinitely deep and wide ResNets
+       with Conditional Optimal Transport", arXiv:2403.12887, 2024 (Communications on Pure and Applied
+       Mathematics, 2025).
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -322,8 +314,8 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         dtype="float64",
         random_state=None,
         verbose=0,
-        warm_start=False,
         compile="auto",
+        warm_start=False,
     ):
         self.n_layers = n_layers
         self.n_features = n_features
@@ -382,7 +374,8 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         flow = self.flow_
         # data-parallel: N counts the rows of all the ranks; the data diagnostics use this rank's rows
         N, K = getattr(self, "_n_train_rows", X.shape[0]), Y.shape[1]
-        self.theta_, self.random_weights_, self.random_offset_ = to_numpy(flow.theta), to_numpy(flow.W), to_numpy(flow.b)
+        self.theta_, self.random_weights_ = to_numpy(flow.theta), to_numpy(flow.W)
+        self.random_offset_ = to_numpy(flow.b)
         self.n_features_used_ = int(self.n_features)
         self.required_width_ = int(N) ** 2
         self.data_separation_ = self._diagnostic("data_separation_", self._separation, X, Y)
@@ -414,7 +407,7 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         Xsep = X.detach().double() if idx is None else X.detach().double()[torch.as_tensor(idx, device=X.device)]
         delta = data_separation(Xsep)  # on the device: the O(N^2 d) distance pass is the cost here
         if delta == 0.0 and _conflicting_duplicates(to_numpy(X), to_numpy(Y)):
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: some training inputs coincide but carry different labels (data "
                 "separation delta = 0). A NODE is a bijection of its inputs, so it can never separate them and "
                 "the P-L bound of Prop. II.4.4 is void; remove or relabel them.",
@@ -428,7 +421,7 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         stalled = risk.size == 0 or not risk[-1] < self._stall_ratio * risk[0]
         if self.n_features < N and stalled:
             first, last = (risk[0], risk[-1]) if risk.size else (float("nan"), float("nan"))
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: the training risk only fell from {first:.3g} to {last:.3g}, and "
                 f"n_features={self.n_features} is below the number of training samples N={N}: the random-feature "
                 "kernel matrix Phi Phi^T is singular (kernel_lambda_min_ = 0) and the convergence guarantee of "

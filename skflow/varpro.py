@@ -7,6 +7,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _base
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator, BaseFlowRegressor
 from .flows._ops import ACTIVATIONS, regularizer_centre
@@ -255,6 +256,15 @@ class VarProSHLRegressor(BaseFlowRegressor):
     data fit with ``early_stopping``), with a :class:`skflow.DivergenceWarning`; ``stop_reason_`` is then
     'diverged'.
 
+    References
+    ----------
+    .. [1] R. Barboni, "Training deep neural networks: mathematical models and convergence results"
+       ("Entraînement de réseaux de neurones profonds : modèles mathématiques et résultats de convergence"),
+       PhD thesis, Université PSL (École Normale Supérieure), 2025. "The thesis" of these docstrings: the
+       equation, theorem and section numbers cited (Ch. III, Eq. III.24, App. III.B, ...) are its.
+    .. [2] R. Barboni, G. Peyré, F.-X. Vialard, "Ultra-fast feature learning for the training of two-layer
+       neural networks in the two-timescale regime", arXiv:2504.18208, 2025.
+
     Examples
     --------
     >>> from sklearn.datasets import make_friedman1
@@ -323,8 +333,8 @@ class VarProSHLRegressor(BaseFlowRegressor):
         dtype="float64",
         random_state=None,
         verbose=0,
-        warm_start=False,
         compile="auto",
+        warm_start=False,
     ):
         self.width = width
         self.activation = activation
@@ -462,6 +472,22 @@ class VarProSHLRegressor(BaseFlowRegressor):
         if self.store_features_every:
             self.feature_history_ = np.stack([to_numpy(s) for s in flow.feature_snapshots()])
 
+    # ------------------------------------------------------------------ predict
+    def _predict_chunk(self):
+        """Rows per prediction chunk within the budget of the base (``skflow._base.PREDICT_MEMORY_BUDGET``), from
+        the width: perceptron features run over row blocks of their own (the base's estimate); RBF features form
+        four ``(rows, M)`` matrices at once (the squared distances and a temporary, the kernel values and their
+        radial factor), and on a torus the ``d`` projected differences ``(d, rows, M)`` and the two temporaries of
+        their wrapping too (measured peaks: ``4 M`` and ``(d + 6) M`` entries per row)."""
+        flow = self.flow_
+        if flow.row_blocked:
+            return super()._predict_chunk()
+        M, dim = flow.omega.shape
+        per_row = flow.itemsize * ((4 + (dim + 2 if isinstance(flow, TorusVarProFlow) else 0)) * M + dim
+                                   + flow.u.shape[1])
+        per_row = max(per_row, flow.bytes_per_row(training=False))
+        return max(1, _base.PREDICT_MEMORY_BUDGET // per_row)
+
     # ------------------------------------------------------------------ public API
     def reduced_risk(self, X, y):
         """Reduced risk ``L(features_)`` (Eq. III.41) of new data, with the exact projection on it.
@@ -469,11 +495,14 @@ class VarProSHLRegressor(BaseFlowRegressor):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets, on the scale of those given to ``fit``.
 
         Returns
         -------
         float
+            The reduced risk, in the units of ``reduced_risk_curve_`` (standardised targets).
         """
         check_is_fitted(self, "flow_")
         X = validate_data(self, X, reset=False, dtype=np.float64)

@@ -1,8 +1,10 @@
 """VarProNetRegressor and VarProNetClassifier: a deep feature network with an exact ridge head (thesis §III.6.2)."""
 
+import contextlib
 import copy
 import inspect
 import numbers
+import threading
 
 import numpy as np
 import torch
@@ -13,7 +15,7 @@ from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowClassifier, BaseFlowEstimator, BaseFlowRegressor
 from .diagnostics.kernels import top_eigenvalues
 from .flows._ops import regularizer_centre
-from .flows.varpronet import Conv1dFeatures, MLPFeatures, VarProNetFlow, module_features
+from .flows.varpronet import Conv1dFeatures, MLPFeatures, VarProNetFlow
 
 __all__ = ["Conv1dFeatures", "MLPFeatures", "VarProNetClassifier", "VarProNetRegressor"]
 
@@ -27,12 +29,19 @@ _COMMON_PARAMS_DOC = """
         a parameter of that name (the input width is then known to the module; :class:`MLPFeatures` and
         :class:`Conv1dFeatures` take it). The module maps a float tensor ``(n, n_features_in_)`` to features
         ``(n, M)`` (``M`` is read from a probe forward pass; end convolutional networks with ``nn.Flatten()``).
-        It is built at every cold ``fit`` under a CPU seed drawn from ``random_state``, so its initialisation is
-        reproducible, then moved to ``device`` and ``dtype``. A module *instance* is also accepted: it is deep-
+        It is built at every cold ``fit`` on the CPU under a seed drawn from ``random_state`` and with torch's
+        default dtype set to ``dtype``, so its initialisation is reproducible and independent of
+        ``torch.get_default_dtype()``, then moved to ``device`` and ``dtype``. torch's generators and default
+        dtype are process-wide: they are set under a process-wide lock and restored after, so that a fit leaves
+        them as they were and fits in threads give the models of the same fits run one after the other. Before
+        the first step the module is run on the first batch (at most 1024 rows), in eval and train mode: an
+        output that is not a finite ``(n, M)`` tensor of the fit's dtype on its device raises a ValueError or
+        TypeError naming the module, and nothing is fitted. A module *instance* is also accepted: it is deep-
         copied and trained from its current weights (``random_state`` then seeds the minibatch order only, and
         ``module_kwargs`` must be empty). The module runs in ``train()`` mode during the steps and in ``eval()``
         mode for predictions and validation; its buffers (e.g. BatchNorm statistics) are not restored by early
-        stopping, and random layers (dropout) draw from torch's global generator.
+        stopping. Random layers (dropout) draw, at each step, from torch's generators seeded from
+        ``random_state`` and the step's index, under the same lock, and restored after the step.
     module_kwargs : dict or None, default=None
         Keyword arguments of ``module`` (e.g. ``{'hidden_layer_sizes': (64, 64)}`` for :class:`MLPFeatures`).
     alpha : float, default=1e-3
@@ -49,19 +58,17 @@ _COMMON_PARAMS_DOC = """
         ``beta`` of an exponential average of the backbone's velocity: ``v <- beta v + (1 - beta) M grad_theta L``,
         ``theta <- theta - tau v`` (a steady gradient gives the step of Eq. III.46; the average damps the minibatch
         noise and the oscillations across steep directions, and allows about ten times larger steps). ``0`` is
-        Eq. III.46 exactly; the default departs from it, for speed: on MNIST-1D (:class:`Conv1dFeatures`, 30
-        epochs of minibatches of 128, two seeds) plain steps reached 0.91-0.93 test accuracy at their best time
-        step (``3e-5``; unstable at ``8e-5``) where the averaged ones reach 0.96-0.97; on digits (MLP) both reach
-        0.96-0.98. The velocity is kept across warm starts and is not restored by early stopping.
+        Eq. III.46 exactly; the default departs from it, for speed: the averaged steps reach a better test score
+        in the same number of epochs (the measurements: README, "A VarPro head on your own network"). The
+        velocity is kept across warm starts and is not restored by early stopping.
     learning_rate : float or 'auto', default=%(lr)s
         Time step ``tau`` of the backbone: ``theta <- theta - (M tau / lambda) grad_theta R(theta, u)``
         (Eq. III.46), i.e. gradient descent on the reduced risk ``L = R / lambda`` with the mean-field factor
         ``M``: an SGD step of ``M tau / lambda`` on the MSE/2 in the usual units (a head ``u / M``), about 10
         with the defaults (``M = 128``). Keep ``tau / alpha`` about fixed when changing ``alpha``, and scale
         ``tau`` like ``1 / M`` for much wider features. The defaults (``alpha=1e-3``, ``tau=8e-5``, minibatches
-        of 128) were chosen on MNIST-1D (1-D CNN) and digits (MLP) together: ``tau`` from ``6e-5`` to ``1.2e-4``
-        gave the same test accuracies there; twice larger steps start to be unstable, and smaller ``alpha`` is
-        less stable at the same ``tau / alpha``.
+        of 128) sit inside a range of equally good steps (README); twice larger steps start to be unstable, and a
+        smaller ``alpha`` is less stable at the same ``tau / alpha``.
         ``'auto'``: half the largest time step whose first steps keep decreasing the reduced risk (a line
         search on a copy of the model, on one minibatch); the value used is ``learning_rate_``.
     max_iter : int, default=%(max_iter)s
@@ -70,10 +77,12 @@ _COMMON_PARAMS_DOC = """
         Stop when the monitored data fit (the validation one with ``early_stopping``) has not decreased by
         ``tol`` (relative) for ``n_iter_no_change`` iterations; ``tol=0`` disables the rule.
     n_iter_no_change : int, default=10
+        Consecutive iterations without a relative decrease of at least ``tol`` after which training stops.
     early_stopping : bool, default=%(early_stopping)s
         Hold out ``validation_fraction`` of the training rows (stratified by class for the classifier), monitor
         the data fit on them and keep the parameters (network and head) with the best value.
     validation_fraction : float, default=0.1
+        Fraction of the training rows held out for ``early_stopping`` (at least one); unused otherwise.
     batch_size : int or None, default=%(batch_size)s
         Rows per step of stochastic VarPro (Eq. III.46); ``None`` is full batch (the exact projection on all rows
         at every step: the explicit Euler scheme of the gradient flow of the reduced risk).
@@ -85,6 +94,8 @@ _COMMON_PARAMS_DOC = """
     random_state : int, RandomState instance or None, default=None
         Seeds the module's initialisation, the minibatch order and the validation split.
     verbose : int, default=0
+        0 is silent; 1 prints the iteration, data fit and elapsed time every 100 iterations and at the end, 2
+        or more every 20 iterations.
     warm_start : bool, default=False
         Continue from the previous fit's network and head (appending to the history). The data's number of
         features and of outputs / classes, ``module``, ``module_kwargs``, ``alpha``, ``regularization`` and
@@ -133,6 +144,148 @@ def _accepts_n_features_in(factory):
         return False
 
 
+#: rows of the first batch a user's module is validated on (at most)
+_PROBE_ROWS = 1024
+
+#: serialises every change skflow makes to torch's process-wide state (seeded generators, default dtype)
+_TORCH_STATE_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _torch_state(seed, dtype, device=None, build=False):
+    """Run a block (a module's construction, its validation, or one training step of a module that draws random
+    numbers) with torch's generators seeded with ``seed`` and the default dtype ``dtype``, and restore torch's
+    global state after it.
+
+    torch's generators and default dtype are process-wide: the block runs under a process-wide lock, so that
+    two fits in two threads never see each other's seeds, and the generators' states and the default dtype are
+    those of before the block when it ends (a fit reads and writes none of them). ``device``: a CUDA device
+    whose generator is seeded and restored too (the CPU generator always is). ``build``: the CPU is also the
+    default device in the block (a thread-local ``torch.device`` context): modules are built on the CPU, then
+    moved, so that a seed gives the same initialisation on every device."""
+    device = None if device is None else torch.device(device)
+    cuda = [] if device is None or device.type != "cuda" else [device.index if device.index is not None
+                                                                 else torch.cuda.current_device()]
+    with _TORCH_STATE_LOCK:
+        previous = torch.get_default_dtype()
+        with (torch.random.fork_rng(devices=cuda, device_type="cuda"),
+              torch.device("cpu") if build else contextlib.nullcontext()):
+            torch.random.default_generator.manual_seed(seed)
+            for index in cuda:
+                torch.cuda.default_generators[index].manual_seed(seed)
+            torch.set_default_dtype(dtype)
+            try:
+                yield
+            finally:
+                torch.set_default_dtype(previous)
+
+
+def _rng_states(device):
+    """The states of torch's CPU generator and of ``device``'s (CUDA), to tell whether a block drew from them."""
+    states = [torch.random.default_generator.get_state()]
+    device = torch.device(device)
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+class _SeededSteps:
+    """``flow.step_scope`` of a module that draws random numbers (dropout): step ``k`` runs under
+    :func:`_torch_state` with the seed ``(seed, k)``, so that its draws are reproducible, independent of other
+    threads, and leave torch's generators as they were. Picklable (no closure)."""
+
+    def __init__(self, seed, dtype):
+        self.seed = int(seed)
+        self.dtype = dtype
+
+    def __call__(self, n_steps, device):
+        return _torch_state((self.seed * 1_000_003 + int(n_steps)) % (2**63 - 1), self.dtype, device)
+
+
+def _same_device(a, b):
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type == "cuda" and (a.index is None) != (b.index is None):
+        current = torch.cuda.current_device()
+        return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+    return a.index == b.index
+
+
+def _check_output(module, Phi, X, dtype, device, mode):
+    """A clear error when a module's output on the first batch is not a finite ``(n, M)`` tensor of the fit's
+    dtype on its device."""
+    name = type(module).__name__
+    if not isinstance(Phi, torch.Tensor):
+        raise TypeError(f"the feature module {name} must return a torch.Tensor of features (n, M); in {mode} mode it "
+                        f"returned {type(Phi).__name__} on the first batch.")
+    if Phi.ndim != 2 or Phi.shape[0] != X.shape[0] or Phi.shape[1] < 1:
+        raise ValueError(f"the feature module {name} must map inputs of shape (n, d) to a tensor of features (n, M) "
+                         f"with M >= 1; in {mode} mode it returned shape {tuple(Phi.shape)} for a first batch of "
+                         f"shape {tuple(X.shape)}. End a convolutional network with nn.Flatten().")
+    if not _same_device(Phi.device, device):
+        raise TypeError(f"the feature module {name} returned its features on {Phi.device} in {mode} mode, but the "
+                        f"fit runs on {device}: create the tensors of forward() on the input's device (e.g. "
+                        "torch.zeros(..., device=X.device)).")
+    if Phi.dtype != dtype:
+        raise TypeError(f"the feature module {name} returned features of dtype {Phi.dtype} in {mode} mode, but the "
+                        f"fit's dtype is {dtype}: create the tensors of forward() with the input's dtype (or set "
+                        "the estimator's dtype).")
+    finite = torch.isfinite(Phi.detach())
+    if not bool(finite.all()):
+        bad = int((~finite).any(1).sum())
+        raise ValueError(f"the feature module {name} returned non-finite features (NaN or infinity) on {bad} of the "
+                         f"{X.shape[0]} rows of the first batch in {mode} mode, before any training step: check "
+                         "its forward() and its initialisation, and that the inputs are finite and standardised.")
+
+
+def _check_module(module, X, dtype, device, seed=0):
+    """Run ``module`` on the first batch ``X`` in eval mode (predictions) and in train mode (the steps, with the
+    gradient); raise a clear error naming the module when its output is unusable. Returns ``(M, draws_random)``:
+    the number of features and whether the train-mode forward draws from torch's generators (dropout).
+
+    The module is left as it was: its buffers (BatchNorm statistics) are restored after the train-mode pass, and
+    that pass draws from a seeded, restored generator (:func:`_torch_state`, seeded with ``seed``: lazy modules
+    initialise their parameters at the first forward)."""
+    def run(mode):
+        try:
+            return module(X)
+        except Exception as exc:  # the module's own error, with where it happened (its type is kept)
+            if hasattr(exc, "add_note"):  # Python >= 3.11
+                exc.add_note(f"(raised by the feature module {type(module).__name__} in {mode} mode on the first "
+                             f"batch, of shape {tuple(X.shape)} and dtype {X.dtype}, on {X.device})")
+            raise
+
+    module.eval()
+    with _torch_state(seed, dtype, device), torch.no_grad():
+        Phi = run("eval")
+    _check_output(module, Phi, X, dtype, device, "eval")
+    M = int(Phi.shape[1])
+    buffers = [b.detach().clone() for b in module.buffers()]
+    try:
+        module.train()
+        with _torch_state(seed, dtype, device):
+            before = _rng_states(device)
+            with torch.enable_grad():
+                Phi = run("train")
+            draws_random = any(not torch.equal(a, b) for a, b in zip(before, _rng_states(device)))
+        _check_output(module, Phi, X, dtype, device, "train")
+        if Phi.shape[1] != M:
+            raise ValueError(f"the feature module {type(module).__name__} returns {M} features in eval mode but "
+                             f"{Phi.shape[1]} in train mode.")
+        if any(p.requires_grad for p in module.parameters()) and not Phi.requires_grad:
+            raise ValueError(f"the features of the module {type(module).__name__} do not depend on its trainable "
+                             "parameters (the output is detached from the graph, e.g. by .detach(), .numpy() or "
+                             "torch.no_grad() in forward()): the backbone could not be trained. Freeze the "
+                             "parameters (requires_grad=False) to train the head alone.")
+    finally:
+        with torch.no_grad():
+            for b, saved in zip(module.buffers(), buffers):
+                b.copy_(saved)
+        module.eval()
+    return M, draws_random
+
+
 class _VarProNetMixin:
     """What the regressor and the classifier share: the module, the engine and the fitted attributes."""
 
@@ -148,37 +301,42 @@ class _VarProNetMixin:
     _architecture_params = ("module", "module_kwargs", "alpha", "regularization", "projection_momentum")
 
     def _build_module(self, d, generator):
-        """The feature module, initialised under a CPU seed drawn from ``generator`` (see ``module``)."""
+        """``(module, seed)``: the feature module, initialised under a CPU seed drawn from ``generator`` (see
+        ``module``), in the estimator's dtype, on the CPU, with torch's global state left as it was (see
+        :func:`_torch_state`)."""
         kwargs = dict(self.module_kwargs or {})
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         if isinstance(self.module, torch.nn.Module):
             if kwargs:
                 raise ValueError("module_kwargs must be empty when module is a torch.nn.Module instance (it is "
                                  "used as it is); pass the module's class to have it built with module_kwargs.")
-            return copy.deepcopy(self.module)
+            return copy.deepcopy(self.module), seed
         if "n_features_in" not in kwargs and _accepts_n_features_in(self.module):
             kwargs["n_features_in"] = d
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
+        with _torch_state(seed, self._torch_dtype, build=True):
             module = self.module(**kwargs)
         if not isinstance(module, torch.nn.Module):
             raise ValueError(f"module must build a torch.nn.Module; {self.module!r} returned "
                              f"{type(module).__name__}.")
-        return module
+        return module, seed
 
     def _make_flow(self, X, Y, generator):
         N, d = X.shape
-        module = self._build_module(d, generator).to(device=self.device_, dtype=self._torch_dtype)
+        module, seed = self._build_module(d, generator)
+        module = module.to(device=self.device_, dtype=self._torch_dtype)
+        # validated on the first batch before anything is trained (a bad module raises: nothing is committed)
+        rows = min(N, self.batch_size or N, _PROBE_ROWS)
+        M, draws_random = _check_module(module, X[:rows], self._torch_dtype, self.device_, seed)
         module.eval()
-        with torch.no_grad():
-            M = module_features(module, X[:1]).shape[1]
-        if M < 1:
-            raise ValueError("the feature module returned no features (M = 0).")
         u = torch.full((M, Y.shape[1]), regularizer_centre(self.regularization), dtype=self._torch_dtype,
                        device=self.device_)
-        return VarProNetFlow(module, u, lam=self.alpha, regularization=self.regularization,
+        flow = VarProNetFlow(module, u, lam=self.alpha, regularization=self.regularization,
                              momentum=self.projection_momentum, backbone_momentum=self.backbone_momentum,
                              stochastic=self.batch_size is not None and self.batch_size < N, n_inputs=d)
+        if draws_random:  # dropout & co: every step draws from its own seed, torch's generators are left alone
+            flow.step_scope = _SeededSteps(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
+                                           self._torch_dtype)
+        return flow
 
     def _resolve_learning_rate(self, flow, X, Y, generator):
         # the base calls this hook after flow.start and before the first step: where a warm-started engine (built
@@ -251,6 +409,15 @@ class VarProNetRegressor(_VarProNetMixin, BaseFlowRegressor):
     VarProNetClassifier : the same model on one-hot targets.
     VarProSHLRegressor : the two-layer mean-field network of the theory (thesis Ch. III).
 
+    References
+    ----------
+    .. [1] R. Barboni, "Training deep neural networks: mathematical models and convergence results"
+       ("Entraînement de réseaux de neurones profonds : modèles mathématiques et résultats de convergence"),
+       PhD thesis, Université PSL (École Normale Supérieure), 2025. "The thesis" of these docstrings: its
+       Ch. III states Variable Projection for the two-layer network that this estimator applies to a backbone.
+    .. [2] R. Barboni, G. Peyré, F.-X. Vialard, "Ultra-fast feature learning for the training of two-layer
+       neural networks in the two-timescale regime", arXiv:2504.18208, 2025.
+
     Examples
     --------
     >>> from sklearn.datasets import make_friedman1
@@ -279,7 +446,6 @@ class VarProNetRegressor(_VarProNetMixin, BaseFlowRegressor):
         regularization="biased",
         projection_momentum=0.9,
         backbone_momentum=0.9,
-        scale_targets="auto",
         learning_rate=8e-5,
         max_iter=100,
         tol=1e-4,
@@ -292,6 +458,7 @@ class VarProNetRegressor(_VarProNetMixin, BaseFlowRegressor):
         random_state=None,
         verbose=0,
         warm_start=False,
+        scale_targets="auto",
     ):
         self.module = module
         self.module_kwargs = module_kwargs
@@ -342,6 +509,15 @@ class VarProNetClassifier(_VarProNetMixin, BaseFlowClassifier):
     See Also
     --------
     VarProNetRegressor : the same model for regression.
+
+    References
+    ----------
+    .. [1] R. Barboni, "Training deep neural networks: mathematical models and convergence results"
+       ("Entraînement de réseaux de neurones profonds : modèles mathématiques et résultats de convergence"),
+       PhD thesis, Université PSL (École Normale Supérieure), 2025. "The thesis" of these docstrings: its
+       Ch. III states Variable Projection for the two-layer network that this estimator applies to a backbone.
+    .. [2] R. Barboni, G. Peyré, F.-X. Vialard, "Ultra-fast feature learning for the training of two-layer
+       neural networks in the two-timescale regime", arXiv:2504.18208, 2025.
 
     Examples
     --------

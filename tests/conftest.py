@@ -1,22 +1,30 @@
 """Fixtures shared by the test files: small fast estimator factories and small data sets.
 
-The three estimators are described by :class:`EstimatorSpec` objects. The fixtures ``spec`` (every estimator),
-``regressor_spec`` and ``classifier_spec`` parametrize a test over them with the ids ``"node"``, ``"rkhs"`` and
-``"varpro"``; ``dataset`` gives the data set that fits the estimator of ``spec`` (a regression set for the
-regressors, a classification set for the classifier).
+The five estimators are described by :class:`EstimatorSpec` objects. The fixtures ``spec`` (every estimator),
+``regressor_spec`` and ``classifier_spec`` parametrize a test over them with the ids ``"node"``, ``"rkhs"``,
+``"varpro"``, ``"varpronet-regressor"`` and ``"varpronet-classifier"``; ``dataset`` gives the data set that fits
+the estimator of ``spec`` (a regression set for the regressors, a classification set for the classifiers).
 """
 
 import warnings
 from dataclasses import dataclass, field
 
 import pytest
+from sklearn.base import ClassifierMixin
 from sklearn.datasets import make_blobs, make_friedman1
 from sklearn.preprocessing import StandardScaler
 
-from skflow import MeanFieldNODERegressor, RKHSNODEClassifier, VarProSHLRegressor
+from skflow import (
+    MeanFieldNODERegressor,
+    RKHSNODEClassifier,
+    VarProNetClassifier,
+    VarProNetRegressor,
+    VarProSHLRegressor,
+)
 from skflow.flows.node import MeanFieldSHLFlow
 from skflow.flows.rkhs import RKHSFlow
 from skflow.flows.varpro import VarProFlow
+from skflow.flows.varpronet import VarProNetFlow
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,7 @@ class EstimatorSpec:
 
     Attributes
     ----------
-    id : the pytest id ("node", "rkhs", "varpro").
+    id : the pytest id ("node", "rkhs", "varpro", "varpronet-regressor", "varpronet-classifier").
     cls : the estimator class.
     params : its small configuration (always on the CPU); ``make(**kw)`` overrides it.
     flow_cls : the engine class, whose ``step`` a test may patch.
@@ -35,6 +43,9 @@ class EstimatorSpec:
     bad_params : parameter values that ``fit`` must reject with a ValueError.
     fixed_attrs : public fitted arrays that training never changes (e.g. random features).
     pickled_attrs : fitted attributes specific to this estimator that a pickle round trip must keep.
+    float32_matches_float64 : whether a seed gives the same model in float32 as in float64 (to float32
+        rounding); False where the initialisation itself is drawn in the fit's dtype (VarProNet's module is
+        built with torch's default dtype set to ``dtype``), so that the two dtypes start from different draws.
     """
 
     id: str
@@ -47,10 +58,11 @@ class EstimatorSpec:
     bad_params: tuple = field(default=())
     fixed_attrs: tuple = field(default=())
     pickled_attrs: tuple = field(default=())
+    float32_matches_float64: bool = True
 
     @property
     def is_classifier(self):
-        return self.cls is RKHSNODEClassifier
+        return issubclass(self.cls, ClassifierMixin)
 
     @property
     def name(self):
@@ -106,14 +118,43 @@ VARPRO = EstimatorSpec(
                 {"projection_momentum": 1.0}, {"width": 0}),
 )
 
-SPECS = (NODE, RKHS, VARPRO)
+# a one-hidden-layer MLP backbone of 16 features; the bad parameters are those of the VarPro head and the module
+_VARPRONET_PARAMS = dict(module_kwargs={"hidden_layer_sizes": (16,)}, max_iter=30, device="cpu")
+_VARPRONET_BAD = ({"alpha": 0.0}, {"projection_momentum": 1.0}, {"backbone_momentum": 1.0},
+                  {"regularization": "l1"}, {"module": 3}, {"dtype": "float16"})
+VARPRONET_REGRESSOR = EstimatorSpec(
+    id="varpronet-regressor",
+    cls=VarProNetRegressor,
+    params=_VARPRONET_PARAMS,
+    flow_cls=VarProNetFlow,
+    param_attr="coef_",
+    grid={"alpha": [1e-3, 1e-2], "module_kwargs": [{"hidden_layer_sizes": (8,)}, {"hidden_layer_sizes": (16,)}]},
+    min_score=0.5,
+    bad_params=_VARPRONET_BAD,
+    pickled_attrs=("module_", "y_mean_", "kernel_spectrum_"),
+    float32_matches_float64=False,
+)
+VARPRONET_CLASSIFIER = EstimatorSpec(
+    id="varpronet-classifier",
+    cls=VarProNetClassifier,
+    params=_VARPRONET_PARAMS,
+    flow_cls=VarProNetFlow,
+    param_attr="coef_",
+    grid={"alpha": [1e-3, 1e-2], "module_kwargs": [{"hidden_layer_sizes": (8,)}, {"hidden_layer_sizes": (16,)}]},
+    min_score=0.8,
+    bad_params=_VARPRONET_BAD,
+    pickled_attrs=("classes_", "module_", "temperature_"),
+    float32_matches_float64=False,
+)
+
+SPECS = (NODE, RKHS, VARPRO, VARPRONET_REGRESSOR, VARPRONET_CLASSIFIER)
 REGRESSORS = tuple(s for s in SPECS if not s.is_classifier)
 CLASSIFIERS = tuple(s for s in SPECS if s.is_classifier)
 
 
 @pytest.fixture(params=SPECS, ids=[s.id for s in SPECS])
 def spec(request):
-    """Each of the three estimators."""
+    """Each of the five estimators."""
     return request.param
 
 

@@ -8,7 +8,8 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skflow import MeanFieldNODERegressor
+from skflow import MeanFieldNODERegressor, VarProSHLRegressor
+from skflow._certificate import node_certificate
 from skflow.diagnostics import ConvergenceReport, convergence_report, kernel_lambda_min
 from skflow.flows._ops import lift
 from skflow.inspection import ConvergenceCertificate, certify
@@ -142,7 +143,7 @@ def test_certified_fit_with_auto_learning_rate():
 
 
 def test_pl_ratio_in_row_chunks_matches_one_pass(friedman):
-    from skflow.inspection._certificate import _pl_ratio
+    from skflow._certificate import _pl_ratio
     from skflow.flows.node import MeanFieldSHLFlow, init_particles
 
     X, y = friedman
@@ -151,3 +152,69 @@ def test_pl_ratio_in_row_chunks_matches_one_pass(friedman):
     U = U + 0.1 * torch.randn(U.shape, generator=torch.Generator().manual_seed(1), dtype=U.dtype)
     flow = MeanFieldSHLFlow(U, W, b, X.shape[1], 1, output_scale=3.0)
     assert _pl_ratio(flow, Xt, Yt, chunk=70) == pytest.approx(_pl_ratio(flow, Xt, Yt), rel=1e-10)
+
+
+@pytest.mark.parametrize("make", [Ridge, VarProSHLRegressor, lambda: make_pipeline(StandardScaler(), Ridge()),
+                                  lambda: "not an estimator"], ids=["Ridge", "VarPro", "pipeline", "string"])
+def test_certify_refuses_estimators_it_does_not_cover_with_a_type_error(friedman, make):
+    X, y = friedman
+    with pytest.raises(TypeError, match="certify covers MeanFieldNODERegressor only"):
+        certify(make(), X, y)
+
+
+def test_certify_asks_the_estimator_for_its_initialisation(friedman):
+    """The one hook, ``_initial_state``: the data and the exact initial particles of ``fit``, self unchanged."""
+    X, y = friedman
+    est = _node(output_scale=4.0)
+    params = est.get_params()
+    state = est._initial_state(X, y)
+    assert est.get_params() == params and not hasattr(est, "flow_")
+    fit = _node(output_scale=4.0, max_iter=1).fit(X, y)
+    np.testing.assert_array_equal(state["W"].numpy(), fit.W_init_)
+    np.testing.assert_array_equal(state["b"].numpy(), fit.b_init_)
+    assert state["Y"].shape == (300, 1) and state["Y"].numpy().std() == pytest.approx(1.0)
+    direct = node_certificate(**state)
+    assert certify(est, X, y)["lambda_0"] == direct["lambda_0"]
+
+
+def test_the_certificate_maths_lie_below_the_estimators():
+    import skflow._certificate as maths
+    import skflow.inspection._certificate as presentation
+
+    assert maths.node_certificate is presentation.node_certificate
+    assert maths.ConvergenceCertificate is ConvergenceCertificate
+
+
+def test_certify_a_model_interrupted_in_its_first_step(friedman, monkeypatch):
+    """A fitted model with ``n_iter_ = 0`` (interrupted in its first step) certifies as the unfitted one."""
+    from skflow.exceptions import FitInterruptedWarning
+    from skflow.flows.node import MeanFieldSHLFlow
+
+    X, y = friedman
+    reference = certify(_node(output_scale=4.0), X, y)
+
+    def interrupted(self, X, Y, lr):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(MeanFieldSHLFlow, "step", interrupted)
+        with pytest.warns(FitInterruptedWarning):
+            est = _node(output_scale=4.0, max_iter=5).fit(X, y)
+    assert est.n_iter_ == 0
+    cert = certify(est, X, y)
+    for key in ("lambda_0", "initial_risk", "pl_ratio_init", "radius", "condition_rhs"):
+        assert cert[key] == reference[key]
+
+
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_certify_one_input_feature(n_outputs):
+    """A single input feature (and several outputs): the certificate of the lifted inputs, no IndexError."""
+    X = np.linspace(-2, 2, 12)[:, None]
+    y = np.sin(X[:, 0]) if n_outputs == 1 else np.c_[np.sin(X[:, 0]), np.cos(X[:, 0])]
+    for width in (8, 32):  # closed form (M < n), finite width (M >= n)
+        cert = certify(_node(width=width, output_scale=4.0, feature_scale=2.0), X, y)
+        assert cert["n_samples"] == 12 and np.isfinite(cert["initial_risk"]) and cert["lambda_0"] >= 0
+        assert np.isfinite(cert["pl_ratio_init"]) and 0 <= cert["radius"] <= 1
+    lam = kernel_lambda_min(lift(torch.as_tensor(X), 1 + n_outputs), "gaussian", 2.0, 1.5)
+    assert lam > 0
+    assert certify(_node(width=8, output_scale=4.0, feature_scale=2.0), X, y)["lambda_0"] == pytest.approx(lam)

@@ -5,8 +5,8 @@ import pytest
 from scipy import integrate, stats
 
 from skflow.datasets import make_teacher_student, sample_teacher_angles, teacher_density
-from skflow.diffusion import ultrafast_diffusion_s1
 from skflow.diagnostics import energy_distance
+from skflow.diffusion import ultrafast_diffusion_s1
 
 
 def test_teacher_density_normalised():

@@ -10,10 +10,12 @@ import torch
 from skflow.diagnostics import (
     conditional_wasserstein,
     convergence_report,
+    gaussian_kernel,
     kernel_lambda_min,
+    lambda_min,
+    matern_kernel,
     shl_limit_kernel,
 )
-from skflow.diagnostics import gaussian_kernel, lambda_min, matern_kernel
 
 
 def _brute_force_w2(A, B):

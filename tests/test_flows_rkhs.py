@@ -15,7 +15,6 @@ from skflow.diagnostics import (
     kernel_matrix,
     pl_bound,
 )
-from skflow.flows._ops import lift
 from skflow.flows.rkhs import RKHSFlow, init_random_features, random_features
 
 

@@ -8,6 +8,7 @@ from sklearn.preprocessing import StandardScaler
 
 from skflow import VarProSHLRegressor
 from skflow.datasets import make_teacher_student
+from skflow.flows._ridge import ridge_projection
 from skflow.flows.varpro import features
 
 
@@ -115,3 +116,41 @@ def test_activations(friedman):
         Phi, _, _ = features(torch.as_tensor(m.features_), torch.as_tensor(X), act, "euclidean")
         raw = (Phi.numpy() @ m.coef_ / 16)[:, 0]
         np.testing.assert_allclose((m.predict(X) - m.y_mean_) / m.y_scale_, raw, rtol=1e-9, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------- alpha='auto'
+# (the leave-one-out path it uses: test_flows_ridge.py)
+
+
+def test_auto_alpha_estimator_records_its_path():
+    X, y = make_friedman1(n_samples=150, noise=0.5, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    grid = [1e-3, 1e-2, 1e-1]
+    m = VarProSHLRegressor(alpha="auto", alphas=grid, max_iter=20, tol=0, early_stopping=False, random_state=0,
+                           device="cpu").fit(X, y)
+    assert m.alpha_path_.shape == (m.n_iter_,)
+    assert set(np.round(m.alpha_path_, 12)) <= set(grid) and m.alpha_ in grid
+    # the final model is the exact projection at alpha_ on the final features
+    Xb = np.c_[X, np.ones(len(X))]
+    Phi = np.maximum(Xb @ m.features_.T, 0.0)
+    Ys = ((y - m.y_mean_) / m.y_scale_)[:, None]
+    u = ridge_projection(torch.as_tensor(Phi), torch.as_tensor(Ys), m.alpha_).numpy()
+    np.testing.assert_allclose(m.coef_, u, rtol=1e-6, atol=1e-8)
+    # a fixed float keeps the theory's fixed-lambda flow
+    fixed = VarProSHLRegressor(alpha=1e-2, max_iter=5, tol=0, early_stopping=False, random_state=0,
+                               device="cpu").fit(X, y)
+    assert fixed.alpha_ == 1e-2 and np.all(fixed.alpha_path_ == 1e-2)
+    with pytest.raises(ValueError, match="alphas"):
+        VarProSHLRegressor(alpha="auto", alphas=[0.1, -1.0], max_iter=2).fit(X, y)
+
+
+def test_auto_alpha_with_early_stopping_chooses_on_the_held_out_rows():
+    """With early stopping the strength is chosen by the error on the held-out rows, which neither the projection
+    nor the features have seen; the fitted model keeps no data."""
+    X, y = make_friedman1(n_samples=200, noise=0.5, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    grid = [1e-4, 1e-2, 1.0]
+    m = VarProSHLRegressor(alpha="auto", alphas=grid, max_iter=30, random_state=0, device="cpu").fit(X, y)
+    assert m.early_stopping and set(np.round(m.alpha_path_, 12)) <= set(grid)
+    assert m.flow_.validation is None
+    assert m.score(X, y) > 0.8

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from scipy import special
 
-from .._arrays import seeded_subsample
+from .._arrays import seeded_subsample, to_numpy
 from .kernels import squared_distances
 
-__all__ = ["DEFAULT_LENGTH_GRID", "DEFAULT_RIDGE_GRID", "kernel_from_sq_distances", "kernel_ridge_loo_errors",
+__all__ = ["median_length_scale", "DEFAULT_LENGTH_GRID", "DEFAULT_RIDGE_GRID", "kernel_from_sq_distances", "kernel_ridge_loo_errors",
            "select_length_scale"]
 
 #: ridge strengths of the leave-one-out search, relative to the mean diagonal of the kernel matrix
@@ -145,3 +145,35 @@ def select_length_scale(X, Y, kernel, length_scales, alphas=DEFAULT_RIDGE_GRID, 
     table = np.asarray(table)
     i, j = np.unravel_index(np.nanargmin(table), table.shape)
     return float(length_scales[i]), float(alphas[j] * scales[i]), table
+
+
+def median_length_scale(X, max_samples=1000, factor=1.0):
+    """Data-driven length scale: ``factor * median_{i < j} |x_i - x_j|`` on a fixed subsample.
+
+    The subsample (at most ``max_samples`` rows, drawn with ``RandomState(0)`` so the rule depends on the
+    data only) keeps the cost at ``O(max_samples^2 d)``.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        The inputs.
+    max_samples : int, default=1000
+        Size of the subsample.
+    factor : float, default=1.0
+        The factor of the median.
+
+    Returns
+    -------
+    float
+        The length scale; 1.0 when all pairwise distances vanish.
+    """
+    X = to_numpy(X)
+    idx = seeded_subsample(X.shape[0], max_samples)
+    if idx is not None:
+        X = X[idx]
+    if X.shape[0] < 2:
+        return 1.0
+    d2 = squared_distances(torch.as_tensor(X)).numpy()
+    iu = np.triu_indices(X.shape[0], k=1)
+    med = float(np.sqrt(np.median(d2[iu])))
+    return factor * med if med > 0 else 1.0

@@ -42,14 +42,42 @@ def _as_tensor(A):
 
 
 def squared_distances(X, Y=None):
-    """``|x_i - y_j|^2`` for every pair of rows, clamped at 0 against round-off: shape ``(len(X), len(Y))``."""
+    """Return ``|x_i - y_j|^2`` for every pair of rows, clamped at 0 against round-off.
+
+    Parameters
+    ----------
+    X : tensor of shape (n_samples_X, n_features)
+        The first set of points.
+    Y : tensor of shape (n_samples_Y, n_features) or None, default=None
+        The second set of points; None is ``X``.
+
+    Returns
+    -------
+    tensor of shape (n_samples_X, n_samples_Y)
+        The squared distances.
+    """
     Y = X if Y is None else Y
     d2 = (X * X).sum(1)[:, None] + (Y * Y).sum(1)[None, :] - 2.0 * X @ Y.T
     return d2.clamp_min_(0.0)
 
 
 def gaussian_kernel(X, Y=None, length_scale=1.0):
-    """``k(x, y) = exp(-|x - y|^2 / (2 l^2))``, shape ``(len(X), len(Y))``."""
+    """Gaussian kernel matrix ``k(x, y) = exp(-|x - y|^2 / (2 l^2))``.
+
+    Parameters
+    ----------
+    X : array-like or tensor of shape (n_samples_X, n_features)
+        The first set of points.
+    Y : array-like or tensor of shape (n_samples_Y, n_features) or None, default=None
+        The second set of points; None is ``X``.
+    length_scale : float, default=1.0
+        The length scale ``l``.
+
+    Returns
+    -------
+    ndarray or tensor of shape (n_samples_X, n_samples_Y)
+        The kernel matrix, a tensor for tensor inputs.
+    """
     Xt, is_t = _as_tensor(X)
     Yt = Xt if Y is None else _as_tensor(Y)[0].to(Xt)
     K = torch.exp(-squared_distances(Xt, Yt) / (2.0 * length_scale**2))
@@ -57,7 +85,24 @@ def gaussian_kernel(X, Y=None, length_scale=1.0):
 
 
 def matern_kernel(X, Y=None, length_scale=1.0, nu=1.5):
-    """Matern kernel ``2^{1-nu}/Gamma(nu) (sqrt(2 nu) r / l)^nu K_nu(sqrt(2 nu) r / l)``; ``nu=inf`` is Gaussian."""
+    """Matern kernel matrix ``2^{1-nu}/Gamma(nu) (sqrt(2 nu) r / l)^nu K_nu(sqrt(2 nu) r / l)``.
+
+    Parameters
+    ----------
+    X : array-like or tensor of shape (n_samples_X, n_features)
+        The first set of points.
+    Y : array-like or tensor of shape (n_samples_Y, n_features) or None, default=None
+        The second set of points; None is ``X``.
+    length_scale : float, default=1.0
+        The length scale ``l``.
+    nu : float, default=1.5
+        The smoothness; ``nu=inf`` is the Gaussian kernel.
+
+    Returns
+    -------
+    ndarray or tensor of shape (n_samples_X, n_samples_Y)
+        The kernel matrix, a tensor for tensor inputs.
+    """
     if math.isinf(nu):
         return gaussian_kernel(X, Y, length_scale)
     Xt, is_t = _as_tensor(X)
@@ -74,7 +119,26 @@ def matern_kernel(X, Y=None, length_scale=1.0, nu=1.5):
 
 
 def kernel_matrix(X, kernel="gaussian", length_scale=1.0, nu=1.5, Y=None):
-    """Dispatch to :func:`gaussian_kernel` or :func:`matern_kernel` by name."""
+    """Kernel matrix of :func:`gaussian_kernel` or :func:`matern_kernel`, chosen by name.
+
+    Parameters
+    ----------
+    X : array-like or tensor of shape (n_samples_X, n_features)
+        The first set of points.
+    kernel : {'gaussian', 'matern'}, default='gaussian'
+        The kernel.
+    length_scale : float, default=1.0
+        The length scale ``l``.
+    nu : float, default=1.5
+        Smoothness of the Matern kernel.
+    Y : array-like or tensor of shape (n_samples_Y, n_features) or None, default=None
+        The second set of points; None is ``X``.
+
+    Returns
+    -------
+    ndarray or tensor of shape (n_samples_X, n_samples_Y)
+        The kernel matrix, a tensor for tensor inputs.
+    """
     if kernel == "gaussian":
         return gaussian_kernel(X, Y, length_scale)
     if kernel == "matern":
@@ -83,7 +147,18 @@ def kernel_matrix(X, kernel="gaussian", length_scale=1.0, nu=1.5, Y=None):
 
 
 def lambda_min(K):
-    """Smallest eigenvalue of a symmetric PSD matrix, computed in float64 (0 for an empty matrix)."""
+    """Smallest eigenvalue of a symmetric PSD matrix, computed in float64 (0 for an empty matrix).
+
+    Parameters
+    ----------
+    K : array-like or tensor of shape (n, n)
+        The matrix (symmetrised before the eigendecomposition).
+
+    Returns
+    -------
+    float
+        Its smallest eigenvalue.
+    """
     Kt, _ = _as_tensor(K)
     Kt = Kt.double()
     if Kt.numel() == 0:
@@ -96,6 +171,18 @@ def gram_lambda_min(Phi, scale=1.0):
     """``lambda_min(scale * Phi Phi^T)`` for a feature matrix ``Phi`` (N, M), in float64.
 
     Exactly 0 when ``M < N``: the matrix has rank at most ``M``, and the round-off value is not reported.
+
+    Parameters
+    ----------
+    Phi : tensor of shape (N, M)
+        The feature matrix.
+    scale : float, default=1.0
+        The factor of ``Phi Phi^T``.
+
+    Returns
+    -------
+    float
+        The smallest eigenvalue, at least 0.
     """
     if Phi.shape[1] < Phi.shape[0]:
         return 0.0
@@ -108,6 +195,18 @@ def top_eigenvalues(Phi, k=10):
 
     Uses whichever of ``Phi^T Phi`` (M x M) and ``Phi Phi^T`` (N x N) is smaller: they share their nonzero
     eigenvalues. This is the tangent kernel of VarPro (thesis Eq. III.24).
+
+    Parameters
+    ----------
+    Phi : tensor of shape (N, M)
+        The feature matrix.
+    k : int, default=10
+        Number of eigenvalues.
+
+    Returns
+    -------
+    tensor of shape (min(k, N, M),)
+        The top eigenvalues in float64, descending, clamped at 0.
     """
     P = Phi.double()
     N, M = P.shape
@@ -121,6 +220,24 @@ def shl_limit_kernel(X, feature_init="gaussian", feature_scale=1.0, nu=1.5, Y=No
 
     'gaussian' (``w ~ N(0, rho^2 I)``): ``exp(-rho^2 |x - y|^2 / 2) / 2``; 'student': half the Matern-``nu``
     kernel with length scale ``1 / rho``.
+
+    Parameters
+    ----------
+    X : array-like or tensor of shape (n_samples_X, n_features)
+        The first set of points.
+    feature_init : {'gaussian', 'student'}, default='gaussian'
+        The law of the inner weights ``w``.
+    feature_scale : float, default=1.0
+        Its scale ``rho``.
+    nu : float, default=1.5
+        Smoothness of the Matern kernel of 'student'.
+    Y : array-like or tensor of shape (n_samples_Y, n_features) or None, default=None
+        The second set of points; None is ``X``.
+
+    Returns
+    -------
+    ndarray or tensor of shape (n_samples_X, n_samples_Y)
+        The kernel matrix, a tensor for tensor inputs.
     """
     length_scale = 1.0 / feature_scale
     if feature_init == "gaussian":
@@ -131,20 +248,65 @@ def shl_limit_kernel(X, feature_init="gaussian", feature_scale=1.0, nu=1.5, Y=No
 
 
 def kernel_lambda_min(X, feature_init="gaussian", feature_scale=1.0, nu=1.5):
-    """``lambda_min`` of the infinite-width SHL kernel matrix ``(k^1(x_i, x_j))_ij`` on the inputs ``X``."""
+    """``lambda_min`` of the infinite-width SHL kernel matrix ``(k^1(x_i, x_j))_ij`` on the inputs ``X``.
+
+    Parameters
+    ----------
+    X : array-like or tensor of shape (n_samples, n_features)
+        The inputs.
+    feature_init : {'gaussian', 'student'}, default='gaussian'
+        The law of the inner weights (see :func:`shl_limit_kernel`).
+    feature_scale : float, default=1.0
+        Its scale ``rho``.
+    nu : float, default=1.5
+        Smoothness of the Matern kernel of 'student'.
+
+    Returns
+    -------
+    float
+        The smallest eigenvalue.
+    """
     return lambda_min(shl_limit_kernel(X, feature_init, feature_scale, nu))
 
 
 def exact_kernel_lambda_min(X, kernel="gaussian", length_scale=1.0, nu=1.5):
-    """``lambda_min`` of the closed-form kernel matrix ``(k(x_i, x_j))`` (the limit ``M -> inf``; Eq. II.30, II.32)."""
+    """``lambda_min`` of the closed-form kernel matrix ``(k(x_i, x_j))`` (the limit ``M -> inf``; Eq. II.30, II.32).
+
+    Parameters
+    ----------
+    X : array-like or tensor of shape (n_samples, n_features)
+        The inputs.
+    kernel : {'gaussian', 'matern'}, default='gaussian'
+        The kernel.
+    length_scale : float, default=1.0
+        The length scale ``l``.
+    nu : float, default=1.5
+        Smoothness of the Matern kernel.
+
+    Returns
+    -------
+    float
+        The smallest eigenvalue, at least 0.
+    """
     return max(lambda_min(kernel_matrix(X, kernel, length_scale, nu)), 0.0)
 
 
 def data_separation(X, chunk=None):
-    """``delta = min_{i != j} |x_i - x_j|`` (Prop. II.4.4), exact, in row chunks (O(N^2 d) time, O(chunk N) memory;
-    by default chunks of about 32 MiB of distances).
+    """Data separation ``delta = min_{i != j} |x_i - x_j|`` (Prop. II.4.4), exact.
 
-    Returns 0.0 when two rows coincide and ``inf`` for fewer than two rows.
+    Computed in row chunks: ``O(N^2 d)`` time, ``O(chunk N)`` memory.
+
+    Parameters
+    ----------
+    X : array-like or tensor of shape (N, d)
+        The inputs.
+    chunk : int or None, default=None
+        Rows per chunk; None: chunks of about 32 MiB of distances.
+
+    Returns
+    -------
+    float
+        ``delta``: 0.0 when two rows coincide, ``inf`` for fewer than two rows.
     """
     Xt = X.double() if isinstance(X, torch.Tensor) else as_float64_tensor(X)
     n = Xt.shape[0]

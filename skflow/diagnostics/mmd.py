@@ -62,6 +62,7 @@ def energy_distance(a, b, weights_a=None, weights_b=None):
         Points of the first cloud (e.g. features on S^1 given as unit vectors in R^2: the distance is
         then the chordal one, as in the thesis).
     b : array-like or Tensor of shape (m, dim) or (m,)
+        Points of the second cloud.
     weights_a, weights_b : array-like of shape (n,) / (m,), optional
         Non-negative weights, normalised to sum to one; uniform when omitted.
 

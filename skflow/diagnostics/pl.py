@@ -40,11 +40,23 @@ class ConvergenceReport(dict):
     """
 
     def rows(self):
-        """``(label, value)`` pairs of the table, for the keys present."""
+        """Return the ``(label, value)`` pairs of the table, for the keys present.
+
+        Returns
+        -------
+        list of tuple
+            ``(label, value)`` per row, in the table's order.
+        """
         return [(label, self[key]) for key, label in _REPORT_ROWS if key in self]
 
     def sentences(self):
-        """The verdicts in words."""
+        """Return the verdicts in words.
+
+        Returns
+        -------
+        list of str
+            One sentence per verdict present in the report.
+        """
         out = []
         cert = self.get("certificate")
         if cert is not None and "output_scale" in cert:
@@ -76,7 +88,35 @@ def convergence_report(loss_curve, flow_time, pl_ratio_curve, lambda_0, n_sample
                        distance=None, displacement_curve=None, predicted_rate=None):
     """Summarise what the theory predicts and what the run did.
 
-    Returns a :class:`ConvergenceReport` (a dict that prints as a table) with
+    Parameters
+    ----------
+    loss_curve : array-like of shape (n_iter,)
+        The training risk ``R`` at each recorded iteration.
+    flow_time : array-like of shape (n_iter,)
+        The flow time ``t`` of each recorded iteration (0 first).
+    pl_ratio_curve : array-like of shape (n_iter,)
+        The P-L ratio ``|grad R|^2 / R`` at each recorded iteration.
+    lambda_0 : float
+        ``lambda_min`` of the kernel matrix at initialisation.
+    n_samples : int
+        Number of training points ``N``.
+    output_scale : float, default=1.0
+        The output scale ``alpha`` of the lifting-and-scaling construction.
+    distance : float or None, default=None
+        ``W2_COT`` from the initialisation to the returned parameters, reported as ``distance_travelled``.
+    displacement_curve : array-like or None, default=None
+        The displacement from the initialisation along the run; its maximum is the radius ``r``.
+    predicted_rate : float or None, default=None
+        A rate predicted before training (by :func:`skflow.inspection.certify`), compared with the observed one.
+
+    Returns
+    -------
+    ConvergenceReport
+        A dict that prints as a table, with the keys below.
+
+    Notes
+    -----
+    The keys of the report:
 
     - ``initial_risk``, ``final_risk``, ``flow_time`` (at the last recorded iteration);
     - ``observed_rate``: average linear rate ``-log(R(t)/R(0)) / t`` of the risk;
@@ -127,6 +167,16 @@ def feature_kappa(W):
     Uses the bounds of the proof of Lemma II.4.1, uniform in ``z``:
     ``sup |phi| <= sqrt(2)``, ``sup |D phi|_op <= sqrt((2/M) sum_i |w_i|^2)``,
     ``sup |D^2 phi| <= sqrt((2/M) sum_i |w_i|^4)``; ``kappa`` is their maximum.
+
+    Parameters
+    ----------
+    W : array-like or tensor of shape (M, D)
+        The frequencies ``w_i`` of the random features.
+
+    Returns
+    -------
+    float
+        The estimate of ``kappa``.
     """
     W = torch.as_tensor(W).double()
     M = W.shape[0]
@@ -147,6 +197,30 @@ def pl_bound(X, radius, kappa, n_samples, kernel="gaussian", length_scale=1.0, n
     data uniformly. ``loss_factor`` is the constant ``c`` of ``|grad_z l|^2 >= c l`` (Assumption II.1) for the
     loss composed with the output scale (``2 output_scale^2`` for the squared loss, see
     :class:`skflow.RKHSNODEClassifier`).
+
+    Parameters
+    ----------
+    X : array-like or tensor of shape (n_samples, n_features)
+        The inputs whose contraction stands in for the worst configuration.
+    radius : float
+        The radius ``R`` of the ball of parameters (in ``L2([0, 1], F)``) the bound holds on.
+    kappa : float
+        ``||phi||_{C^2}`` of the feature map (see :func:`feature_kappa`).
+    n_samples : int
+        Number of training points ``N``.
+    kernel : {'gaussian', 'matern'}, default='gaussian'
+        The kernel ``k``.
+    length_scale : float, default=1.0
+        Its length scale.
+    nu : float, default=1.5
+        Smoothness of the Matern kernel.
+    loss_factor : float, default=1.0
+        The constant ``c_loss`` of the loss (see above).
+
+    Returns
+    -------
+    float
+        The estimate of the P-L constant ``m``.
     """
     Xt = as_float64_tensor(X)
     shrink = math.exp(-kappa * radius)

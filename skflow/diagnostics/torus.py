@@ -37,12 +37,16 @@ def torus_distance(a, b, period=4.0):
     Parameters
     ----------
     a : array-like or Tensor of shape (n, d) or (n,)
+        The first points.
     b : array-like or Tensor of shape (m, d) or (m,)
+        The second points.
     period : float, default=4.0
+        The period ``L`` of the torus ``R^d / L Z^d``.
 
     Returns
     -------
     Tensor of shape (n, m), float64
+        The distances.
     """
     period = _check_period(period)
     a, b = _as_points(a), _as_points(b)
@@ -52,7 +56,20 @@ def torus_distance(a, b, period=4.0):
 
 
 def torus_embedding(z, period=4.0):
-    """``(L / 2 pi) (cos(2 pi z_j / L), sin(2 pi z_j / L))_j``: the torus in ``R^{2d}`` (float64 tensor)."""
+    """Embed the torus in ``R^{2d}``: ``(L / 2 pi) (cos(2 pi z_j / L), sin(2 pi z_j / L))_j``.
+
+    Parameters
+    ----------
+    z : array-like or Tensor of shape (n, d) or (n,)
+        Points of the torus (any representatives).
+    period : float, default=4.0
+        The period ``L``.
+
+    Returns
+    -------
+    Tensor of shape (n, 2 d), float64
+        The embedded points: the cosines, then the sines.
+    """
     period = _check_period(period)
     z = _as_points(z)
     t = (2.0 * math.pi / period) * z
@@ -108,6 +125,7 @@ def torus_energy_distance(a, b, period=4.0, weights_a=None, weights_b=None, metr
     a : array-like or Tensor of shape (n, d) or (n,)
         Points of the first cloud; any representatives (only their class modulo ``L Z^d`` matters).
     b : array-like or Tensor of shape (m, d) or (m,)
+        Points of the second cloud.
     period : float, default=4.0
         ``L``.
     weights_a, weights_b : array-like of shape (n,) / (m,), optional
@@ -132,9 +150,13 @@ class TorusEnergyDistance:
     Parameters
     ----------
     reference : array-like or Tensor of shape (m, d)
+        The reference cloud.
     period : float, default=4.0
+        The period ``L`` of the torus.
     weights : array-like of shape (m,), optional
+        Non-negative weights of the reference points; uniform when omitted.
     metric : {'chordal', 'geodesic'}, default='chordal'
+        The distance (see :func:`torus_energy_distance`).
 
     Examples
     --------

@@ -35,7 +35,7 @@ import copy
 
 import torch
 
-from ._fused import value_with_bias
+from ._fused import activation_with_bias, graph_kernel, value_with_bias
 
 #: default bytes of workspace a full-batch step may use beyond the data, by device type: the step runs over
 #: blocks of rows that fit and accumulates the gradient (the ceiling on a step's memory, whatever N).
@@ -61,13 +61,41 @@ def row_blocks(n, rows):
     return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
 
 
-def euler_forward(X, dim, layers, activation, rows, compiled=False):
-    """Final state ``z(1)`` (N, dim) of the Euler ResNet ``z_{k+1} = z_k + alpha_k V_k sigma(W_k z_k + b_k)``,
-    ``z_0 = (x, 0)``, over blocks of ``rows`` rows, in workspaces allocated once.
+def euler_sweep(zT, layers, activation, *, keep=False, compiled=False, workspace=None):
+    """The Euler ResNet ``z_{k+1} = z_k + alpha_k V_k sigma(W_k z_k + b_k)`` on transposed states: the one forward
+    sweep of the NODE and RKHS engines (their training blocks and their predictions).
 
-    ``layers``: a sequence of ``(W_k (M, dim), b_k (M,), V_k (dim, M), alpha_k)``. States are kept transposed
-    (dim, n) so that every product has the layout BLAS runs fastest; nothing of size N x M is ever allocated,
-    and reusing the same buffers block after block keeps the allocator from growing the heap.
+    ``zT`` (dim, n) is the state ``z_0^T``; ``layers`` a sequence of ``(W_k (M, dim), b_k (M,), V_k (dim, M),
+    alpha_k)``. Returns ``(z_S^T, states, acts)``: with ``keep`` the states ``z_k^T`` and the pairs
+    ``(sigma(a_k), sigma'(a_k))`` of every layer, kept for an adjoint pass (empty lists otherwise). Without
+    ``keep`` only ``sigma`` is evaluated (the fused kernel when ``compiled``); ``workspace = (A (n, M), Z (dim, n))``
+    makes a no-grad sweep write into those buffers (the result may be either ``Z`` or ``zT``).
+    """
+    states, acts = [], []
+    for W, b, V, alpha in layers:
+        if keep:
+            s, ds = activation_with_bias(activation, torch.mm(zT.T, W.T), b)
+            states.append(zT)
+            acts.append((s, ds))
+        elif workspace is None:
+            s = value_with_bias(activation, torch.mm(zT.T, W.T), b, compiled)
+        else:  # no autograd: out= products into buffers allocated once
+            A, nxt = workspace
+            s = value_with_bias(activation, torch.mm(zT.T, W.T, out=A), b, compiled)
+            torch.addmm(zT, V, s.T, alpha=alpha, out=nxt)
+            zT, workspace = nxt, (A, zT)
+            continue
+        zT = torch.addmm(zT, V, s.T, alpha=alpha)
+    return zT, states, acts
+
+
+def euler_forward(X, dim, layers, activation, rows, compiled=False):
+    """Final state ``z(1)`` (N, dim) of :func:`euler_sweep` from ``z_0 = (x, 0)``, over blocks of ``rows`` rows,
+    in workspaces allocated once.
+
+    States are kept transposed (dim, n) so that every product has the layout BLAS runs fastest; nothing of size
+    N x M is ever allocated, and reusing the same buffers block after block keeps the allocator from growing the
+    heap.
     """
     N = X.shape[0]
     M = layers[0][0].shape[0]
@@ -79,21 +107,26 @@ def euler_forward(X, dim, layers, activation, rows, compiled=False):
     Z = X.new_empty((2, dim, rows))
     for block in row_blocks(N, rows):
         n = block.stop - block.start
-        zT, nxt = Z[0, :, :n], Z[1, :, :n]
+        zT = Z[0, :, :n]
         zT.zero_()
         zT[: X.shape[1]] = X[block].T
-        for W, b, V, alpha in layers:
-            if differentiable:  # autograd records no out= products: allocate
-                zT = torch.addmm(zT, V, value_with_bias(activation, torch.mm(zT.T, W.T), b, compiled).T, alpha=alpha)
-                continue
-            s = value_with_bias(activation, torch.mm(zT.T, W.T, out=A[:n]), b, compiled)
-            torch.addmm(zT, V, s.T, alpha=alpha, out=nxt)
-            zT, nxt = nxt, zT
+        # autograd records no out= products: a differentiable sweep allocates
+        workspace = None if differentiable else (A[:n], Z[1, :, :n])
+        zT, _, _ = euler_sweep(zT, layers, activation, compiled=compiled, workspace=workspace)
         if differentiable:
             parts.append(zT.T)
         else:
             result[block] = zT.T
     return torch.cat(parts) if differentiable else result
+
+
+def _graph_of(block, constants):
+    """``block`` with its keyword constants bound, as a function of tensors only (for :func:`graph_kernel`)."""
+
+    def graph(*tensors):
+        return block(*tensors, **constants)
+
+    return graph
 
 
 class Flow:
@@ -138,6 +171,49 @@ class Flow:
         count = sums[0].new_tensor(float(n_rows)).reshape(1)
         *totals, count = self.data_parallel.all_reduce_sum(*sums, count)
         return (count[0], *totals)
+
+    @staticmethod
+    def block_kernel(block, key, constants, means=True):
+        """The compiled graph of the block function ``block`` of :meth:`sweep_blocks`
+        (:func:`~skflow.flows._fused.graph_kernel`): its keyword ``constants`` bound, and with ``means``
+        ``n_total=1`` (sums over rows, normalised after the sweep). ``key`` names everything the graph specialises
+        on (the constants included)."""
+        return graph_kernel(key, lambda: _graph_of(block, {**constants, "n_total": 1} if means else constants))
+
+    def sweep_blocks(self, block, key, constants, n_rows, blocks, block_args, totals, means=True, reuse=None):
+        """Run one step's block function over blocks of rows, compiled or eager: the engines' one dispatch.
+
+        ``block(*block_args(rows, compiled), *totals, **constants, n_total=n)`` returns the tensors ``totals`` plus
+        the terms of the rows ``rows`` (their sums over rows divided by ``n``): a function of tensors, which runs
+        eagerly and, when :attr:`compiled`, as one graph per block (:meth:`block_kernel`, with ``n = 1``). A graph
+        that cannot be built leaves the sweep to run eagerly, with the eager results exactly.
+
+        Returns the means over the rows of every rank (:meth:`reduce_rows`; eagerly outside a data-parallel fit
+        the block divides by ``n = n_rows`` itself), or with ``means=False`` (``block`` then takes no
+        ``n_total``) the sums over this rank's ``n_rows`` rows. ``reuse``: keyword tensors for the eager block of
+        a single-block sweep (e.g. features already computed).
+        """
+        summed = False  # whether the totals hold sums over rows (not yet divided by n_rows)
+        if self.compiled:
+            kernel = self.block_kernel(block, key, constants, means)
+            sums = totals
+            for rows in blocks:
+                sums = kernel(*block_args(rows, True), *sums, compiled=True, fallback=False)
+                if sums is None:  # no compiler: the eager sweep below, from the start
+                    break
+            if sums is not None:
+                summed, totals = True, sums
+        if not summed:
+            if means:
+                summed = self.data_parallel is not None
+                constants = {**constants, "n_total": 1 if summed else n_rows}
+            if reuse is not None and len(blocks) == 1:
+                constants = {**constants, **reuse}
+            for rows in blocks:
+                totals = block(*block_args(rows, False), *totals, **constants)
+        if means and summed:
+            return self.reduce_rows(n_rows, *totals)
+        return tuple(totals)
 
     @property
     def activations(self):

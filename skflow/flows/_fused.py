@@ -13,16 +13,17 @@ Compilation costs seconds (a C++ or Triton build the first time in a process, pa
 it is opt-in per fit (the estimators' ``compile`` parameter): ``'auto'`` compiles when the fit's elementwise
 work is large enough to repay it, or when its kernels have already been compiled in this process. Wherever
 ``torch.compile`` cannot run (no C++ compiler, an unsupported platform, a torch build without Inductor) the
-engines take their eager path, with one :class:`skflow.exceptions.CompileFallbackWarning`: the results are the
-same up to float rounding, only slower.
+engines take their eager path, with one :class:`skflow.exceptions.CompileFallbackWarning` per fit (the first
+kernel that fails warns; the others a fit builds fall back silently, see :func:`decide_compile`): the results are
+the same up to float rounding, only slower.
 """
 
+import threading
 import types
-import warnings
 
 import torch
 
-from ..exceptions import CompileFallbackWarning
+from ..exceptions import CompileFallbackWarning, warn
 from ._ops import ACTIVATIONS, ACTIVATIONS_INPLACE
 
 __all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_compile", "elementwise_kernels",
@@ -32,6 +33,24 @@ __all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "decide_c
 #: over the whole fit, at most ``max_iter`` steps) reaches this: about a minute of eager elementwise time on one
 #: CPU core, against 3-30 s to build the graphs of a model shape the first time in a process.
 AUTO_COMPILE_WORK = 3e10
+
+
+#: the fallback warnings of the fit running in this thread: ``decide_compile`` (called once at the start of every
+#: fit) opens a new fit, and a fit warns at most once however many of its kernels fail to compile
+_FALLBACK = threading.local()
+
+
+def _new_fit():
+    _FALLBACK.fit = getattr(_FALLBACK, "fit", 0) + 1
+
+
+def _warn_fallback(message):
+    """One CompileFallbackWarning per fit (per thread): the first failing kernel of a fit warns, the others not."""
+    fit = getattr(_FALLBACK, "fit", 0)
+    if getattr(_FALLBACK, "warned", None) == fit:
+        return
+    _FALLBACK.warned = fit
+    warn(message, CompileFallbackWarning)
 
 
 class FusedKernel:
@@ -63,11 +82,11 @@ class FusedKernel:
                 return self._run_compiled(args)
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, results unchanged
                 self._failed = True
-                warnings.warn(
+                _warn_fallback(
                     f"torch.compile could not build the fused kernel {self.name!r} "
                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                    "using the eager kernels instead: same results, slower steps. Pass compile=False to "
-                    "skip the attempt.", CompileFallbackWarning, stacklevel=3)
+                    "using the eager kernels instead: same results, slower steps (this fit warns once, whatever "
+                    "number of its kernels fall back). Pass compile=False to skip the attempt.")
         if compiled and not fallback:
             return None
         return self.fn(*args)
@@ -208,14 +227,19 @@ def decide_compile(option, work, kernels, device, dtype):
     ``option``: True, False or ``'auto'``. ``work``: the entries of the ``N x M`` pre-activations the fit
     computes at most. ``kernels``: the :class:`FusedKernel` objects a step of the engine runs, or activation
     names (their elementwise kernels). ``'auto'`` is True when every kernel the fit needs is already built for
-    this device and dtype (free), or when ``work >= AUTO_COMPILE_WORK``, and never after a kernel failed to
-    compile.
+    this device and dtype (free), or when ``work >= AUTO_COMPILE_WORK``, and never after any kernel failed to
+    compile (in this process: a compiler that failed once is not tried again by ``'auto'``).
+
+    Every fit calls it once, before its first step: it also opens the fit's one
+    :class:`~skflow.exceptions.CompileFallbackWarning` (the fallbacks of a fit, in its thread, warn once).
     """
+    _new_fit()
     if option != "auto":
         return bool(option)
     kernels = [k for k in kernels if not isinstance(k, str)] + [
         k for n in kernels if isinstance(n, str) for k in (_DERIVATIVE[n], _VALUE[n], _PRODUCT_SUM, _OUTER_SUM)]
-    if not kernels or any(k._failed for k in kernels):  # nothing to compile, or a compiler that failed
+    registry = [*_DERIVATIVE.values(), *_VALUE.values(), _PRODUCT_SUM, _OUTER_SUM, *_GRAPHS.values()]
+    if not kernels or any(k._failed for k in kernels + registry):  # nothing to compile, or a compiler that failed
         return False
     if all(k.is_built(device, dtype) for k in kernels):
         return True

@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from ._flow import Flow, euler_forward, row_blocks
-from ._fused import activation_with_bias, elementwise_kernels, graph_kernel, product_and_column_sum
+from ._flow import Flow, euler_forward, euler_sweep, row_blocks
+from ._fused import elementwise_kernels, product_and_column_sum
 from ._ops import ACTIVATIONS, lift, sample_spectral
 
 __all__ = ["MeanFieldSHLFlow", "init_particles"]
@@ -40,40 +40,37 @@ def init_particles(S, M, D, feature_init="gaussian", feature_scale=1.0, nu=1.5, 
     return U, W, b
 
 
-def _adjoint_graph(activation, S, d_in, d_out, scale):
-    """The forward and adjoint pass of a block of rows as one function of tensors, for ``torch.compile``: the
-    same sums as :meth:`MeanFieldSHLFlow._adjoint_block`, unnormalised, with the ``S`` layers unrolled.
+def adjoint_block(X, Y, W, b, U, UTc, R, gUT, gWT, gb, *, activation, d_in, d_out, scale, c, n_total):
+    """Forward and adjoint pass of the Euler NODE on a block of rows: the one definition of a training step's
+    sums, run eagerly and compiled (:meth:`~skflow.flows._flow.Flow.sweep_blocks`).
 
-    Returns ``(sum |r|^2 / 2, sum p s (S, D, M), sum z Ga (S, D, M), sum Ga (S, M))`` for the residuals ``r``,
-    adjoints ``p``, activations ``s`` and pre-activation gradients ``Ga`` of the block's rows, scaled as if each
-    row's loss were not divided by the number of rows. ``UTc`` is ``(h/M) U^T`` (S, D, M). ``scale`` (the output
-    scale) is a constant of the graph: no per-step scalar tensor to copy to the device.
+    Returns the risk ``R`` (0-dim) and the transposed gradients ``gUT`` (S, D, M) (before the factor ``h/M``),
+    ``gWT`` (S, D, M), ``gb`` (S, M) given, plus the block's terms, each row's loss divided by ``n_total``.
+    ``c`` is ``h/M = 1/(S M)``, ``UTc`` is ``c U_k^T`` for every layer (S, D, M), ``scale`` the output scale
+    (constants of a compiled graph: a step size computed from symbolic shapes would be a symbolic float).
+
+    States are kept transposed, ``z^T`` (D, n), so that every product has the layout BLAS runs fastest; the
+    scalings ``h/M`` go on the small (M, D) side of each product, the bias on the activation's pass.
     """
-    act = ACTIVATIONS[activation]
-
-    def adjoint_sums(X, Y, W, b, UTc):
-        D, n = W.shape[2], X.shape[0]
-        zT = torch.cat([X.T, X.new_zeros((D - d_in, n))])
-        states, acts = [], []
-        for k in range(S):
-            s, ds = act(torch.mm(zT.T, W[k].T) + b[k])
-            states.append(zT)
-            acts.append((s, ds))
-            zT = torch.addmm(zT, UTc[k], s.T)
-        r = scale * zT[d_in:d_in + d_out].T - Y
-        pT = torch.cat([X.new_zeros((d_in, n)), scale * r.T, X.new_zeros((D - d_in - d_out, n))])
-        gUT, gWT, gb = [None] * S, [None] * S, [None] * S
-        for k in range(S - 1, -1, -1):
-            s, ds = acts[k]
-            gUT[k] = torch.mm(pT, s)
-            Ga = torch.mm(pT.T, UTc[k]) * ds
-            gWT[k] = torch.mm(states[k], Ga)
-            gb[k] = Ga.sum(0)
-            if k > 0:
-                pT = torch.addmm(pT, W[k].T, Ga.T)
-        return 0.5 * (r * r).sum(), torch.stack(gUT), torch.stack(gWT), torch.stack(gb)
-
-    return adjoint_sums
+    S, D = W.shape[0], W.shape[2]
+    zT = X.new_zeros((D, X.shape[0]))
+    zT[:d_in] = X.T
+    zT, states, acts = euler_sweep(zT, [(W[k], b[k], U[k].T, c) for k in range(S)], activation, keep=True)
+    out = slice(d_in, d_in + d_out)
+    r = scale * zT[out].T - Y
+    R = R + 0.5 * (r * r).sum() / n_total
+    pT = torch.zeros_like(zT)
+    pT[out] = (scale / n_total) * r.T
+    gU, gW, gB = [None] * S, [None] * S, [None] * S
+    for k in range(S - 1, -1, -1):
+        s, ds = acts[k]
+        gU[k] = torch.addmm(gUT[k], pT, s)
+        Ga, colsum = product_and_column_sum(torch.mm(pT.T, UTc[k]), ds)
+        gW[k] = torch.addmm(gWT[k], states[k], Ga)
+        gB[k] = gb[k] + colsum
+        if k > 0:  # p_0 is not needed
+            pT = torch.addmm(pT, W[k].T, Ga.T)
+    return R, torch.stack(gU), torch.stack(gW), torch.stack(gB)
 
 
 class MeanFieldSHLFlow(Flow):
@@ -135,10 +132,15 @@ class MeanFieldSHLFlow(Flow):
     def activations(self):
         return (self.activation,)
 
+    def _block_constants(self):
+        """The graph key and the constants of :func:`adjoint_block` (all that a compiled graph specialises on)."""
+        key = ("node_adjoint", self.activation, self.n_layers, self.width, self.d_in, self.d_out, self.dim,
+               self.output_scale)
+        return key, dict(activation=self.activation, d_in=self.d_in, d_out=self.d_out, scale=self.output_scale,
+                         c=1.0 / (self.n_layers * self.width))
+
     def _graph(self):
-        S = self.n_layers
-        key = ("node_adjoint", self.activation, S, self.d_in, self.d_out, self.dim, self.output_scale)
-        return graph_kernel(key, lambda: _adjoint_graph(self.activation, S, self.d_in, self.d_out, self.output_scale))
+        return self.block_kernel(adjoint_block, *self._block_constants())
 
     def block_width(self):
         return self.width
@@ -203,9 +205,7 @@ class MeanFieldSHLFlow(Flow):
         """``R = (1/N) sum_n |y_hat_n - y_n|^2 / 2`` (unregularised, as in the theory); in a data-parallel fit
         the mean over the rows of every rank."""
         r = self.forward(X, U, W, b) - Y
-        if self.data_parallel is not None:
-            return self.reduce_rows(X.shape[0], 0.5 * (r * r).sum())[0]
-        return 0.5 * (r * r).sum() / X.shape[0]
+        return self.reduce_rows(X.shape[0], 0.5 * (r * r).sum())[0]
 
     # ------------------------------------------------------------------ gradients
     def gradients(self, X, Y):
@@ -220,59 +220,15 @@ class MeanFieldSHLFlow(Flow):
         if self.solver != "euler":
             return self._autograd_gradients(X, Y)
         S, M, D = self.U.shape
-        # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
-        n_total = X.shape[0] if self.data_parallel is None else 1
         UTc = (self.U.transpose(1, 2) * (1.0 / (S * M))).contiguous()  # (S, D, M): h/M on the small side
         blocks = row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0]))
-        sums = None
-        if self.compiled:  # one compiled graph per block: the activations are fused into the adjoint sweep
-            sums = self._graph().sums(blocks, lambda rows: (X[rows], Y[rows], self.W, self.b, UTc))
-        if sums is not None:
-            R, gUT, gWT, gb = (t / n_total for t in sums)
-        else:
-            gUT = self.U.new_zeros((S, D, M))  # transposed: the products below write (D, M) blocks
-            gWT = self.W.new_zeros((S, D, M))
-            gb = self.b.new_zeros((S, M))
-            R = self.U.new_zeros(())
-            for rows in blocks:
-                R += self._adjoint_block(X[rows], Y[rows], n_total, UTc, gUT, gWT, gb)
-        if self.data_parallel is not None:
-            R, gUT, gWT, gb = self.reduce_rows(X.shape[0], R, gUT, gWT, gb)
+        # the gradients transposed: the products of the adjoint write (D, M) blocks
+        totals = (self.U.new_zeros(()), self.U.new_zeros((S, D, M)), self.W.new_zeros((S, D, M)),
+                  self.b.new_zeros((S, M)))
+        R, gUT, gWT, gb = self.sweep_blocks(adjoint_block, *self._block_constants(), X.shape[0], blocks,
+                                            lambda rows, _: (X[rows], Y[rows], self.W, self.b, self.U, UTc), totals)
         gU = gUT.transpose(1, 2).mul(1.0 / (S * M))
         return R, gU.contiguous(), gWT.transpose(1, 2).contiguous(), gb
-
-    def _adjoint_block(self, X, Y, n_total, UTc, gUT, gWT, gb):
-        """Forward and adjoint pass on a block of rows; adds its terms to the (transposed) gradients in place
-        and returns its part of the risk (normalised by ``n_total``, the rows of the whole batch). ``UTc`` is
-        ``(h/M) U_k^T`` for every layer (S, D, M).
-
-        States are kept transposed, ``z^T`` (D, n), so that every product has the layout BLAS runs fastest;
-        the scalings ``h/M`` go on the small (M, D) side of each product, the bias on the activation's pass.
-        """
-        S, M, D = self.U.shape
-        c = 1.0 / (S * M)  # h / M
-        zT = X.new_zeros((D, X.shape[0]))
-        zT[: self.d_in] = X.T
-        states, acts = [], []
-        for k in range(S):
-            s, ds = activation_with_bias(self.activation, torch.mm(zT.T, self.W[k].T), self.b[k], self.compiled)
-            states.append(zT)
-            acts.append((s, ds))
-            zT = torch.addmm(zT, self.U[k].T, s.T, alpha=c)
-        out = slice(self.d_in, self.d_in + self.d_out)
-        r = self.output_scale * zT[out].T - Y
-        R = 0.5 * (r * r).sum() / n_total
-        pT = torch.zeros_like(zT)
-        pT[out] = (self.output_scale / n_total) * r.T
-        for k in range(S - 1, -1, -1):
-            s, ds = acts[k]
-            gUT[k].addmm_(pT, s)
-            Ga, colsum = product_and_column_sum(torch.mm(pT.T, UTc[k]), ds, self.compiled)
-            gWT[k].addmm_(states[k], Ga)
-            gb[k].add_(colsum)
-            if k > 0:  # p_0 is not needed
-                pT = torch.addmm(pT, self.W[k].T, Ga.T)
-        return R
 
     def _autograd_gradients(self, X, Y):
         U = self.U.detach().requires_grad_(True)

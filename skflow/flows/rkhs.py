@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from ._flow import Flow, euler_forward, row_blocks
-from ._fused import activation_with_bias, elementwise_kernels, graph_kernel
+from ._flow import Flow, euler_forward, euler_sweep, row_blocks
+from ._fused import elementwise_kernels
 from ._ops import lift, sample_spectral
 
 __all__ = ["LOSSES", "RKHSFlow", "init_random_features", "random_features"]
@@ -70,31 +70,31 @@ def loss_and_grad(loss, logits, Y, n):
     return R, (P * Y.sum(1, keepdim=True) - Y) / n
 
 
-def _adjoint_graph(S, d_in, loss, scale):
-    """The forward and adjoint pass of :meth:`RKHSFlow._adjoint_block` over a block of rows as one function of
-    tensors, for ``torch.compile`` (the ``S`` layers unrolled). ``thetac`` is ``h sqrt(2/M) theta``; returns the
-    block's risk and ``sum_n p_n (x) cos(a_n)`` per layer (S, D, M), unnormalised (a loss summed over rows). The
-    output ``scale`` is a constant of the graph: no per-step scalar tensor to copy to the device."""
+def adjoint_block(X, Y, W, b, theta, R, grad, *, loss, d_in, scale, hc, n_total):
+    """Forward and adjoint pass of the RKHS NODE on a block of rows: the one definition of a training step's sums,
+    run eagerly and compiled (:meth:`~skflow.flows._flow.Flow.sweep_blocks`).
 
-    def adjoint_sums(X, Y, W, b, thetac):
-        D, n = thetac.shape[1], X.shape[0]
-        zT = torch.cat([X.T, X.new_zeros((D - d_in, n))])
-        acts = []
-        for k in range(S):
-            a = torch.mm(zT.T, W.T) + b
-            acts.append((torch.cos(a), -torch.sin(a)))
-            zT = torch.addmm(zT, thetac[k], acts[k][0].T)
-        R, G = loss_and_grad(loss, scale * zT[d_in:].T, Y, 1)
-        pT = torch.cat([X.new_zeros((d_in, n)), scale * G.T])
-        grad = [None] * S
-        for k in range(S - 1, -1, -1):
-            cos, msin = acts[k]
-            grad[k] = torch.mm(pT, cos)
-            if k > 0:
-                pT = torch.addmm(pT, W.T, (torch.mm(pT.T, thetac[k]) * msin).T)
-        return R, torch.stack(grad)
-
-    return adjoint_sums
+    Returns the risk ``R`` (0-dim) and ``grad`` (S, D, M) given, plus the block's terms, each row's loss divided
+    by ``n_total``. ``hc = h sqrt(2/M)`` and the output ``scale`` are constants of a compiled graph. States are
+    transposed (D, n); ``cos(a_k)`` and ``sin(a_k)`` come from one fused pass in the forward sweep and are kept for
+    the adjoint.
+    """
+    S, D = theta.shape[0], theta.shape[1]
+    zT = X.new_zeros((D, X.shape[0]))
+    zT[:d_in] = X.T
+    zT, _, acts = euler_sweep(zT, [(W, b, theta[k], hc) for k in range(S)], "cos", keep=True)
+    Rb, G = loss_and_grad(loss, scale * zT[d_in:].T, Y, n_total)
+    R = R + Rb
+    pT = torch.zeros_like(zT)
+    pT[d_in:] = scale * G.T
+    g = [None] * S
+    for k in range(S - 1, -1, -1):
+        cos, msin = acts[k]
+        g[k] = torch.addmm(grad[k], pT, cos, alpha=hc)
+        if k > 0:  # p_0 is not needed
+            q = torch.mm(pT.T, theta[k]).mul_(msin)
+            pT = torch.addmm(pT, W.T, q.T, alpha=hc)
+    return R, torch.stack(g)
 
 
 class RKHSFlow(Flow):
@@ -151,9 +151,14 @@ class RKHSFlow(Flow):
 
     activations = ("cos",)
 
+    def _block_constants(self):
+        """The graph key and the constants of :func:`adjoint_block` (all that a compiled graph specialises on)."""
+        S, M = self.n_layers, self.n_features
+        key = ("rkhs_adjoint", S, M, self.d_in, self.loss, self.output_scale)
+        return key, dict(loss=self.loss, d_in=self.d_in, scale=self.output_scale, hc=math.sqrt(2.0 / M) / S)
+
     def _graph(self):
-        key = ("rkhs_adjoint", self.n_layers, self.d_in, self.loss, self.output_scale)
-        return graph_kernel(key, lambda: _adjoint_graph(self.n_layers, self.d_in, self.loss, self.output_scale))
+        return self.block_kernel(adjoint_block, *self._block_constants())
 
     def block_width(self):
         return self.n_features
@@ -182,15 +187,13 @@ class RKHSFlow(Flow):
         return random_features(Z, self.W, self.b)
 
     def trajectory(self, X, theta=None):
-        """States ``z(s_k)``, ``k = 0..S``: list of S + 1 tensors (N, D) (Euler scheme of Eq. II.23)."""
+        """States ``z(s_k)``, ``k = 0..S``: list of S + 1 tensors (N, D) (the Euler scheme of Eq. II.23, the sweep
+        of :func:`~skflow.flows._flow.euler_sweep`)."""
         theta = self.theta if theta is None else theta
-        h = 1.0 / theta.shape[0]
-        z = lift(X, self.dim)
-        zs = [z]
-        for k in range(theta.shape[0]):
-            z = z + h * (self.features(z) @ theta[k].T)
-            zs.append(z)
-        return zs
+        S, D, M = theta.shape
+        layers = [(self.W, self.b, theta[k], math.sqrt(2.0 / M) / S) for k in range(S)]
+        zT, states, _ = euler_sweep(lift(X, D).T, layers, "cos", keep=True)
+        return [z.T for z in states] + [zT.T]
 
     def forward(self, X, theta=None):
         """Logits ``output_scale * z(1)[d:]``, shape (N, K), over blocks of :meth:`block_rows` rows."""
@@ -209,9 +212,7 @@ class RKHSFlow(Flow):
     def risk(self, X, Y, theta=None):
         """The training objective ``R`` (Eq. II.24) at the current (or given) ``theta``; in a data-parallel fit
         the mean over the rows of every rank."""
-        if self.data_parallel is not None:
-            return self.reduce_rows(X.shape[0], self._loss_and_grad(self.forward(X, theta), Y, 1)[0])[0]
-        return self._loss_and_grad(self.forward(X, theta), Y)[0]
+        return self.reduce_rows(X.shape[0], self._loss_and_grad(self.forward(X, theta), Y, 1)[0])[0]
 
     # ------------------------------------------------------------------ gradients
     def gradients(self, X, Y):
@@ -227,49 +228,10 @@ class RKHSFlow(Flow):
         velocity field of Eq. II.26 in parameter coordinates. The rows are processed in blocks of
         :meth:`block_rows` and the sums accumulated, so that a step's memory does not grow with ``N``.
         """
-        # data-parallel: sums over this rank's rows, turned into means over every rank's rows by one all-reduce
-        n_total = X.shape[0] if self.data_parallel is None else 1
         blocks = row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0]))
-        sums = None
-        if self.compiled:  # one compiled graph per block: the activations are fused into the adjoint sweep
-            S, D, M = self.theta.shape
-            hc = math.sqrt(2.0 / M) / S
-            thetac = self.theta * hc
-            sums = self._graph().sums(blocks, lambda rows: (X[rows], Y[rows], self.W, self.b, thetac))
-        if sums is not None:
-            R, grad = sums[0] / n_total, sums[1] * (hc / n_total)
-        else:
-            grad = torch.zeros_like(self.theta)
-            R = self.theta.new_zeros(())
-            for rows in blocks:
-                R += self._adjoint_block(X[rows], Y[rows], n_total, grad)
-        if self.data_parallel is not None:
-            R, grad = self.reduce_rows(X.shape[0], R, grad)
-        return R, grad
-
-    def _adjoint_block(self, X, Y, n_total, grad):
-        """Forward and adjoint pass on a block of rows, states transposed (D, n); adds the block's terms to
-        ``grad`` and returns its part of the risk. ``cos(a_k)`` and ``sin(a_k)`` come from one fused pass in the
-        forward sweep and are kept for the adjoint."""
-        S, D, M = self.theta.shape
-        hc = math.sqrt(2.0 / M) / S
-        zT = X.new_zeros((D, X.shape[0]))
-        zT[: self.d_in] = X.T
-        acts = []
-        for k in range(S):
-            cos, msin = activation_with_bias("cos", torch.mm(zT.T, self.W.T), self.b, self.compiled)
-            acts.append((cos, msin))
-            zT = torch.addmm(zT, self.theta[k], cos.T, alpha=hc)
-        R, G = self._loss_and_grad(self.output_scale * zT[self.d_in:].T, Y, n_total)
-        pT = torch.zeros_like(zT)
-        pT[self.d_in:] = self.output_scale * G.T
-        for k in range(S - 1, -1, -1):
-            cos, msin = acts[k]
-            grad[k].addmm_(pT, cos, alpha=hc)
-            if k > 0:  # p_0 is not needed
-                q = torch.mm(pT.T, self.theta[k]).mul_(msin)
-                pT = torch.addmm(pT, self.W.T, q.T, alpha=hc)
-        return R
+        return self.sweep_blocks(adjoint_block, *self._block_constants(), X.shape[0], blocks,
+                                 lambda rows, _: (X[rows], Y[rows], self.W, self.b, self.theta),
+                                 (self.theta.new_zeros(()), torch.zeros_like(self.theta)))
 
     def autograd_gradients(self, X, Y):
         """``(R, dR/dtheta)`` by torch.autograd through :meth:`risk` (reference for the explicit adjoint)."""

@@ -10,7 +10,7 @@ parameters ``theta``) and ``u`` (M, n_outputs) is the linear outer layer. Risk o
     R_D(theta, u) = (1/2|D|) sum_{n in D} |F(x_n) - y_n|^2 + lambda (1/M) sum_i f(u_i),
 
 ``f(u) = |u|^2/2`` ("biased", Eq. III.45) or ``|u - 1|^2/2`` ("unbiased"). For fixed ``theta`` the outer layer is
-a ridge regression on the features, solved exactly (:func:`skflow.flows.varpro.ridge_projection`), and VarPro is
+a ridge regression on the features, solved exactly (:func:`skflow.flows._ridge.ridge_projection`), and VarPro is
 gradient descent on the reduced risk ``L(theta) = (1/lambda) min_u R(theta, u)``. Stochastic VarPro (Eq. III.46)::
 
     U_bar = argmin_u R_D(theta, u),    u <- m u + (1 - m) U_bar,
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ._flow import Flow
-from .varpro import _risk_parts, ridge_projection
+from ._ridge import ridge_projection, risk_parts
 
 __all__ = ["Conv1dFeatures", "MLPFeatures", "VarProNetFlow", "net_reduced_risk"]
 
@@ -40,6 +40,8 @@ _ACTIVATION_MODULES = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu"
 _GAINS = {"tanh": 5.0 / 3.0, "relu": 2.0**0.5, "gelu": 2.0**0.5, "silu": 2.0**0.5}
 
 _BOUNDED_FEATURES_NOTE = """
+    Notes
+    -----
     The last activation is ``output_activation``, bounded (``tanh``) by default: with a positively homogeneous
     last layer (ReLU) the ridge penalty of the head can always be lowered by scaling the features up, so the
     reduced risk has no minimiser and VarPro spends its steps inflating the feature scale (the ridge strength
@@ -71,8 +73,10 @@ def _stack(layers, activations):
 
 
 class MLPFeatures(nn.Module):
-    """Fully connected feature network ``x -> sigma_L(W_L ... sigma(W_1 x + b_1) ... + b_L)``, the default
-    backbone.
+    # __doc__ assigned, not a bare string: a docstring built by concatenation would be an expression, not __doc__
+    __doc__ = """Fully connected feature network ``x -> sigma_L(W_L ... sigma(W_1 x + b_1) ... + b_L)``.
+
+    The default backbone of :class:`skflow.VarProNetRegressor` and :class:`skflow.VarProNetClassifier`.
 
     Parameters
     ----------
@@ -98,12 +102,25 @@ class MLPFeatures(nn.Module):
         self.net = nn.Sequential(*_stack(layers, [activation] * (len(layers) - 1) + [output_activation]))
 
     def forward(self, X):
+        """Features of the rows of ``X``.
+
+        Parameters
+        ----------
+        X : tensor of shape (n, n_features_in)
+            The inputs.
+
+        Returns
+        -------
+        tensor of shape (n, M)
+            The features.
+        """
         return self.net(X)
 
 
 class Conv1dFeatures(nn.Module):
-    """Small 1-D convolutional feature network for sequences given as rows of ``n_features_in`` values
-    (e.g. MNIST-1D, 40 values): the rows are reshaped to one channel inside the module.
+    __doc__ = """Small 1-D convolutional feature network for sequences given as rows of ``n_features_in`` values.
+
+    For e.g. MNIST-1D (40 values): the rows are reshaped to one channel inside the module.
 
     ``n_layers`` convolutions of ``channels`` channels, kernel ``kernel_size``, stride 2 and padding
     ``(kernel_size - 1) // 2`` (each halves the length), each followed by its activation, then flattened:
@@ -114,8 +131,11 @@ class Conv1dFeatures(nn.Module):
     n_features_in : int
         Sequence length.
     channels : int, default=32
+        Channels of every convolution.
     kernel_size : int, default=5
+        Kernel size of every convolution.
     n_layers : int, default=3
+        Number of convolutions.
     activation : {'relu', 'tanh', 'gelu', 'silu'}, default='relu'
         Activation of every convolution but the last.
     output_activation : {'tanh', 'relu', 'gelu', 'silu'}, default='tanh'
@@ -136,6 +156,18 @@ class Conv1dFeatures(nn.Module):
         self.net = nn.Sequential(*_stack(layers, acts), nn.Flatten())
 
     def forward(self, X):
+        """Features of the rows of ``X``, each reshaped to a one-channel sequence.
+
+        Parameters
+        ----------
+        X : tensor of shape (n, n_features_in)
+            The inputs.
+
+        Returns
+        -------
+        tensor of shape (n, M)
+            The features.
+        """
         return self.net(X.reshape(X.shape[0], 1, self.n_features_in))
 
 
@@ -144,9 +176,9 @@ def module_features(module, X):
     Phi = module(X)
     if not isinstance(Phi, torch.Tensor) or Phi.ndim != 2 or Phi.shape[0] != X.shape[0]:
         shape = tuple(Phi.shape) if isinstance(Phi, torch.Tensor) else type(Phi).__name__
-        raise ValueError(f"the feature module must map inputs of shape (n, d) to a tensor of features (n, M); got "
-                         f"{shape} for inputs of shape {tuple(X.shape)}. End it with nn.Flatten() for "
-                         "convolutional features.")
+        raise ValueError(f"the feature module {type(module).__name__} must map inputs of shape (n, d) to a tensor "
+                         f"of features (n, M); got {shape} for inputs of shape {tuple(X.shape)}. End it with "
+                         "nn.Flatten() for convolutional features.")
     return Phi
 
 
@@ -162,7 +194,7 @@ def net_reduced_risk(module, X, Y, lam, regularization="biased"):
     """
     Phi = module_features(module, X)
     u = ridge_projection(Phi, Y, lam, regularization)
-    datafit, penalty, _ = _risk_parts(Phi, Y, u, lam, regularization)
+    datafit, penalty, _ = risk_parts(Phi, Y, u, lam, regularization)
     return (datafit + penalty) / lam, u
 
 
@@ -207,6 +239,9 @@ class VarProNetFlow(Flow):
         self._u_ready = False  # stochastic VarPro: the first minibatch projection initialises u
         self._n_inputs = n_inputs  # input width for the memory probe (start() sets it too)
         self._row_bytes = None
+        #: None, or ``step_scope(n_steps, device)``: a context manager each step runs in (the estimators give a
+        #: module that draws random numbers its own seeded generator state per step, see skflow.varpronet)
+        self.step_scope = None
 
     @property
     def width(self):
@@ -314,6 +349,13 @@ class VarProNetFlow(Flow):
         the instantaneous exponential rate of decrease of ``L`` in flow time (as for the particles of
         :class:`skflow.flows.varpro.VarProFlow`).
         """
+        scope = getattr(self, "step_scope", None)
+        if scope is not None:
+            with scope(self.n_steps, X.device):
+                return self._step(X, Y, lr)
+        return self._step(X, Y, lr)
+
+    def _step(self, X, Y, lr):
         M = self.width
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.module.train()
@@ -327,7 +369,7 @@ class VarProNetFlow(Flow):
                 else:
                     self.u.copy_(u_bar)
                 self._u_ready = True
-            datafit, penalty, _ = _risk_parts(Phi, Y, self.u, self.lam, self.regularization)
+            datafit, penalty, _ = risk_parts(Phi, Y, self.u, self.lam, self.regularization)
             grads = torch.autograd.grad(datafit, params, allow_unused=True) if params else ()
         beta = self.backbone_momentum
         if beta > 0 and self.velocity is None:

@@ -3,58 +3,42 @@
 Each Display holds the arrays it draws; ``plot(ax=None, ...)`` draws them and sets ``figure_``, ``ax_`` and the
 artists, and the classmethod ``from_estimator`` reads the fitted attributes of an estimator (or of the last
 step of a :class:`~sklearn.pipeline.Pipeline`) and calls ``plot``. matplotlib is imported only inside ``plot``.
+:class:`ConvergenceDisplay` lives here, :class:`KernelSpectrumDisplay` in ``_kernel_display.py`` and
+:class:`FeatureDistributionDisplay` in ``_feature_display.py``.
 """
 
 import numpy as np
-import torch
-from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_array, check_is_fitted
+
+from ._feature_display import FeatureDistributionDisplay
+from ._kernel_display import KernelSpectrumDisplay
+from ._plotting import axes, final_step, wrap_text
 
 __all__ = ["ConvergenceDisplay", "FeatureDistributionDisplay", "KernelSpectrumDisplay"]
 
 
-def _pyplot(caller):
-    """Import ``matplotlib.pyplot`` lazily, with an installation hint when matplotlib is missing."""
+def _bound_caveat(est):
+    """Why the P-L bound ``R(0) exp(-m t)`` does not apply to a fit, or None where the theory gives it.
+
+    The bound is a property of the gradient flow: it holds for full-batch steps without momentum (the explicit
+    Euler scheme of the flow, at a stable time step). Minibatch steps follow another trajectory (their ratio is
+    measured on the minibatches), and momentum averages past gradients: for these the training risk can lie above
+    the "bound" (3.5 times above it, measured on an RKHS fit with minibatches and momentum 0.9)."""
+    reasons = []
+    n_rows = getattr(est, "_n_train_rows", None)
     try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            f"{caller} requires matplotlib: pip install 'skflow[examples]' (or pip install matplotlib)."
-        ) from exc
-    return plt
-
-
-def _axes(ax, caller):
-    """The axes to draw on: ``ax``, or those of a new figure."""
-    plt = _pyplot(caller)
-    if ax is None:
-        _, ax = plt.subplots()
-    return ax
-
-
-def _final_step(estimator, X=None):
-    """The fitted last step of a Pipeline (or the estimator itself), and ``X`` through the preceding steps."""
-    if isinstance(estimator, Pipeline):
-        head, estimator = estimator[:-1], estimator[-1]
-        if X is not None and len(head):
-            X = head.transform(X)
-    check_is_fitted(estimator)
-    return estimator, X
-
-
-def _subsample(X, max_samples):
-    """At most ``max_samples`` rows of ``X``, chosen with ``RandomState(0)`` and kept in order."""
-    X = check_array(X, dtype=np.float64)
-    if max_samples is None or X.shape[0] <= max_samples:
-        return X
-    idx = np.sort(np.random.RandomState(0).choice(X.shape[0], int(max_samples), replace=False))
-    return X[idx]
-
-
-def _spectrum(K):
-    """Eigenvalues of a symmetric matrix in decreasing order, in float64."""
-    K = np.asarray(K, dtype=np.float64)
-    return np.linalg.eigvalsh(0.5 * (K + K.T))[::-1]
+        minibatch = est._uses_minibatches(n_rows) if n_rows is not None else est.batch_size is not None
+    except Exception:  # noqa: BLE001 - an estimator without the base's bookkeeping: judge by its parameter
+        minibatch = getattr(est, "batch_size", None) is not None
+    if minibatch:
+        reasons.append(f"minibatch steps (batch_size={est.batch_size})")
+    for name in ("momentum", "backbone_momentum"):
+        value = getattr(est, name, 0) or 0
+        if isinstance(value, (int, float)) and value > 0:
+            reasons.append(f"{name}={value:g}")
+    if not reasons:
+        return None
+    return ("no P-L bound: the bound R(0) exp(-m t) holds for the full-batch gradient flow without momentum, "
+            "and this fit ran " + " and ".join(reasons))
 
 
 class ConvergenceDisplay:
@@ -81,6 +65,10 @@ class ConvergenceDisplay:
         ``R(0)`` of the bound; ``risk[0]`` when None.
     estimator_name : str, default=None
         Shown in the title.
+    bound_caveat : str, default=None
+        Why the P-L bound does not apply to this trajectory (the theory gives it for the full-batch gradient
+        flow without momentum); when given, the bound and the P-L constant are not drawn and the caveat is
+        shown in the legend instead. :meth:`from_estimator` sets it for minibatch fits and fits with momentum.
 
     Attributes
     ----------
@@ -88,8 +76,11 @@ class ConvergenceDisplay:
         The training risk.
     val_line_ : matplotlib Line2D or None
         The validation risk.
-    bound_line_ : matplotlib Line2D
-        The bound ``R(0) exp(-m t)``.
+    bound_line_ : matplotlib Line2D or None
+        The bound ``R(0) exp(-m t)``; None where it does not apply (``bound_caveat``) or without iterations.
+    bound_caveat_ : str or None
+        The caveat shown instead of the bound (see ``bound_caveat``); also "no iterations" when the history is
+        empty (a fit interrupted in its first step, ``n_iter_ = 0``).
     pl_ax_ : matplotlib Axes or None
         Twin axes of the P-L ratio.
     pl_line_ : matplotlib Line2D or None
@@ -109,18 +100,21 @@ class ConvergenceDisplay:
     """
 
     def __init__(self, flow_time, risk, pl_ratio, pl_constant, *, val_risk=None, initial_risk=None,
-                 estimator_name=None):
-        self.flow_time = np.asarray(flow_time, dtype=np.float64)
-        self.risk = np.asarray(risk, dtype=np.float64)
-        self.pl_ratio = None if pl_ratio is None else np.asarray(pl_ratio, dtype=np.float64)
+                 estimator_name=None, bound_caveat=None):
+        self.flow_time = np.asarray(flow_time, dtype=np.float64).reshape(-1)
+        self.risk = np.asarray(risk, dtype=np.float64).reshape(-1)
+        self.pl_ratio = None if pl_ratio is None else np.asarray(pl_ratio, dtype=np.float64).reshape(-1)
         self.pl_constant = float(pl_constant)
-        self.val_risk = None if val_risk is None else np.asarray(val_risk, dtype=np.float64)
+        self.val_risk = None if val_risk is None else np.asarray(val_risk, dtype=np.float64).reshape(-1)
         self.initial_risk = initial_risk
         self.estimator_name = estimator_name
+        self.bound_caveat = bound_caveat
 
     @property
     def bound(self):
-        """``R(0) exp(-m t)`` at ``flow_time``."""
+        """``R(0) exp(-m t)`` at ``flow_time`` (empty without iterations)."""
+        if self.initial_risk is None and not self.risk.size:
+            return np.zeros(0)
         r0 = self.risk[0] if self.initial_risk is None else float(self.initial_risk)
         return r0 * np.exp(-self.pl_constant * self.flow_time)
 
@@ -141,26 +135,40 @@ class ConvergenceDisplay:
         Returns
         -------
         self : ConvergenceDisplay
+            The display, with its artists set.
         """
-        ax = _axes(ax, f"{type(self).__name__}.plot")
-        t = self.flow_time
-        self.line_, = ax.plot(t, self.risk, **{"lw": 2, "label": "training risk R(t)", **(risk_kw or {})})
+        ax = axes(ax, f"{type(self).__name__}.plot")
+        n = min(self.flow_time.size, self.risk.size)
+        t = self.flow_time[:n]
+        self.line_, = ax.plot(t, self.risk[:n], **{"lw": 2, "label": "training risk R(t)", **(risk_kw or {})})
         self.val_line_ = None
         if self.val_risk is not None:
-            self.val_line_, = ax.plot(t, self.val_risk, lw=1, alpha=0.8, label="validation risk")
-        self.bound_line_, = ax.plot(t, self.bound, **{"color": "k", "ls": "--",
-                                                      "label": f"P-L bound R(0) exp(-m t), m = {self.pl_constant:.3g}",
-                                                      **(bound_kw or {})})
-        if log_scale:
+            m = min(self.flow_time.size, self.val_risk.size)
+            self.val_line_, = ax.plot(self.flow_time[:m], self.val_risk[:m], lw=1, alpha=0.8,
+                                      label="validation risk")
+        self.bound_caveat_ = self.bound_caveat
+        if self.bound_caveat_ is None and n == 0:
+            self.bound_caveat_ = "no iterations (n_iter_ = 0): nothing to bound"
+        elif self.bound_caveat_ is None and not np.isfinite(self.pl_constant):
+            self.bound_caveat_ = "no P-L bound: the P-L ratio was not finite along the trajectory"
+        self.bound_line_ = None
+        if self.bound_caveat_ is None:
+            self.bound_line_, = ax.plot(t, self.bound[:n], **{
+                "color": "k", "ls": "--", "label": f"P-L bound R(0) exp(-m t), m = {self.pl_constant:.3g}",
+                **(bound_kw or {})})
+        if log_scale and n and np.any(self.risk[:n] > 0):
             ax.set_yscale("log")
         ax.set_xlabel("flow time t")
         ax.set_ylabel("risk")
         if self.estimator_name:
             ax.set_title(self.estimator_name)
         self.pl_ax_ = self.pl_line_ = None
-        if show_pl_ratio and self.pl_ratio is not None and self.pl_ratio.size:
+        if show_pl_ratio and self.pl_ratio is not None and self.pl_ratio.size and self.flow_time.size:
             self._plot_pl_ratio(ax, pl_kw)
         handles = ax.get_lines() + ([] if self.pl_ax_ is None else self.pl_ax_.get_lines())
+        if self.bound_caveat_ is not None:  # an empty entry of the legend carries the caveat
+            caveat, = ax.plot([], [], ls="", label=wrap_text(self.bound_caveat_))
+            handles.append(caveat)
         ax.legend(handles=handles, fontsize=8)
         self.ax_, self.figure_ = ax, ax.figure
         return self
@@ -169,10 +177,11 @@ class ConvergenceDisplay:
         """The P-L ratio and the constant ``m`` on a twin axis of ``ax``."""
         self.pl_ax_ = ax.twinx()
         n = min(self.pl_ratio.size, self.flow_time.size)
+        label = "P-L ratio |grad R|^2 / R" + ("" if self.bound_caveat_ is None else " (of the steps taken)")
         self.pl_line_, = self.pl_ax_.plot(self.flow_time[:n], self.pl_ratio[:n],
-                                          **{"color": "C2", "alpha": 0.7, "label": "P-L ratio |grad R|^2 / R",
-                                             **(pl_kw or {})})
-        self.pl_ax_.axhline(self.pl_constant, color="C2", ls=":", lw=1, label="P-L constant m")
+                                          **{"color": "C2", "alpha": 0.7, "label": label, **(pl_kw or {})})
+        if self.bound_caveat_ is None and np.isfinite(self.pl_constant):
+            self.pl_ax_.axhline(self.pl_constant, color="C2", ls=":", lw=1, label="P-L constant m")
         self.pl_ax_.set_ylabel("P-L ratio |grad R|^2 / R")
 
     @classmethod
@@ -193,312 +202,11 @@ class ConvergenceDisplay:
         Returns
         -------
         display : ConvergenceDisplay
+            The display, drawn.
         """
-        est, _ = _final_step(estimator)
+        est, _ = final_step(estimator, caller=cls.__name__)
         report = getattr(est, "convergence_report_", None) or {}
         disp = cls(est.flow_time_, est.loss_curve_, est.pl_ratio_curve_, est.pl_constant_,
                    val_risk=est.history_.get("val_risk"), initial_risk=report.get("initial_risk"),
-                   estimator_name=type(est).__name__)
+                   estimator_name=type(est).__name__, bound_caveat=_bound_caveat(est))
         return disp.plot(ax=ax, show_pl_ratio=show_pl_ratio, log_scale=log_scale, **kwargs)
-
-
-class KernelSpectrumDisplay:
-    """Eigenvalues of the kernel matrix at initialisation: finite width against the closed form.
-
-    Each spectrum is drawn in decreasing order against the eigenvalue index on a log axis (eigenvalues below
-    ``floor`` times the largest are drawn at that floor: a finite-width kernel of ``M`` features has rank at
-    most ``M``), and its smallest eigenvalue ``lambda_min`` is marked.
-
-    Parameters
-    ----------
-    spectra : list of array-like of shape (n_samples,)
-        Finite-width spectra (one per layer for the NODE), each in decreasing order.
-    closed_form : array-like of shape (n_samples,) or None
-        Spectrum of the closed-form (infinite-width) kernel.
-    labels : list of str, default=None
-        Legend labels of ``spectra``.
-    estimator_name : str, default=None
-        Shown in the title.
-
-    Attributes
-    ----------
-    lines_ : list of matplotlib Line2D
-        The finite-width spectra.
-    closed_form_line_ : matplotlib Line2D or None
-        The closed-form spectrum.
-    lambda_min_markers_ : list of matplotlib Line2D
-        ``lambda_min`` of each spectrum (finite widths first, the closed form last).
-    lambda_min_ : ndarray
-        The smallest eigenvalues, in the same order.
-    ax_ : matplotlib Axes
-    figure_ : matplotlib Figure
-    """
-
-    def __init__(self, spectra, closed_form=None, *, labels=None, estimator_name=None):
-        self.spectra = [np.asarray(s, dtype=np.float64) for s in spectra]
-        self.closed_form = None if closed_form is None else np.asarray(closed_form, dtype=np.float64)
-        self.labels = labels if labels is not None else [f"finite width {k}" for k in range(len(self.spectra))]
-        self.estimator_name = estimator_name
-
-    def plot(self, ax=None, *, floor=1e-16, line_kw=None):
-        """Draw the spectra and mark their ``lambda_min``.
-
-        Parameters
-        ----------
-        ax : matplotlib Axes, default=None
-            Where to draw; a new figure when None.
-        floor : float, default=1e-16
-            Relative floor of the log axis.
-        line_kw : dict, default=None
-            Keyword arguments of the finite-width lines.
-
-        Returns
-        -------
-        self : KernelSpectrumDisplay
-        """
-        ax = _axes(ax, f"{type(self).__name__}.plot")
-        all_s = self.spectra + ([] if self.closed_form is None else [self.closed_form])
-        top = max((s.max() for s in all_s if s.size), default=1.0)
-        low = floor * top if top > 0 else floor
-        self.lines_ = [ax.plot(np.arange(1, s.size + 1), np.maximum(s, low), **{"lw": 1, "alpha": 0.8,
-                                                                                 "label": lab, **(line_kw or {})})[0]
-                       for s, lab in zip(self.spectra, self.labels)]
-        self.closed_form_line_ = None
-        if self.closed_form is not None:
-            self.closed_form_line_, = ax.plot(np.arange(1, self.closed_form.size + 1),
-                                              np.maximum(self.closed_form, low), "k--", lw=2,
-                                              label="closed form (M = inf)")
-        self._mark_lambda_min(ax, all_s, low)
-        ax.set_yscale("log")
-        ax.set_xlabel("eigenvalue index")
-        ax.set_ylabel("eigenvalue of the kernel matrix at initialisation")
-        ax.set_title("kernel spectrum" + (f" ({self.estimator_name})" if self.estimator_name else ""))
-        ax.legend(fontsize=7)
-        self.ax_, self.figure_ = ax, ax.figure
-        return self
-
-    def _mark_lambda_min(self, ax, spectra, low):
-        """One marker at ``(n, lambda_min)`` per spectrum; the legend names only the first."""
-        self.lambda_min_ = np.array([s[-1] if s.size else np.nan for s in spectra])
-        lines = self.lines_ + ([self.closed_form_line_] if self.closed_form_line_ is not None else [])
-        self.lambda_min_markers_ = []
-        for k, (s, line) in enumerate(zip(spectra, lines)):
-            label = "lambda_min" if k == 0 else "_nolegend_"
-            marker, = ax.plot([s.size], [max(s[-1], low)], "v", ms=8, color=line.get_color(), label=label)
-            self.lambda_min_markers_.append(marker)
-
-    @classmethod
-    def from_estimator(cls, estimator, X, *, max_samples=None, ax=None, **kwargs):
-        """Kernel spectra of a fitted NODE at initialisation on ``X``.
-
-        :class:`~skflow.MeanFieldNODERegressor`: the layer kernels ``K1_k`` of ``feature_kernel_matrices``
-        against :func:`skflow.diagnostics.shl_limit_kernel` (closed form for ``activation='cos'``, else not
-        drawn). :class:`~skflow.RKHSNODEClassifier`: the random-feature kernel ``Phi Phi^T`` on the lifted
-        inputs against :func:`skflow.diagnostics.kernel_matrix`.
-
-        Parameters
-        ----------
-        estimator : fitted estimator or Pipeline ending with one
-        X : array-like of shape (n_samples, n_features)
-            Raw inputs; a Pipeline's preceding steps transform them.
-        max_samples : int, default=None
-            Rows used (seeded subsample); the estimator's ``kernel_subsample`` (or 1000) when None.
-        ax : matplotlib Axes, default=None
-        **kwargs
-            Passed to :meth:`plot`.
-
-        Returns
-        -------
-        display : KernelSpectrumDisplay
-        """
-        est, X = _final_step(estimator, X)
-        if max_samples is None:
-            max_samples = getattr(est, "kernel_subsample", None) or 1000
-        X = _subsample(X, max_samples)
-        if hasattr(est, "feature_kernel_matrices"):
-            disp = cls._node(est, X)
-        elif hasattr(est, "random_weights_"):
-            disp = cls._rkhs(est, X)
-        else:
-            raise TypeError(f"{cls.__name__} needs a NODE estimator with kernels at initialisation; "
-                            f"got {type(est).__name__}.")
-        return disp.plot(ax=ax, **kwargs)
-
-    @classmethod
-    def _node(cls, est, X):
-        from ..diagnostics import shl_limit_kernel
-
-        spectra = [_spectrum(K) for K in est.feature_kernel_matrices(X, initial=True)]
-        closed = None
-        if getattr(est, "activation", "cos") == "cos":
-            closed = _spectrum(shl_limit_kernel(X, est.feature_init, est.feature_scale, est.nu))
-        labels = [f"layer {k} (M = {est.width})" for k in range(len(spectra))]
-        return cls(spectra, closed, labels=labels, estimator_name=type(est).__name__)
-
-    @classmethod
-    def _rkhs(cls, est, X):
-        from ..diagnostics import kernel_matrix
-        from ..flows.rkhs import random_features
-
-        W, b = est.random_weights_, est.random_offset_
-        Z = np.c_[X, np.zeros((X.shape[0], W.shape[1] - X.shape[1]))]
-        with torch.no_grad():
-            Phi = random_features(torch.as_tensor(Z), torch.as_tensor(W, dtype=torch.float64),
-                                  torch.as_tensor(b, dtype=torch.float64)).numpy()
-        closed = _spectrum(kernel_matrix(X, est.kernel, est.length_scale_, est.nu))
-        return cls([_spectrum(Phi @ Phi.T)], closed, labels=[f"random features (M = {W.shape[0]})"],
-                   estimator_name=type(est).__name__)
-
-
-class FeatureDistributionDisplay:
-    """The distribution of VarPro's features: a density on the circle, or the first two coordinates.
-
-    With features on the circle (``feature_domain='sphere'``, two inputs) the angles ``atan2(w_1, w_0)`` are
-    binned into a density w.r.t. ``d theta`` and drawn against a reference density (a teacher, or the
-    ultra-fast diffusion solution); otherwise the first two coordinates of the features are scattered.
-
-    Parameters
-    ----------
-    features : array-like of shape (M, dim)
-        The features (rows ``omega_i``).
-    on_circle : bool
-        Whether the features lie on the unit circle of ``R^2``.
-    initial_features : array-like of shape (M, dim), default=None
-        The features at initialisation, drawn for comparison.
-    reference : tuple (theta, density), default=None
-        A reference density on the grid ``theta`` (circle only).
-    reference_label : str, default='reference density'
-    estimator_name : str, default=None
-
-    Attributes
-    ----------
-    line_ : matplotlib Line2D
-        The binned feature density (circle) or the scatter of the features.
-    initial_line_ : matplotlib Line2D or None
-        The same for the initial features.
-    reference_line_ : matplotlib Line2D or None
-        The reference density.
-    angles_ : ndarray or None
-        The feature angles (circle only).
-    ax_ : matplotlib Axes
-    figure_ : matplotlib Figure
-    """
-
-    def __init__(self, features, on_circle, *, initial_features=None, reference=None,
-                 reference_label="reference density", estimator_name=None):
-        self.features = np.asarray(features, dtype=np.float64)
-        self.on_circle = bool(on_circle)
-        self.initial_features = None if initial_features is None else np.asarray(initial_features, dtype=np.float64)
-        self.reference = reference
-        self.reference_label = reference_label
-        self.estimator_name = estimator_name
-
-    @staticmethod
-    def angle_density(features, bins=36):
-        """Histogram density (w.r.t. ``d theta``) of the angles of ``features``: bin centres, density."""
-        theta = np.arctan2(features[:, 1], features[:, 0])
-        density, edges = np.histogram(theta, bins=bins, range=(-np.pi, np.pi), density=True)
-        return 0.5 * (edges[1:] + edges[:-1]), density
-
-    def plot(self, ax=None, *, bins=36, line_kw=None):
-        """Draw the distribution.
-
-        Parameters
-        ----------
-        ax : matplotlib Axes, default=None
-        bins : int, default=36
-            Number of angle bins on the circle.
-        line_kw : dict, default=None
-            Keyword arguments of the features' line.
-
-        Returns
-        -------
-        self : FeatureDistributionDisplay
-        """
-        ax = _axes(ax, f"{type(self).__name__}.plot")
-        self.initial_line_ = self.reference_line_ = self.angles_ = None
-        if self.on_circle:
-            self._plot_circle(ax, bins, line_kw or {})
-        else:
-            self._plot_plane(ax, line_kw or {})
-        if self.estimator_name:
-            ax.set_title(f"features of {self.estimator_name}")
-        ax.legend(fontsize=8)
-        self.ax_, self.figure_ = ax, ax.figure
-        return self
-
-    def _plot_circle(self, ax, bins, line_kw):
-        self.angles_ = np.arctan2(self.features[:, 1], self.features[:, 0])
-        centres, dens = self.angle_density(self.features, bins)
-        if self.initial_features is not None:
-            c0, d0 = self.angle_density(self.initial_features, bins)
-            self.initial_line_, = ax.plot(c0, d0, drawstyle="steps-mid", color="0.6", label="initial features")
-        self.line_, = ax.plot(centres, dens, **{"drawstyle": "steps-mid", "lw": 2, "color": "C0",
-                                               "label": f"features (M = {len(self.features)})", **line_kw})
-        if self.reference is not None:
-            grid, ref = (np.asarray(a, dtype=np.float64) for a in self.reference)
-            self.reference_line_, = ax.plot(grid, ref, "k--", lw=1.5, label=self.reference_label)
-        ax.set_xlim(-np.pi, np.pi)
-        ax.set_xlabel("angle theta = atan2(w_1, w_0)")
-        ax.set_ylabel("density (d theta)")
-
-    def _plot_plane(self, ax, line_kw):
-        if self.initial_features is not None:
-            self.initial_line_, = ax.plot(self.initial_features[:, 0], self.initial_features[:, 1], ".",
-                                          color="0.6", ms=4, label="initial features")
-        self.line_, = ax.plot(self.features[:, 0], self.features[:, 1],
-                              **{"ls": "", "marker": ".", "ms": 5, "color": "C0",
-                                 "label": f"features (M = {len(self.features)})", **line_kw})
-        ax.set_xlabel("w_0")
-        ax.set_ylabel("w_1")
-
-    @classmethod
-    def from_estimator(cls, estimator, *, reference=None, reference_label=None, show_initial=True, ax=None,
-                       **kwargs):
-        """Draw the features of a fitted :class:`~skflow.VarProSHLRegressor` (or a Pipeline ending with one).
-
-        Parameters
-        ----------
-        estimator : fitted VarProSHLRegressor or Pipeline
-        reference : callable, array-like of shape (n_grid,) or tuple (theta, density), default=None
-            Reference density on the circle: a function of the angle (e.g.
-            ``lambda t: teacher_density(t, gamma)``), its values on the cell centres
-            ``-pi + (j + 1/2) 2 pi / n_grid`` of :func:`skflow.diffusion.ultrafast_diffusion_s1`, or a pair
-            ``(theta, density)`` such as ``(theta, densities[-1])`` of that solver.
-        reference_label : str, default=None
-            Legend label; 'reference density' when None.
-        show_initial : bool, default=True
-            Also draw ``feature_history_[0]`` when the estimator stored it.
-        ax : matplotlib Axes, default=None
-        **kwargs
-            Passed to :meth:`plot`.
-
-        Returns
-        -------
-        display : FeatureDistributionDisplay
-        """
-        est, _ = _final_step(estimator)
-        if not hasattr(est, "features_"):
-            raise TypeError(f"{cls.__name__} needs a VarPro estimator (features_); got {type(est).__name__}.")
-        features = est.features_
-        on_circle = getattr(est, "feature_domain", "euclidean") == "sphere" and features.shape[1] == 2
-        initial = est.feature_history_[0] if show_initial and hasattr(est, "feature_history_") else None
-        if reference is not None and not on_circle:
-            raise ValueError("a reference density needs features on the circle (feature_domain='sphere', d=2).")
-        disp = cls(features, on_circle, initial_features=initial, reference=_reference_on_grid(reference),
-                   reference_label=reference_label or "reference density", estimator_name=type(est).__name__)
-        return disp.plot(ax=ax, **kwargs)
-
-
-def _reference_on_grid(reference, n_grid=512):
-    """``(theta, density)`` from a callable, an array on the cell centres, or a pair; None stays None."""
-    if reference is None:
-        return None
-    if callable(reference):
-        theta = np.linspace(-np.pi, np.pi, n_grid)
-        return theta, np.asarray(reference(theta), dtype=np.float64)
-    if isinstance(reference, tuple) and len(reference) == 2:
-        return tuple(np.asarray(a, dtype=np.float64).reshape(-1) for a in reference)
-    density = np.asarray(reference, dtype=np.float64).reshape(-1)
-    h = 2 * np.pi / density.size
-    return -np.pi + (np.arange(density.size) + 0.5) * h, density
