@@ -502,3 +502,13 @@ def test_fits_of_every_estimator_in_threads_equal_the_same_fits_in_sequence(spec
     for a, b in zip(sequential, threaded):
         np.testing.assert_array_equal(getattr(a, spec.param_attr), getattr(b, spec.param_attr))
         np.testing.assert_array_equal(a.history_["risk"], b.history_["risk"])
+
+
+def test_a_dropout_model_pickles_and_warm_starts_reproducibly(friedman):
+    X, y = friedman
+    params = {**SMALL, "module": DropoutMLP, "module_kwargs": None, "warm_start": True}
+    a = _fit(VarProNetRegressor(**params), X, y)
+    b = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(b.predict(X), a.predict(X))
+    _fit(a, X, y), _fit(b, X, y)  # the continued steps draw the same dropout masks
+    np.testing.assert_array_equal(b.coef_, a.coef_)

@@ -240,7 +240,7 @@ class VarProNetFlow(Flow):
         self._n_inputs = n_inputs  # input width for the memory probe (start() sets it too)
         self._row_bytes = None
         #: None, or ``step_scope(n_steps, device)``: a context manager each step runs in (the estimators give a
-        #: module that draws random numbers its own seeded generator state per step, see skflow.varpronet)
+        #: module that draws random numbers its own seeded generator state per step, see skflow._user_modules)
         self.step_scope = None
 
     @property

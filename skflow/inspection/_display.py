@@ -21,8 +21,8 @@ def _bound_caveat(est):
 
     The bound is a property of the gradient flow: it holds for full-batch steps without momentum (the explicit
     Euler scheme of the flow, at a stable time step). Minibatch steps follow another trajectory (their ratio is
-    measured on the minibatches), and momentum averages past gradients: for these the training risk can lie above
-    the "bound" (3.5 times above it, measured on an RKHS fit with minibatches and momentum 0.9)."""
+    measured on the minibatches), and momentum averages past gradients: for these the training risk can lie well
+    above the "bound" (issue 19 reports 3.5 times above it for an RKHS fit with minibatches and momentum 0.9)."""
     reasons = []
     n_rows = getattr(est, "_n_train_rows", None)
     try:
