@@ -10,9 +10,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._arrays import seeded_subsample, to_numpy
-from ._base import BaseFlowEstimator, BaseFlowRegressor
+from ._base import BaseFlowEstimator
 from ._certificate import node_certificate
 from ._device import seed_generator
+from ._targets import BaseFlowRegressor
 from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
 from .exceptions import warn
 from .flows._ops import ACTIVATIONS, lift

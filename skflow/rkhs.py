@@ -8,7 +8,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._arrays import seeded_subsample, to_numpy
-from ._base import BaseFlowClassifier
+from ._targets import BaseFlowClassifier
 from .diagnostics import (
     data_separation,
     exact_kernel_lambda_min,

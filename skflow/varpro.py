@@ -9,7 +9,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _base
 from ._arrays import seeded_subsample, to_numpy
-from ._base import BaseFlowEstimator, BaseFlowRegressor
+from ._base import BaseFlowEstimator
+from ._targets import BaseFlowRegressor
 from .flows._ops import ACTIVATIONS, regularizer_centre
 from .flows.varpro import (
     DEFAULT_ALPHAS,

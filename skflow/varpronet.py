@@ -10,7 +10,8 @@ from scipy.optimize import minimize_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._arrays import seeded_subsample, to_numpy
-from ._base import BaseFlowClassifier, BaseFlowEstimator, BaseFlowRegressor
+from ._base import BaseFlowEstimator
+from ._targets import BaseFlowClassifier, BaseFlowRegressor
 from ._user_modules import PROBE_ROWS, SeededSteps, check_module, torch_state
 from .diagnostics.kernels import top_eigenvalues
 from .flows._ops import regularizer_centre

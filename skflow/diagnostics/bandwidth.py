@@ -24,8 +24,8 @@ from scipy import special
 from .._arrays import seeded_subsample, to_numpy
 from .kernels import squared_distances
 
-__all__ = ["median_length_scale", "DEFAULT_LENGTH_GRID", "DEFAULT_RIDGE_GRID", "kernel_from_sq_distances", "kernel_ridge_loo_errors",
-           "select_length_scale"]
+__all__ = ["DEFAULT_LENGTH_GRID", "DEFAULT_RIDGE_GRID", "kernel_from_sq_distances", "kernel_ridge_loo_errors",
+           "median_length_scale", "select_length_scale"]
 
 #: ridge strengths of the leave-one-out search, relative to the mean diagonal of the kernel matrix
 DEFAULT_RIDGE_GRID = tuple(np.logspace(-5, 1, 13))
