@@ -205,6 +205,13 @@ class BaseFlowEstimator(BaseEstimator):
     def _torch_dtype(self):
         return resolve_dtype(self.dtype)
 
+    #: set on the private copy that a subclass fits to search a setting (e.g. the epochs of ``max_iter='auto'``)
+    _search_fit = False
+
+    def _iteration_budget(self):
+        """The iterations this fit may run: ``max_iter`` (a subclass may resolve a non-integer one)."""
+        return self.max_iter
+
     # ------------------------------------------------------------------ fit
     def fit(self, X, y):
         """Fit the model by running the gradient flow from its initialisation (or, with ``warm_start``, on).
@@ -272,8 +279,8 @@ class BaseFlowEstimator(BaseEstimator):
             if dp is not None and not flow.supports_data_parallel:
                 raise NotImplementedError(f"{type(self).__name__}: its engine {type(flow).__name__} cannot fit "
                                           "data-parallel yet; fit outside the process group (on one process).")
-        flow.compiled = decide_compile(getattr(self, "compile", False), flow.elementwise_per_row()
-                                       * self._n_train_rows * self.max_iter, flow.compile_kernels(), self.device_,
+        work = flow.elementwise_per_row() * self._n_train_rows * self._iteration_budget()
+        flow.compiled = decide_compile(getattr(self, "compile", False), work, flow.compile_kernels(), self.device_,
                                        self._fit_dtype)
         flow.data_parallel = dp  # the engine all-reduces its sums over rows until the fit ends
         try:
@@ -285,8 +292,9 @@ class BaseFlowEstimator(BaseEstimator):
             flow.finish(data[0], data[1], result.n_iter)
             self.flow_ = flow
             self._set_history(result)
-            warn_stop(result, type(self).__name__, self._train_config(), self._divergence_hint())
-            self._finalize_fit(data[0], data[1])
+            if not self._search_fit:  # a fit that only searches a setting: no warnings, no diagnostics
+                warn_stop(result, type(self).__name__, self._train_config(), self._divergence_hint())
+                self._finalize_fit(data[0], data[1])
         finally:
             flow.data_parallel = None  # the fitted model keeps no handle on the process group
             self._data_parallel = None
@@ -307,7 +315,7 @@ class BaseFlowEstimator(BaseEstimator):
 
     def _train_config(self):
         return TrainConfig(
-            max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+            max_iter=self._iteration_budget(), tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             batch_size=self.batch_size, learning_rate_at=self._learning_rate_at, sync_every=self._sync_every,
             # data-parallel: every rank trains alike, rank 0 alone prints the progress
             verbose=self.verbose if getattr(self, "_data_parallel", None) is None or self._data_parallel.rank == 0

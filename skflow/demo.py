@@ -90,7 +90,7 @@ def _varpro_diagnostics(m):
 
 def _rkhs_diagnostics(m):
     n_kernel = min(m.kernel_subsample, math.isqrt(m.required_width_))  # required_width_ = N^2
-    return (f"iters {m.n_iter_} ({m.stop_reason_}), CE risk {m.loss_curve_[-1]:.2e}, delta "
+    return (f"iters {m.n_iter_} ({m.stop_reason_}), {m.loss} risk {m.loss_curve_[-1]:.2e}, epochs {m.max_iter_}, delta "
             f"{m.data_separation_:.3g}, lambda_min RF "
             f"{_lambda_note(m.kernel_lambda_min_, m.n_features_used_, n_kernel)}"
             " / exact "

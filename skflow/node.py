@@ -46,10 +46,15 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     feature_init : {'gaussian', 'student'}, default='gaussian'
         Law of the inner weights at initialisation: ``N(0, rho^2 I)``, or ``rho`` times a multivariate
         Student-t with ``2 nu`` degrees of freedom (heavy tails, a Matern kernel).
-    feature_scale : float, default=0.25
+    feature_scale : float or 'auto', default=0.25
         ``rho``. With ``sigma = cos`` the initial kernel is ``exp(-rho^2 |x - y|^2 / 2) / 2``, a Gaussian of
         length scale ``1 / rho`` (Cor. II.5.1). On standardised inputs ``0.25`` gives a smooth kernel (length
         scale 4), which generalises better on smooth targets than the sharper kernels of larger ``rho``.
+        ``'auto'``: chosen before a single step by the exact leave-one-out error of kernel ridge regression with
+        the closed-form limit kernel (Gaussian or Matern, by ``feature_init``), over length scales ``1 / rho``
+        from ``2^-1.5`` to ``2^1.5`` times the median pairwise distance and a grid of ridge strengths, on at most
+        1000 training rows (:func:`skflow.diagnostics.bandwidth.select_length_scale`; ``../SPEC.md`` §5). The
+        value used is ``feature_scale_`` and the search ``bandwidth_search_``.
     nu : float, default=1.5
         Smoothness of the Matern kernel of ``feature_init='student'``.
     output_scale : float or 'certify', default=4.0
@@ -78,7 +83,12 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         shuffle). ``lambda_min`` of a principal submatrix is at least that of the full matrix.
     learning_rate : float or 'auto', default=0.1
         Time step ``tau`` of the flow, in mean-field units: particles move by ``tau`` times their velocity,
-        so ``tau`` need not be retuned when ``M`` or ``S`` change. Flow time is ``tau * iteration``.
+        so ``tau`` need not be retuned when ``M`` or ``S`` change. Flow time is ``tau * iteration``. A float
+        is in the units of the ``cos`` flow: for another activation the step taken is ``learning_rate`` times
+        ``activation_step_factor_``, the ratio of the initial kernel's scale under ``cos`` to its scale under
+        the activation (``max(E sigma^2, E sigma'^2)`` over the initial pre-activations on the data), so that
+        the default is stable for every activation (``silu`` / ``gelu``, whose values grow with the bias
+        ``b ~ U[0, pi]``, take a step about 7x smaller).
         ``'auto'``: half the largest time step whose first explicit steps keep decreasing the risk on the training
         data (a safeguarded line search around the default, on a copy of the model); the value used is
         ``learning_rate_``.
@@ -140,7 +150,15 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         With ``output_scale='certify'``, the certificate computed before training (also in
         ``convergence_report_['certificate']``); None otherwise.
     learning_rate_ : float
-        The time step used (``learning_rate``, or the one measured for ``'auto'``).
+        The time step used (``learning_rate`` times ``activation_step_factor_``, or the one measured for
+        ``'auto'``).
+    activation_step_factor_ : float
+        The factor of a float ``learning_rate`` for the activation (1 for ``cos``; see ``learning_rate``).
+    feature_scale_ : float
+        The ``rho`` used (``feature_scale``, or the one chosen for ``'auto'``).
+    bandwidth_search_ : dict or None
+        For ``feature_scale='auto'``: the candidate ``feature_scales``, their ``loo_errors`` (one row per
+        candidate, one column per ridge strength), the chosen ``feature_scale`` and ``ridge_alpha``; else None.
     n_iter_ : int
         Number of iterations run (over all fits with ``warm_start``).
     loss_curve_ : ndarray (n_iter_,)
@@ -155,7 +173,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         Every per-iteration record: 'risk', 'pl_ratio', 'cot_displacement', 'flow_time', and 'val_risk'
         with ``early_stopping``.
     stop_reason_ : str
-        Why training stopped: 'converged' (the ``tol`` rule), 'max_iter', 'diverged' or 'interrupted'.
+        Why training stopped: 'converged' (the ``tol`` rule), 'max_iter', 'diverged', 'interrupted', or
+        'no_improvement': the final training risk (on every training row) was not below its starting value,
+        so the best of the final, the lowest-epoch-risk and the starting parameters were restored, with a
+        :class:`~skflow.exceptions.DivergenceWarning` naming the fix.
     best_loss_ : float
         Lowest entry of ``loss_curve_``.
     best_validation_risk_ : float

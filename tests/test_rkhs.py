@@ -143,3 +143,39 @@ def test_digits_subset_trains_to_small_risk(quiet_fit):
     assert m.loss_curve_[-1] < 1e-2 * m.loss_curve_[0]
     # the P-L ratio stays away from 0 along training (observed linear-ish rate)
     assert m.pl_constant_ > 0
+
+
+def _noisy_classification(flip_y, n=600, seed=0):
+    from sklearn.datasets import make_classification
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = make_classification(n_samples=n, n_features=8, n_informative=5, n_classes=3, flip_y=flip_y,
+                               random_state=seed)
+    return StandardScaler().fit_transform(X), y
+
+
+def test_max_iter_auto_stops_early_on_noisy_labels_and_keeps_its_budget_on_clean_ones():
+    """max_iter='auto' chooses the epochs by the accuracy on a held-out fifth, then fits every row for that many:
+    with 60 % of the labels replaced by noise the best epoch comes before the budget; on clean labels
+    the flow keeps training (the last epoch of the best accuracy)."""
+    X, y = _noisy_classification(0.6)
+    noisy = RKHSNODEClassifier(max_iter="auto", random_state=0, device="cpu").fit(X, y)
+    assert noisy.get_params()["max_iter"] == "auto"
+    assert noisy.n_iter_ == noisy.max_iter_ < RKHSNODEClassifier._auto_max_iter
+    X, y = _noisy_classification(0.0)
+    clean = RKHSNODEClassifier(max_iter="auto", random_state=0, device="cpu").fit(X, y)
+    assert clean.max_iter_ > noisy.max_iter_
+
+
+def test_max_iter_auto_runs_the_budget_when_too_few_rows_are_held_out():
+    X, y = _noisy_classification(0.0, n=120)
+    clf = RKHSNODEClassifier(max_iter="auto", random_state=0, device="cpu").fit(X, y)
+    assert clf.max_iter_ == clf.n_iter_ == RKHSNODEClassifier._auto_max_iter
+
+
+def test_early_stopping_restores_the_best_validation_accuracy():
+    X, y = _noisy_classification(0.3, n=400)
+    clf = RKHSNODEClassifier(max_iter=30, early_stopping=True, validation_fraction=0.25, random_state=0,
+                             device="cpu").fit(X, y)
+    assert clf.validation_scores_.shape == (clf.n_iter_,)
+    assert clf.best_validation_score_ == pytest.approx(clf.validation_scores_.max())
