@@ -198,3 +198,37 @@ def test_teacher_student_varpro_beats_two_timescale():
         m = VarProSHLRegressor(128, solver=solver, learning_rate=2.0 ** -10, max_iter=500, **common).fit(X, y)
         store.append(m.reduced_risk(X, y))
     assert L_vp[0] < L_tt[0], (L_vp, L_tt)
+
+
+def test_the_ridge_solves_and_feature_maps_have_one_home_each():
+    """VarPro and VarProNet share the ridge module; the feature maps and the torus live in one module, which the
+    data sets use too (no engine in between)."""
+    from skflow import datasets
+    from skflow.flows import _features, _ridge, varpro, varpronet
+
+    assert varpro.ridge_projection is _ridge.ridge_projection is varpronet.ridge_projection
+    assert varpro.ridge_loo_path is _ridge.ridge_loo_path and varpro.select_ridge is _ridge.select_ridge
+    assert varpro.features is _features.features and varpro.Torus is _features.Torus
+    assert datasets.rbf_features is _features.rbf_features and datasets.RBFKernel is _features.RBFKernel
+
+
+@pytest.mark.parametrize("solver", ["varpro", "two-timescale", "gd"])
+@pytest.mark.parametrize("domain", ["euclidean", "sphere"])
+def test_step_sums_are_one_function_over_blocks(solver, domain):
+    """The step's sums are :func:`gradient_block` summed over row blocks: one block and 41-row blocks agree, and the
+    single-block sums are the function's own output on the whole batch (features reused or recomputed alike)."""
+    from skflow.flows.varpro import gradient_block
+
+    X, Y, omega = _problem(150, 24, domain=domain)
+    u = torch.randn(24, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    flow = VarProFlow(omega, u, lam=1e-2, solver=solver, activation="tanh", domain=domain)
+    whole = flow._gradient_blocks(X, Y)
+    kept = flow._gradient_blocks(X, Y, flow._block_features(X))
+    for a, b in zip(whole, kept):
+        assert torch.equal(a, b)
+    zeros = (torch.zeros_like(omega), X.new_zeros(()), torch.zeros_like(u), X.new_zeros(()))
+    G, datafit, PtR, trace = gradient_block(X, Y, omega, u, *zeros, **flow._block_constants()[1])
+    assert torch.equal(0.5 * datafit / 150, whole[1]) and torch.equal(trace / 150, whole[3])
+    flow.workspace_bytes = 41 * flow.bytes_per_row(True)
+    for a, b in zip(whole, flow._gradient_blocks(X, Y)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)

@@ -252,3 +252,40 @@ def test_compiled_fit_matches_eager_fit(fresh_kernels):
     assert compiled.flow_.compiled and not eager.flow_.compiled
     np.testing.assert_allclose(compiled.predict(X), eager.predict(X), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(compiled.history_["risk"], eager.history_["risk"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("make", [_node, _rkhs], ids=["node", "rkhs"])
+def test_training_blocks_and_predictions_share_one_euler_sweep(make):
+    """The forward part of a training block and the prediction pass are the same sweep: the risk a step records is
+    the risk of the model's predictions, bit for bit (cos: the value kernel and the derivative's agree)."""
+    flow, X, Y = make()
+    R = flow.gradients(X, Y)[0]
+    assert torch.equal(R, flow.risk(X, Y))
+
+
+@pytest.mark.parametrize("make", [_node, _rkhs], ids=["node", "rkhs"])
+def test_compiled_graph_is_the_eager_block_function(make, fresh_kernels):
+    """The compiled graph is built from the very block function the eager step runs, its constants bound (and
+    ``n_total = 1``: sums over rows, divided by N after the sweep); run eagerly it gives the eager step's sums."""
+    import importlib
+
+    flow, X, Y = make()
+    graph = flow._graph()
+    cells = dict(zip(graph.fn.__code__.co_freevars, (c.cell_contents for c in graph.fn.__closure__)))
+    block = importlib.import_module(type(flow).__module__).adjoint_block
+    key, constants = flow._block_constants()
+    assert cells["block"] is block and cells["constants"] == {**constants, "n_total": 1}
+    eager = flow.gradients(X, Y)
+    if isinstance(flow, MeanFieldSHLFlow):
+        S, M, D = flow.U.shape
+        UTc = (flow.U.transpose(1, 2) * (1.0 / (S * M))).contiguous()
+        args = (X, Y, flow.W, flow.b, flow.U, UTc, X.new_zeros(()), X.new_zeros((S, D, M)), X.new_zeros((S, D, M)),
+                X.new_zeros((S, M)))
+    else:
+        args = (X, Y, flow.W, flow.b, flow.theta, X.new_zeros(()), torch.zeros_like(flow.theta))
+    sums = graph.fn(*args)
+    if isinstance(flow, MeanFieldSHLFlow):  # the transposed sums of adjoint_block, as gradients() returns them
+        S, M = flow.n_layers, flow.width
+        sums = (sums[0], sums[1].transpose(1, 2) / (S * M), sums[2].transpose(1, 2), sums[3])
+    for a, b in zip(eager, sums):
+        torch.testing.assert_close(b / X.shape[0], a, rtol=1e-12, atol=1e-15)

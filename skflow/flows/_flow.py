@@ -29,6 +29,12 @@ import, and owns its whole training algorithm. The estimators drive it through t
 ``bytes_per_row(training) -> int``
     memory a row of data costs beyond the data itself: during a training step (all activations kept for the
     adjoint pass) or during a forward pass (one layer's activations live at a time).
+
+What the engines share lives here, written once: :func:`euler_sweep`, the Euler ResNet of the NODE and RKHS
+engines (their training blocks and predictions); :meth:`Flow.sweep_blocks`, the one loop over blocks of rows and
+the one compiled-or-eager dispatch: an engine writes its step's sums over a block as one function of tensors, which
+runs eagerly and, compiled by :func:`~skflow.flows._fused.graph_kernel`, is the engine's compiled graph; and
+:meth:`Flow.reduce_rows`, through which every mean over rows goes (a data-parallel fit all-reduces it).
 """
 
 import copy

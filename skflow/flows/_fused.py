@@ -107,16 +107,6 @@ class FusedKernel:
         self._built.add((args[0].device.type, args[0].dtype))
         return out
 
-    def sums(self, blocks, block_args):
-        """Outputs of the compiled kernel summed over blocks of rows: ``block_args(rows)`` gives the arguments
-        of the block ``rows``. None when the kernel cannot be compiled (nothing is left half-summed)."""
-        totals = None
-        for rows in blocks:
-            parts = self(*block_args(rows), compiled=True, fallback=False)
-            if parts is None:
-                return None
-            totals = list(parts) if totals is None else [t.add_(p) for t, p in zip(totals, parts)]
-        return totals
 
 
 def _own_code(name, body, **namespace):

@@ -332,7 +332,7 @@ class VarProNetFlow(Flow):
         """Data-fit part ``(1/2N) |F - Y|^2`` (what the base monitors for early stopping)."""
         with torch.no_grad():
             r = self.forward(X) - Y
-            return 0.5 * (r * r).sum() / X.shape[0]
+            return self.reduce_rows(X.shape[0], 0.5 * (r * r).sum())[0]
 
     def project(self, X, Y):
         """Set ``u`` to the exact projection ``u*(theta)`` on ``(X, Y)``, in place."""
