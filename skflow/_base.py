@@ -36,10 +36,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import distributed
-
 # the device, dtype and memory helpers live in skflow._device; re-exported under the names this module used
-from ._device import available_memory, check_step_memory, resolve_device, resolve_dtype, restore_device, state_on_cpu
+from . import _device, distributed
+from ._device import available_memory, resolve_device, resolve_dtype
 from ._device import check_device_string as _check_device_string
 from ._device import check_magnitude as _check_magnitude
 from ._device import seed_generator as _seed_generator
@@ -357,7 +356,7 @@ class BaseFlowEstimator(BaseEstimator):
 
     def _check_memory(self, flow, rows):
         """A MemoryError, before anything is allocated, when a training step cannot fit in memory."""
-        check_step_memory(type(self).__name__, flow, rows, self.device_, available_memory(self.device_))
+        _device.check_step_memory(type(self).__name__, flow, rows, self.device_, available_memory(self.device_))
 
     def _split(self, X, Y, y):
         if not self.early_stopping:
@@ -418,14 +417,8 @@ class BaseFlowEstimator(BaseEstimator):
     def _raw_output(self, X):
         check_is_fitted(self, "flow_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        chunk = self._predict_chunk()
-        outs = []
-        with torch.no_grad(), _translated_memory_errors(type(self).__name__, "predict"):
-            for start in range(0, X.shape[0], chunk):
-                outs.append(self.flow_.forward(self._to_tensor(X[start:start + chunk])).double().cpu().numpy())
-        if not outs:
-            return np.zeros((0, self._n_targets))
-        out = np.concatenate(outs, axis=0)
+        out = _device.forward_in_chunks(self.flow_, X, self._predict_chunk(), self._to_tensor, type(self).__name__,
+                                        self._n_targets)
         if not np.all(np.isfinite(out)):
             warn(f"{type(self).__name__}: some outputs are not finite (numerical overflow): the inputs are "
                  "far outside the range seen in training. Standardise X as for fit.", RuntimeWarning)
@@ -433,11 +426,11 @@ class BaseFlowEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        return state_on_cpu(super().__getstate__())
+        return _device.state_on_cpu(super().__getstate__())
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        restore_device(self)
+        _device.restore_device(self)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -14,8 +14,9 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from .flows._flow import Flow
 
-__all__ = ["available_memory", "check_device_string", "check_magnitude", "check_step_memory", "resolve_device",
-           "resolve_dtype", "restore_device", "seed_generator", "state_on_cpu", "translated_memory_errors"]
+__all__ = ["available_memory", "check_device_string", "check_magnitude", "check_step_memory", "forward_in_chunks",
+           "resolve_device", "resolve_dtype", "restore_device", "seed_generator", "state_on_cpu",
+           "translated_memory_errors"]
 
 
 def resolve_device(device):
@@ -142,3 +143,13 @@ def restore_device(estimator):
     for k, v in list(estimator.__dict__.items()):
         if isinstance(v, Flow):
             setattr(estimator, k, v.to(estimator.device_))
+
+
+def forward_in_chunks(flow, X, chunk, to_tensor, name, n_outputs):
+    """The raw output of ``flow`` on the rows of ``X`` (NumPy), ``chunk`` rows at a time (``to_tensor`` moves a
+    chunk to the device): float64 NumPy of shape (n, n_outputs), with allocator failures named as memory errors."""
+    outs = []
+    with torch.no_grad(), translated_memory_errors(name, "predict"):
+        for start in range(0, X.shape[0], chunk):
+            outs.append(flow.forward(to_tensor(X[start:start + chunk])).double().cpu().numpy())
+    return np.concatenate(outs, axis=0) if outs else np.zeros((0, n_outputs))

@@ -207,7 +207,7 @@ class Flow:
                 sums = kernel(*block_args(rows, True), *sums, compiled=True, fallback=False)
                 if sums is None:  # no compiler: the eager sweep below, from the start
                     break
-            if sums is not None:
+            if sums is not None and blocks:
                 summed, totals = True, sums
         if not summed:
             if means:
