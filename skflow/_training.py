@@ -380,7 +380,7 @@ def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t
 
     The check is on the training risk of all the rows (an epoch-level quantity, not one batch's): a cold fit
     whose final risk is not below the risk it started from (a warm start: above it) failed, whatever its stop
-    reason. The parameters then become the best of three candidates by that risk -- the final ones, those of
+    reason but divergence (whose rule has already restored the lowest risk). The parameters then become the best of three candidates by that risk -- the final ones, those of
     the lowest epoch risk seen, and the starting ones -- and the reason becomes ``'no_improvement'`` (the
     warning, :func:`warn_stop`, names the fix). An interrupted fit is left as the user stopped it.
     """
@@ -393,7 +393,8 @@ def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t
         best_val.restore(params)
     extra = {"initial_risk": initial_risk}
     X, Y = train_rows
-    if reason != "interrupted" and n_done > 0 and math.isfinite(initial_risk) and initial_risk > 0:
+    # a diverged fit has restored its lowest risk and says so already; an interrupted one is left as it was stopped
+    if reason not in ("interrupted", "diverged") and n_done > 0 and math.isfinite(initial_risk) and initial_risk > 0:
         with torch.no_grad():
             final = float(flow.risk(X, Y))
             failed = not (final <= initial_risk) if warm else not (final < initial_risk)
@@ -426,7 +427,8 @@ def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t
 
 
 def warn_stop(result, name, cfg, hint=""):
-    """Warn about a stop that the user should know of: divergence, interruption, or ``max_iter`` reached."""
+    """Warn about a stop that the user should know of: divergence, no improvement on the start, interruption, or
+    ``max_iter`` reached."""
     if result.stop_reason == "diverged":
         warn(
             f"{name}: the training risk diverged (became non-finite or grew above {DIVERGENCE_FACTOR:g} times "

@@ -380,7 +380,10 @@ def test_verbose_prints_progress(spec, dataset, quiet_fit, capsys):
     quiet_fit(spec.make(max_iter=200, tol=0, early_stopping=False, verbose=1), X, y)
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if spec.name in line]
-    assert len(lines) == 3  # iterations 100, 200 and the final line
+    est = spec.make()
+    minibatch = est.batch_size is not None and est.batch_size < len(y)
+    # a minibatch fit prints every epoch; a full-batch one iterations 100 and 200; then the final line
+    assert len(lines) == (200 if minibatch else 2) + 1
     assert "risk" in lines[0] and "P-L ratio" in lines[0] and "(done)" in lines[-1]
     quiet_fit(spec.make(max_iter=40, verbose=0), X, y)
     assert capsys.readouterr().out == ""
