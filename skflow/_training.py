@@ -380,9 +380,10 @@ def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t
 
     The check is on the training risk of all the rows (an epoch-level quantity, not one batch's): a cold fit
     whose final risk is not below the risk it started from (a warm start: above it) failed, whatever its stop
-    reason but divergence (whose rule has already restored the lowest risk). The parameters then become the best of three candidates by that risk -- the final ones, those of
-    the lowest epoch risk seen, and the starting ones -- and the reason becomes ``'no_improvement'`` (the
-    warning, :func:`warn_stop`, names the fix). An interrupted fit is left as the user stopped it.
+    reason but divergence (whose rule has already restored the lowest risk). The parameters then become the
+    best of three candidates by that risk -- the final ones, those of the lowest epoch risk seen, and the
+    starting ones -- and the reason becomes ``'no_improvement'`` (the warning, :func:`warn_stop`, names the
+    fix). An interrupted fit is left as the user stopped it.
     """
     restored = ""
     n_done = len(history)
