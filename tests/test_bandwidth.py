@@ -49,3 +49,13 @@ def test_selection_depends_on_the_data_only_and_subsamples():
     b = select_length_scale(X, Y, _gauss, [0.5, 1.0, 2.0], max_samples=40)
     assert a[0] == b[0] and a[1] == b[1]
     np.testing.assert_array_equal(a[2], b[2])
+
+
+@pytest.mark.parametrize("kind, nu", [("gaussian", 1.5), ("matern", 0.5), ("matern", 2.5)])
+def test_kernel_from_sq_distances_is_the_closed_form_kernel(kind, nu):
+    from skflow.diagnostics.bandwidth import kernel_from_sq_distances
+    from skflow.diagnostics.kernels import kernel_matrix, squared_distances
+
+    X = torch.as_tensor(np.random.RandomState(3).randn(30, 4))
+    K = kernel_from_sq_distances(squared_distances(X), 1.7, kind, nu, amplitude=0.5)
+    torch.testing.assert_close(K, 0.5 * kernel_matrix(X, kind, 1.7, nu), rtol=1e-12, atol=1e-14)

@@ -19,10 +19,9 @@ import math
 
 import numpy as np
 import torch
-from scipy import special
 
 from .._arrays import seeded_subsample, to_numpy
-from .kernels import squared_distances
+from .kernels import matern_of_distance, squared_distances
 
 __all__ = ["DEFAULT_LENGTH_GRID", "DEFAULT_RIDGE_GRID", "kernel_from_sq_distances", "kernel_ridge_loo_errors",
            "median_length_scale", "select_length_scale"]
@@ -60,11 +59,7 @@ def kernel_from_sq_distances(D2, length_scale, kind="gaussian", nu=1.5, amplitud
     D2 = torch.as_tensor(D2, dtype=torch.float64)
     if kind == "gaussian" or math.isinf(nu):
         return amplitude * torch.exp(-D2 / (2.0 * length_scale**2))
-    z = (math.sqrt(2.0 * nu) * torch.sqrt(D2.clamp_min(0.0)) / length_scale).numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        K = (2.0 ** (1.0 - nu) / special.gamma(nu)) * z**nu * special.kv(nu, z)
-    K[z == 0] = 1.0
-    return amplitude * torch.as_tensor(np.nan_to_num(K, nan=1.0))
+    return amplitude * torch.as_tensor(matern_of_distance(torch.sqrt(D2.clamp_min(0.0)).numpy(), length_scale, nu))
 
 
 def kernel_ridge_loo_errors(K, Y, alphas):

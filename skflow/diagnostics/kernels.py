@@ -84,6 +84,30 @@ def gaussian_kernel(X, Y=None, length_scale=1.0):
     return K if is_t else K.numpy()
 
 
+def matern_of_distance(r, length_scale=1.0, nu=1.5):
+    """The Matern correlation ``2^{1-nu}/Gamma(nu) z^nu K_nu(z)``, ``z = sqrt(2 nu) r / l``, of distances ``r``.
+
+    Parameters
+    ----------
+    r : ndarray
+        Distances (non-negative), float64.
+    length_scale : float, default=1.0
+        The length scale ``l``.
+    nu : float, default=1.5
+        The smoothness (finite).
+
+    Returns
+    -------
+    ndarray of the shape of ``r``
+        The kernel values, 1 at ``r = 0``.
+    """
+    z = math.sqrt(2.0 * nu) * r / length_scale
+    with np.errstate(invalid="ignore", divide="ignore"):
+        K = (2.0 ** (1.0 - nu) / special.gamma(nu)) * z**nu * special.kv(nu, z)
+    K[z == 0] = 1.0
+    return np.nan_to_num(K, nan=1.0)
+
+
 def matern_kernel(X, Y=None, length_scale=1.0, nu=1.5):
     """Matern kernel matrix ``2^{1-nu}/Gamma(nu) (sqrt(2 nu) r / l)^nu K_nu(sqrt(2 nu) r / l)``.
 
@@ -107,12 +131,7 @@ def matern_kernel(X, Y=None, length_scale=1.0, nu=1.5):
         return gaussian_kernel(X, Y, length_scale)
     Xt, is_t = _as_tensor(X)
     Yt = Xt if Y is None else _as_tensor(Y)[0].to(Xt)
-    r = torch.sqrt(squared_distances(Xt, Yt)).cpu().double().numpy()
-    z = math.sqrt(2.0 * nu) * r / length_scale
-    with np.errstate(invalid="ignore", divide="ignore"):
-        K = (2.0 ** (1.0 - nu) / special.gamma(nu)) * z**nu * special.kv(nu, z)
-    K[z == 0] = 1.0
-    K = np.nan_to_num(K, nan=1.0)
+    K = matern_of_distance(torch.sqrt(squared_distances(Xt, Yt)).cpu().double().numpy(), length_scale, nu)
     if is_t:
         return torch.as_tensor(K, dtype=Xt.dtype, device=Xt.device)
     return K
