@@ -54,7 +54,15 @@ __all__ = ["BaseFlowEstimator", "available_memory", "resolve_device",
 PREDICT_MEMORY_BUDGET = 256 * 2**20
 
 
-class BaseFlowEstimator(BaseEstimator):
+try:  # scikit-learn >= 1.9: the (experimental) callback protocol, e.g. sklearn.callback.ProgressBar
+    from sklearn.callback import CallbackSupportMixin as _CallbackSupport
+    from sklearn.callback._callback_support import callback_management_context as _callback_management
+except ImportError:  # pragma: no cover - older scikit-learn
+    _CallbackSupport = object
+    _callback_management = None
+
+
+class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
     """Base class: the fit loop of an explicit gradient flow, with its history and safeguards.
 
     Common parameters (every subclass lists them in its own ``__init__``):
@@ -212,7 +220,7 @@ class BaseFlowEstimator(BaseEstimator):
         return self.max_iter
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y):
+    def fit(self, X, y, monitor=None):
         """Fit the model by running the gradient flow from its initialisation (or, with ``warm_start``, on).
 
         The fit is a transaction: if anything is raised before it completes (bad input, an unusable device,
@@ -225,6 +233,15 @@ class BaseFlowEstimator(BaseEstimator):
             The training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             The targets: class labels for a classifier, values for a regressor.
+        monitor : callable or None, default=None
+            Called after every iteration as ``monitor(i, estimator, record)`` (scikit-learn's precedent:
+            ``GradientBoostingRegressor.fit(..., monitor=...)``): ``i`` the iteration (from 0), ``estimator``
+            the model being fitted (its fitted attributes are not set yet), ``record`` the iteration's
+            history row (a dict of floats: ``'risk'``, ``'pl_ratio'``, ``'val_risk'``, ...). If it returns
+            True, training stops there with ``stop_reason_ = 'monitor'`` and the fit completes as usual.
+            A monitor brings each record to the host as it is made (one synchronisation per iteration).
+            Callbacks of scikit-learn's protocol (``set_callbacks``, scikit-learn >= 1.9) see one task per
+            iteration, and one that asks to stop stops the fit the same way.
 
         Returns
         -------
@@ -232,8 +249,19 @@ class BaseFlowEstimator(BaseEstimator):
             The fitted estimator.
         """
         self._validate_params()
+        if monitor is not None and not callable(monitor):
+            raise TypeError(f"monitor must be a callable or None; got {type(monitor).__name__}.")
         work = copy.copy(self)
-        work._fit(X, y)
+        work._monitor = monitor
+        try:
+            if _callback_management is not None:
+                with _callback_management(work):
+                    work._fit(X, y)
+            else:  # pragma: no cover - older scikit-learn
+                work._fit(X, y)
+        finally:
+            work.__dict__.pop("_monitor", None)
+            work.__dict__.pop("_iteration_ctx", None)
         # commit in one step
         self.__dict__.clear()
         self.__dict__.update(work.__dict__)
@@ -286,8 +314,14 @@ class BaseFlowEstimator(BaseEstimator):
             flow.start(data[0], data[1], None if data[2] is None else (data[2], data[3]))
             if not (warm and self.learning_rate == "auto" and hasattr(self, "learning_rate_")):
                 self.learning_rate_ = self._resolve_learning_rate(flow, data[0], data[1], generator)
+            ctx = None
+            if getattr(self, "_skl_callbacks", None) and not self._search_fit:
+                ctx = self._iteration_ctx = self._init_callback_context(max_subtasks=self._iteration_budget())
+                ctx.call_on_fit_task_begin(estimator=self, X=data[0], y=data[1])
             with _translated_memory_errors(type(self).__name__, "train"):
                 result = train(flow, data, self._train_config(), generator, history, start_iter)
+            if ctx is not None:
+                ctx.call_on_fit_task_end(estimator=self, X=data[0], y=data[1])
             flow.finish(data[0], data[1], result.n_iter)
             self.flow_ = flow
             self._set_history(result)
@@ -321,7 +355,29 @@ class BaseFlowEstimator(BaseEstimator):
             else 0,
             name=type(self).__name__, rows_per_rank=getattr(self, "_rows_per_rank", None),
             val_score=self._validation_score if self.early_stopping else None,
+            iteration_hook=self._iteration_hook(), hook_needs_rows=getattr(self, "_monitor", None) is not None,
         )
+
+    def _iteration_hook(self):
+        """The fit's ``monitor`` and scikit-learn callbacks, as one ``(iteration, row) -> stop`` callable, or None."""
+        if self._search_fit:  # a private search fit is not the user's fit
+            return None
+        monitor, callbacks = getattr(self, "_monitor", None), getattr(self, "_skl_callbacks", None)
+        if monitor is None and not callbacks:
+            return None
+        ctx = getattr(self, "_iteration_ctx", None)
+
+        def hook(iteration, row):
+            stop = False
+            if ctx is not None:
+                task = ctx.subcontext(task_name="iteration")
+                task.call_on_fit_task_begin(estimator=self)
+                stop = bool(task.call_on_fit_task_end(estimator=self, metadata=row))
+            if monitor is not None:
+                stop = bool(monitor(iteration, self, row)) or stop
+            return stop
+
+        return hook
 
     #: early stopping restores the parameters of the best validation score (None: the least validation risk)
     _validation_score = None

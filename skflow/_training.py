@@ -49,6 +49,10 @@ class TrainConfig:
     #: better: the accuracy) that chooses the restored parameters, ties broken by the validation risk; None: the
     #: validation risk alone
     val_score: object = None
+    #: ``(iteration, row) -> bool``, called after every iteration (``row``: its host record, a dict of floats,
+    #: when :attr:`hook_needs_rows`, else None); True stops the fit (``stop_reason`` ``'monitor'``)
+    iteration_hook: object = None
+    hook_needs_rows: bool = False
 
 
 @dataclass
@@ -332,7 +336,9 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
     if cfg.rows_per_rank is not None:
         batch = cfg.batch_size
     minibatch = n_batches(n, batch, cfg.rows_per_rank) > 1
-    sync_every = 1 if (cfg.verbose and minibatch) else cfg.sync_every
+    hook = cfg.iteration_hook
+    # a per-iteration record on the host costs a synchronisation per iteration: only when a hook reads it
+    sync_every = 1 if ((cfg.verbose and minibatch) or (hook is not None and cfg.hook_needs_rows)) else cfg.sync_every
     log_every = (1 if minibatch else cfg.sync_every if cfg.verbose >= 2 else 5 * cfg.sync_every) if cfg.verbose else 0
     reason, stepping, t0 = "max_iter", False, time.perf_counter()
     try:
@@ -356,6 +362,12 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
                     _log(cfg.name, history.host, t0)
                 if stop is not None:
                     reason = stop
+                    break
+            if hook is not None:
+                row = {k: v[-1] for k, v in history.host.items() if v} if cfg.hook_needs_rows else None
+                if hook(it, row):
+                    _sync(history, monitor)  # the records of the iterations done are kept
+                    reason = "monitor"
                     break
     except KeyboardInterrupt:
         reason = "interrupted"

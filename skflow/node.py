@@ -173,9 +173,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         Every per-iteration record: 'risk', 'pl_ratio', 'cot_displacement', 'flow_time', and 'val_risk'
         with ``early_stopping``.
     stop_reason_ : str
-        Why training stopped: 'converged' (the ``tol`` rule), 'max_iter', 'diverged', 'interrupted', or
-        'no_improvement': the final training risk (on every training row) was not below its starting value,
-        so the best of the final, the lowest-epoch-risk and the starting parameters were restored, with a
+        Why training stopped: 'converged' (the ``tol`` rule), 'max_iter', 'diverged', 'interrupted', 'monitor'
+        (the ``monitor`` of :meth:`fit` or a scikit-learn callback asked to stop), or 'no_improvement': the final
+        training risk (on every training row) was not below its starting value, so the best of the final, the
+        lowest-epoch-risk and the starting parameters were restored, with a
         :class:`~skflow.exceptions.DivergenceWarning` naming the fix.
     best_loss_ : float
         Lowest entry of ``loss_curve_``.

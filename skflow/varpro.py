@@ -233,9 +233,10 @@ class VarProSHLRegressor(BaseFlowRegressor):
         Every per-iteration record: 'risk' (the data fit), 'reduced_risk', 'pl_ratio', 'flow_time', and
         'val_risk' with ``early_stopping``.
     stop_reason_ : str
-        Why training stopped: 'converged' (the ``tol`` rule), 'max_iter', 'diverged', 'interrupted', or
-        'no_improvement' (the final training risk was not below its start: the best of the final, the
-        lowest-epoch-risk and the starting parameters were restored, with a ``DivergenceWarning``).
+        Why training stopped: 'converged' (the ``tol`` rule), 'max_iter', 'diverged', 'interrupted', 'monitor'
+        (the ``monitor`` of :meth:`fit` or a scikit-learn callback asked to stop), or 'no_improvement' (the final
+        training risk was not below its start: the best of the final, the lowest-epoch-risk and the starting
+        parameters were restored, with a ``DivergenceWarning``).
     best_loss_ : float
         Lowest entry of ``loss_curve_``.
     best_validation_risk_ : float

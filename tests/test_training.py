@@ -137,3 +137,59 @@ def test_verbose_minibatch_fit_prints_a_line_per_epoch_and_its_stop_reason(capsy
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[RKHSNODEClassifier]")]
     assert len(lines) == 4 + 1  # one per epoch, and the final line
     assert "stop reason 'max_iter'" in lines[-1]
+
+
+def _friedman(n=120):
+    from sklearn.datasets import make_friedman1
+
+    return make_friedman1(n_samples=n, random_state=0)
+
+
+def test_monitor_sees_every_iteration_and_can_stop_the_fit():
+    from skflow import MeanFieldNODERegressor
+
+    X, y = _friedman()
+    seen = []
+
+    def monitor(i, estimator, record):
+        seen.append((i, record["risk"], estimator.n_features_in_))
+        return i == 9
+
+    m = MeanFieldNODERegressor(max_iter=50, early_stopping=False, random_state=0, device="cpu").fit(
+        X, y, monitor=monitor)
+    assert m.stop_reason_ == "monitor" and m.n_iter_ == 10
+    assert [s[0] for s in seen] == list(range(10)) and all(s[2] == 10 for s in seen)
+    np.testing.assert_allclose([s[1] for s in seen], m.loss_curve_)  # the records are the history
+    with pytest.raises(TypeError, match="monitor must be a callable"):
+        MeanFieldNODERegressor().fit(X, y, monitor=3)
+
+
+def test_a_scikit_learn_callback_sees_one_task_per_iteration_and_can_stop_the_fit():
+    pytest.importorskip("sklearn.callback")
+    from skflow import RKHSNODEClassifier
+
+    class StopAfter:
+        def __init__(self, n):
+            self.n, self.begun, self.ended, self.torn_down = n, 0, 0, False
+
+        def setup(self, estimator, context):
+            pass
+
+        def on_fit_task_begin(self, estimator, context):
+            self.begun += 1
+
+        def on_fit_task_end(self, estimator, context):
+            self.ended += 1
+            return self.ended > self.n  # the root task ends after the iterations
+
+        def teardown(self, estimator, context):
+            self.torn_down = True
+
+    Xtr, _, ytr, _ = _classification(129, 3, seed=2)
+    cb = StopAfter(4)
+    clf = RKHSNODEClassifier(max_iter=30, random_state=0, device="cpu").set_callbacks(cb)
+    clf.fit(Xtr, ytr)
+    assert clf.stop_reason_ == "monitor"
+    assert clf.n_iter_ == 5 and cb.torn_down
+    assert cb.begun == cb.ended == 1 + 5  # the root task and five iterations
+    assert not hasattr(clf, "_callback_fit_ctx")
