@@ -202,3 +202,17 @@ def quiet_fit():
             return model.fit(X, y)
 
     return fit
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch):
+    """The compiled-kernel registries of :mod:`skflow.flows._fused` with nothing built or failed, restored
+    afterwards (for tests of compilation and of its fallback)."""
+    from skflow.flows import _fused
+
+    for table in (_fused._DERIVATIVE, _fused._VALUE):
+        for name, kernel in list(table.items()):
+            monkeypatch.setitem(table, name, _fused.FusedKernel(kernel.fn, kernel.name))
+    for name in ("_PRODUCT_SUM", "_OUTER_SUM"):
+        monkeypatch.setattr(_fused, name, _fused.FusedKernel(getattr(_fused, name).fn, name))
+    monkeypatch.setattr(_fused, "_GRAPHS", {})

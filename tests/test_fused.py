@@ -78,17 +78,6 @@ def _fail_compile(*args, **kwargs):
     return broken
 
 
-@pytest.fixture
-def fresh_kernels(monkeypatch):
-    """Kernel registries with nothing built or failed, restored afterwards."""
-    for table in (_fused._DERIVATIVE, _fused._VALUE):
-        for name, kernel in list(table.items()):
-            monkeypatch.setitem(table, name, _fused.FusedKernel(kernel.fn, kernel.name))
-    for name in ("_PRODUCT_SUM", "_OUTER_SUM"):
-        monkeypatch.setattr(_fused, name, _fused.FusedKernel(getattr(_fused, name).fn, name))
-    monkeypatch.setattr(_fused, "_GRAPHS", {})
-
-
 @pytest.mark.parametrize("name", ["MeanFieldNODERegressor", "RKHSNODEClassifier", "VarProSHLRegressor"])
 def test_compile_failure_falls_back_to_identical_eager_results(monkeypatch, fresh_kernels, name):
     """Without a compiler, compile=True warns once and gives the compile=False model bit for bit: the engines

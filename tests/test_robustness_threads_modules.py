@@ -256,19 +256,6 @@ def test_target_scale_is_standard_scalers(regression_data, y_of):
 
 
 # ---------------------------------------------------------------------------------------------- compile fallback
-@pytest.fixture
-def fresh_kernels(monkeypatch):
-    """Kernel registries with nothing built or failed (as in test_fused.py), restored afterwards."""
-    from skflow.flows import _fused
-
-    for table in (_fused._DERIVATIVE, _fused._VALUE):
-        for name, kernel in list(table.items()):
-            monkeypatch.setitem(table, name, _fused.FusedKernel(kernel.fn, kernel.name))
-    for name in ("_PRODUCT_SUM", "_OUTER_SUM"):
-        monkeypatch.setattr(_fused, name, _fused.FusedKernel(getattr(_fused, name).fn, name))
-    monkeypatch.setattr(_fused, "_GRAPHS", {})
-
-
 def _no_compiler(*args, **kwargs):
     def broken(*a, **k):
         raise RuntimeError("no C++ compiler found (simulated)")
