@@ -54,10 +54,13 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         return out
 
     def _validation_score(self, flow, X, Y):
-        """Early stopping: the accuracy on the held-out rows (as ``MLPClassifier`` monitors it); the parameters
-        of the best one are restored, among equal accuracies those of the least validation risk."""
-        correct = (flow.forward(X).argmax(dim=1) == Y.argmax(dim=1)).to(X.dtype).sum()
-        return flow.reduce_rows(X.shape[0], correct)[0]
+        """Early stopping: ``(accuracy, risk)`` on the held-out rows, from one forward pass where the engine can
+        score given outputs (``output_risk``). The parameters of the best accuracy are restored (as
+        ``MLPClassifier`` monitors it), among equal accuracies those of the least validation risk."""
+        F = flow.forward(X)
+        correct = (F.argmax(dim=1) == Y.argmax(dim=1)).to(X.dtype).sum()
+        risk = flow.output_risk(F, Y) if hasattr(flow, "output_risk") else flow.risk(X, Y)
+        return flow.reduce_rows(X.shape[0], correct)[0], risk
 
     def _proba_scores(self, F):
         """The scores whose softmax is :meth:`predict_proba`, from the outputs ``F`` (n_samples, n_classes)."""

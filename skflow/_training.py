@@ -45,9 +45,9 @@ class TrainConfig:
     name: str = "estimator"
     #: data-parallel fits: the training rows of every rank, in rank order (None: a single process)
     rows_per_rank: tuple = None
-    #: early stopping of a classifier: ``(flow, X_val, Y_val) -> 0-dim tensor``, a validation score (higher is
-    #: better: the accuracy) that chooses the restored parameters, ties broken by the validation risk; None: the
-    #: validation risk alone
+    #: early stopping of a classifier: ``(flow, X_val, Y_val) -> (score, risk)``, 0-dim tensors: a validation
+    #: score (higher is better: the accuracy) that chooses the restored parameters, ties broken by the validation
+    #: risk, returned with it so that both come from one pass; None: the validation risk alone
     val_score: object = None
     #: ``(iteration, row) -> bool``, called after every iteration (``row``: its host record, a dict of floats,
     #: when :attr:`hook_needs_rows`, else None); True stops the fit (``stop_reason`` ``'monitor'``)
@@ -319,10 +319,10 @@ def train(flow, data, cfg, generator, previous_history=None, start_iter=0):
 
     def validate():
         """``(risk, score, key)`` on the held-out rows; ``best_val`` keeps the parameters of the least key."""
-        risk = flow.risk(Xv, Yv)
         if cfg.val_score is None:
+            risk = flow.risk(Xv, Yv)
             return risk, None, risk
-        score = cfg.val_score(flow, Xv, Yv)
+        score, risk = cfg.val_score(flow, Xv, Yv)
         # the best score; among equal scores (an accuracy moves in steps of 1 / n_val) the least risk
         return risk, score, risk.clamp(max=100.0) / (1e3 * max(1, Xv.shape[0])) - score
 

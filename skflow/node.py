@@ -15,6 +15,12 @@ from ._certificate import node_certificate
 from ._device import seed_generator
 from ._targets import BaseFlowRegressor
 from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
+from .diagnostics.bandwidth import (
+    DEFAULT_LENGTH_GRID,
+    kernel_from_sq_distances,
+    median_length_scale,
+    select_length_scale,
+)
 from .exceptions import warn
 from .flows._ops import ACTIVATIONS, lift
 from .flows.node import MeanFieldSHLFlow, init_particles
@@ -366,12 +372,6 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         self.bandwidth_search_ = None
         if self.feature_scale != "auto":
             return float(self.feature_scale)
-        from .diagnostics.bandwidth import (
-            DEFAULT_LENGTH_GRID,
-            kernel_from_sq_distances,
-            median_length_scale,
-            select_length_scale,
-        )
 
         Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
         dp = getattr(self, "_data_parallel", None)
@@ -472,8 +472,6 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         """
         if self.activation == "cos":
             return 1.0
-        from .flows._ops import ACTIVATIONS
-
         idx = seeded_subsample(X.shape[0], self._step_factor_rows)
         Xs = (X if idx is None else X[torch.as_tensor(idx, device=X.device)]).detach().double()
         Z = lift(Xs, flow.dim)

@@ -212,7 +212,11 @@ class RKHSFlow(Flow):
     def risk(self, X, Y, theta=None):
         """The training objective ``R`` (Eq. II.24) at the current (or given) ``theta``; in a data-parallel fit
         the mean over the rows of every rank."""
-        return self.reduce_rows(X.shape[0], self._loss_and_grad(self.forward(X, theta), Y, 1)[0])[0]
+        return self.output_risk(self.forward(X, theta), Y)
+
+    def output_risk(self, F, Y):
+        """The risk of outputs ``F = forward(X)`` already computed (what :meth:`risk` returns from them)."""
+        return self.reduce_rows(F.shape[0], self._loss_and_grad(F, Y, 1)[0])[0]
 
     # ------------------------------------------------------------------ gradients
     def gradients(self, X, Y):
