@@ -380,15 +380,15 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         return self.max_iter
 
     def _fit(self, X, y):
-        """``max_iter='auto'``: choose the epochs on a held-out tenth, then fit on every row for that many.
+        """``max_iter='auto'``: choose the epochs on a held-out fifth, then fit on every row for that many.
 
         A first fit on the other rows (early stopping on, every other parameter as given) runs
-        :attr:`_auto_max_iter` epochs and records the validation accuracy after each; the epoch of the best one
-        (among equal accuracies, the least validation risk) becomes ``max_iter_``, and the model is then fitted
-        on all the rows for ``max_iter_`` epochs, so that no row is lost to the hold-out. Early stopping as a
-        regulariser: the flow runs to interpolation on clean data (the best epoch is then the last) and stops
-        early on noisy labels. A warm start, a data-parallel fit or ``early_stopping=True`` skip the search
-        (``max_iter_`` is then :attr:`_auto_max_iter`).
+        :attr:`_auto_max_iter` epochs and records the validation accuracy after each; the last epoch of the best
+        accuracy becomes ``max_iter_``, and the model is then fitted on all the rows for ``max_iter_`` epochs, so
+        that no row is lost to the hold-out. Early stopping as a regulariser: on clean labels the accuracy stays
+        at its best and the flow keeps its budget; on noisy ones it stops early. Fewer than
+        :attr:`_auto_min_validation_rows` held-out rows, a warm start, a data-parallel fit or
+        ``early_stopping=True`` skip the search (``max_iter_`` is then :attr:`_auto_max_iter`).
         """
         self._resolved_max_iter = self._auto_max_iter
         n_val = int(round(self._auto_validation_fraction * _num_samples(X)))
@@ -401,8 +401,8 @@ class RKHSNODEClassifier(BaseFlowClassifier):
             probe.verbose, probe.warm_start, probe._search_fit = 0, False, True
             try:
                 BaseFlowClassifier._fit(probe, X, y)
-            except ValueError:  # too few rows to hold any out: the budget
-                search = False
+            except ValueError:  # e.g. a class too small to hold out: the budget (bad input raises in the fit below)
+                pass
             else:
                 if probe.stop_reason_ == "interrupted":  # Ctrl-C in the search: the fit stops, nothing changes
                     raise KeyboardInterrupt
