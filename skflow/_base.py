@@ -7,21 +7,26 @@ prediction and pickling across devices -- lives here, once. The fit loop itself 
 ``fit`` is a transaction: the new model is built on a shallow copy of the estimator and committed in one step at
 the end, so that whatever is raised before the commit leaves the previous fitted state exactly as it was.
 
-A subclass implements four hooks:
+A subclass implements four hooks, each given the fit's :class:`~skflow._context.FitContext` (process group,
+device, dtype, seeded generator, the training and held-out tensors, the sample weights), so that everything a
+hook reads is in its signature:
 
-``_encode_targets(y) -> ndarray (n, n_outputs)``
-    encode validated targets (regressors: numeric check and optional scaling; classifiers: label encoding).
-``_make_flow(X, Y, generator) -> Flow``
-    build the engine at initialisation on the given tensors (already on ``device_`` with the fit's dtype).
-    ``generator`` is a seeded CPU ``torch.Generator``: draw on the CPU, then move to the device, so that a seed
-    gives the same model on every device.
-``_finalize_fit(X, Y)``
+``_encode_targets(y, ctx, sample_weight) -> ndarray (n, n_outputs)``
+    encode validated targets (regressors: numeric check and optional scaling, with weighted moments;
+    classifiers: label encoding).
+``_make_flow(ctx) -> Flow``
+    build the engine at initialisation on ``ctx.X``, ``ctx.Y`` (already on ``ctx.device`` in ``ctx.dtype``).
+    ``ctx.generator`` is a seeded CPU ``torch.Generator``: draw on the CPU, then move to the device, so that a
+    seed gives the same model on every device.
+``_finalize_fit(ctx)``
     set the estimator-specific fitted attributes from ``self.flow_`` and ``self.history_``, computing each
     diagnostic through :meth:`_diagnostic` so that a failing one never breaks the fit.
 ``_decode_output(out) -> ndarray``
     map the engine's raw output (float64 NumPy) to predictions.
 
-and lists in ``_architecture_params`` the parameters a warm start cannot change.
+and lists in ``_architecture_params`` the parameters a warm start cannot change. Two more hooks have defaults:
+``_compile_setting()`` (the estimator's ``compile`` parameter where it has one; False) and ``_divergence_hint()``
+(the advice of a divergence warning).
 """
 
 import copy
@@ -34,16 +39,17 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 # the device, dtype and memory helpers live in skflow._device; re-exported under the names this module used
 from . import _device, distributed
+from ._context import FitContext
 from ._device import available_memory, resolve_device, resolve_dtype
 from ._device import check_device_string as _check_device_string
 from ._device import check_magnitude as _check_magnitude
 from ._device import seed_generator as _seed_generator
 from ._device import translated_memory_errors as _translated_memory_errors
-from ._training import TrainConfig, epoch_batches, n_batches, stable_time_step, train, warn_stop
+from ._training import TrainConfig, epoch_batches, n_batches, normalise_weights, stable_time_step, train, warn_stop
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError, warn
 from .flows._fused import decide_compile
 
@@ -115,7 +121,6 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
-        "compile": ["boolean", StrOptions({"auto"})],
     }
 
     #: parameters a warm start cannot change (the shape of the model)
@@ -126,14 +131,18 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
     _stratify = False
 
     # ------------------------------------------------------------------ hooks
-    def _encode_targets(self, y):  # pragma: no cover - interface
+    def _encode_targets(self, y, ctx, sample_weight=None):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _make_flow(self, X, Y, generator):  # pragma: no cover - interface
+    def _make_flow(self, ctx):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _finalize_fit(self, X, Y):  # pragma: no cover - interface
+    def _finalize_fit(self, ctx):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def _compile_setting(self):
+        """The fit's ``compile`` request (True, False or 'auto'): estimators with a ``compile`` parameter return it."""
+        return False
 
     def _decode_output(self, out):  # pragma: no cover - interface
         raise NotImplementedError
@@ -151,7 +160,7 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
     #: reach its full step: a probe of 3 steps would pass time steps that diverge later)
     _auto_probe_steps = 24
 
-    def _resolve_learning_rate(self, flow, X, Y, generator):
+    def _resolve_learning_rate(self, flow, ctx):
         """``learning_rate_``: the given float, or, for 'auto', half the largest stable step found on the data.
 
         Full batch: the step is probed on the training rows. Minibatches: on the first batches of an epoch cut
@@ -160,27 +169,24 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         """
         if self.learning_rate != "auto":
             return float(self.learning_rate)
+        X, Y = ctx.X, ctx.Y
         n = X.shape[0]
         if self.batch_size is not None and n_batches(n, self.batch_size) > 1:
             parts, _ = epoch_batches(n, self.batch_size, torch.Generator().manual_seed(0), X.device)
             parts = parts[: self._auto_probe_batches]
-            batches = [(X[idx], Y[idx]) for idx in parts]
+            batches = [(X[idx], normalise_weights(Y[idx]) if flow.weighted else Y[idx]) for idx in parts]
             cycles = max(3, math.ceil(self._auto_probe_steps / len(batches)))
             return stable_time_step(flow, X, Y, self._reference_learning_rate, n_steps=cycles, batches=batches)
         return stable_time_step(flow, X, Y, self._reference_learning_rate)
 
-    def _uses_minibatches(self, n_rows):
-        """Whether the fit on ``n_rows`` training rows runs minibatch steps; in a data-parallel fit, whether any
-        rank does (all the ranks then take the same number of minibatch steps, see
-        :func:`skflow._training.n_batches`)."""
-        return n_batches(n_rows, self.batch_size, getattr(self, "_rows_per_rank", None)) > 1
+    def _uses_minibatches(self, ctx):
+        """Whether the fit of ``ctx`` runs minibatch steps; in a data-parallel fit, whether any rank does (all the
+        ranks then take the same number of minibatch steps, see :func:`skflow._training.n_batches`)."""
+        return n_batches(ctx.X.shape[0], self.batch_size, ctx.rows_per_rank) > 1
 
     def _divergence_hint(self):
-        """Extra advice for the divergence warning; the stiffness grows like ``output_scale ** 2``."""
-        hint = f" (now {self.learning_rate_:g}; learning_rate='auto' measures a stable one)"
-        if hasattr(self, "output_scale"):
-            hint += f", or a smaller output_scale (now {self.output_scale:g})"
-        return hint
+        """Extra advice for the divergence warning (an estimator whose stiffness has another lever adds it)."""
+        return f" (now {self.learning_rate_:g}; learning_rate='auto' measures a stable one)"
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
@@ -204,8 +210,12 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
                     f"such as {example!r}. For class labels use a classifier (e.g. skflow.RKHSNODEClassifier)."
                 ) from None
 
-    def _to_tensor(self, A):
-        dtype = getattr(self, "_fit_dtype", None) or self._torch_dtype
+    def _to_tensor(self, A, dtype=None):
+        """``A`` as a tensor on ``device_``, in ``dtype`` (by default the fitted engine's, else the ``dtype``
+        parameter's)."""
+        if dtype is None:
+            flow = self.__dict__.get("flow_")
+            dtype = flow.parameters()[0].dtype if flow is not None else self._torch_dtype
         return torch.as_tensor(np.ascontiguousarray(A), dtype=dtype).to(self.device_)
 
     @property
@@ -220,7 +230,7 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         return self.max_iter
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y, monitor=None):
+    def fit(self, X, y, sample_weight=None, monitor=None):
         """Fit the model by running the gradient flow from its initialisation (or, with ``warm_start``, on).
 
         The fit is a transaction: if anything is raised before it completes (bad input, an unusable device,
@@ -233,6 +243,13 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
             The training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             The targets: class labels for a classifier, values for a regressor.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows (not all zero). The flow is then the gradient flow of the weighted
+            empirical measure (``../SPEC.md`` §5): every mean over rows (the risk and its gradient, the target
+            moments, the ridge projection and its leave-one-out path, the validation risk, the P-L ratio) becomes
+            the weighted mean, so that integer weights give the model fitted on rows repeated that many times
+            (full batch) and a weight of 0 drops its row. A minibatch step uses the batch's weighted risk,
+            normalised by the batch's weight. None gives every row weight 1.
         monitor : callable or None, default=None
             Called after every iteration as ``monitor(i, estimator, record)`` (scikit-learn's precedent:
             ``GradientBoostingRegressor.fit(..., monitor=...)``): ``i`` the iteration (from 0), ``estimator``
@@ -256,9 +273,9 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         try:
             if _callback_management is not None:
                 with _callback_management(work):
-                    work._fit(X, y)
+                    work._fit(X, y, sample_weight)
             else:  # pragma: no cover - older scikit-learn
-                work._fit(X, y)
+                work._fit(X, y, sample_weight)
         finally:
             work.__dict__.pop("_monitor", None)
             work.__dict__.pop("_iteration_ctx", None)
@@ -267,7 +284,7 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         self.__dict__.update(work.__dict__)
         return self
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, sample_weight=None):
         warm = self.warm_start and hasattr(self, "flow_")
         previous = self._model_signature(getattr(self, "_fitted_architecture", {})) if warm else None
         if not warm:
@@ -276,68 +293,121 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         # check that may fail on some ranks only ends in a `consensus`, so that all the ranks raise together;
         # the first one also checks that the ranks agree (dimensions, label type, parameters, ...) before
         # anything else is exchanged
-        dp = self._data_parallel = distributed.current()
+        dp = distributed.current()
+        ctx = FitContext(process_group=dp, warm=warm)
         self.n_ranks_ = 1 if dp is None else dp.world_size
         with distributed.consensus(dp) as ranks:
             X, y = self._validate_fit_data(X, y)
+            weights = self._validate_sample_weight(sample_weight, X, y)
             ranks.agree(self, X, y, warm)
         with distributed.consensus(dp):
-            Y = self._prepare_targets(y)  # its collectives (classes, target moments) come before its checks
-            self._fit_dtype = self._torch_dtype
-            _check_magnitude(X, self._fit_dtype, "X")
+            # its collectives (classes, target moments) come before its checks
+            Y = self._prepare_targets(y, ctx, weights)
+            ctx.dtype = self._torch_dtype
+            _check_magnitude(X, ctx.dtype, "X")
             self._n_targets = Y.shape[1]
             if warm:
                 self._check_warm_start(previous)
             self._fitted_architecture = self._architecture
-            self.device_ = resolve_device(self.device)
-            generator = _seed_generator(self.random_state)
-            data = [None if A is None else self._to_tensor(A) for A in self._split(X, Y, y)]
-        self._rows_per_rank = None if dp is None else dp.rows_per_rank(data[0].shape[0])
-        self._n_train_rows = data[0].shape[0] if dp is None else sum(self._rows_per_rank)
+            self.device_ = ctx.device = resolve_device(self.device)
+            ctx.generator = _seed_generator(self.random_state)
+            if weights is not None:  # the weights ride with the rows as Y's last column (Flow.weighted)
+                Y = np.column_stack([Y, weights])
+            parts = [None if A is None else self._to_tensor(A, ctx.dtype) for A in self._split(X, Y, y)]
+        ctx.rows_per_rank = None if dp is None else dp.rows_per_rank(parts[0].shape[0])
+        if weights is not None:
+            parts[1], parts[3] = (None if P is None else self._mean_one_weights(P, dp) for P in (parts[1], parts[3]))
+            ctx.Y, ctx.sample_weight = parts[1][:, :-1], parts[1][:, -1]
+            if parts[3] is not None:
+                ctx.Y_val, ctx.val_weight = parts[3][:, :-1], parts[3][:, -1]
+        else:
+            ctx.Y, ctx.Y_val = parts[1], parts[3]
+        ctx.X, ctx.X_val = parts[0], parts[2]
         with distributed.consensus(dp):
             with _translated_memory_errors(type(self).__name__, "build the model"):
                 if warm:
-                    flow = self.flow_.to(self.device_, self._fit_dtype)
+                    flow = self.flow_.to(self.device_, ctx.dtype)
                     history, start_iter = dict(self.history_), self.n_iter_
                 else:
-                    flow = self._make_flow(data[0], data[1], generator)  # its collectives come before its checks
+                    flow = self._make_flow(ctx)  # its collectives come before its checks
                     history, start_iter = None, 0
-            self._check_memory(flow, data[0].shape[0] if self.batch_size is None else self.batch_size)
+            self._check_memory(flow, ctx.X.shape[0] if self.batch_size is None else self.batch_size)
             if dp is not None and not flow.supports_data_parallel:
                 raise NotImplementedError(f"{type(self).__name__}: its engine {type(flow).__name__} cannot fit "
                                           "data-parallel yet; fit outside the process group (on one process).")
-        work = flow.elementwise_per_row() * self._n_train_rows * self._iteration_budget()
-        flow.compiled = decide_compile(getattr(self, "compile", False), work, flow.compile_kernels(), self.device_,
-                                       self._fit_dtype)
+        work = flow.elementwise_per_row() * ctx.n_rows * self._iteration_budget()
+        flow.compiled = decide_compile(self._compile_setting(), work, flow.compile_kernels(), self.device_, ctx.dtype)
         flow.data_parallel = dp  # the engine all-reduces its sums over rows until the fit ends
+        flow.weighted = weights is not None
+        # what the engine trains on: Y with its weight column when weighted (see Flow.weighted)
+        data = (parts[0], parts[1], parts[2], parts[3])
+        probe = ctx if weights is None else FitContext(**{**vars(ctx), "Y": parts[1]})
+        cfg = None
         try:
             flow.start(data[0], data[1], None if data[2] is None else (data[2], data[3]))
             if not (warm and self.learning_rate == "auto" and hasattr(self, "learning_rate_")):
-                self.learning_rate_ = self._resolve_learning_rate(flow, data[0], data[1], generator)
-            ctx = None
+                self.learning_rate_ = self._resolve_learning_rate(flow, probe)
+            callback_ctx = None
             if getattr(self, "_skl_callbacks", None) and not self._search_fit:
-                ctx = self._iteration_ctx = self._init_callback_context(max_subtasks=self._iteration_budget())
-                ctx.call_on_fit_task_begin(estimator=self, X=data[0], y=data[1])
+                callback_ctx = self._iteration_ctx = self._init_callback_context(
+                    max_subtasks=self._iteration_budget())
+                callback_ctx.call_on_fit_task_begin(estimator=self, X=ctx.X, y=ctx.Y)
+            cfg = self._train_config(ctx)
             with _translated_memory_errors(type(self).__name__, "train"):
-                result = train(flow, data, self._train_config(), generator, history, start_iter)
-            if ctx is not None:
-                ctx.call_on_fit_task_end(estimator=self, X=data[0], y=data[1])
+                result = train(flow, data, cfg, ctx.generator, history, start_iter)
+            if callback_ctx is not None:
+                callback_ctx.call_on_fit_task_end(estimator=self, X=ctx.X, y=ctx.Y)
             flow.finish(data[0], data[1], result.n_iter)
             self.flow_ = flow
             self._set_history(result)
+            self.n_batches_ = int(result.n_batches)
+            self.n_train_samples_ = ctx.n_rows
             if not self._search_fit:  # a fit that only searches a setting: no warnings, no diagnostics
-                warn_stop(result, type(self).__name__, self._train_config(), self._divergence_hint())
-                self._finalize_fit(data[0], data[1])
+                warn_stop(result, type(self).__name__, cfg, self._divergence_hint())
+                self._finalize_fit(ctx)
         finally:
             flow.data_parallel = None  # the fitted model keeps no handle on the process group
-            self._data_parallel = None
+            flow.weighted = False  # nor its weights: predictions and later fits take plain targets
         if getattr(self, "_diagnostics_interrupted", False):
             warn(f"{type(self).__name__}: interrupted while computing the diagnostics; the fitted model "
                  "is kept and the diagnostics not computed are NaN.", FitInterruptedWarning)
         return self
 
-    def _prepare_targets(self, y):
-        Y = np.asarray(self._encode_targets(y), dtype=np.float64)
+    def _validate_sample_weight(self, sample_weight, X, y):
+        """The fit's weights as float64 (n,), or None for equal weights; a clear error for a bad weight vector.
+
+        The class weights of a classifier (:meth:`_class_weights`) multiply them."""
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        class_w = self._class_weights(y)
+        if class_w is not None:
+            sample_weight = class_w if sample_weight is None else sample_weight * class_w
+        if sample_weight is None:
+            return None
+        if not np.all(np.isfinite(sample_weight)):
+            raise ValueError("sample_weight contains NaN or infinity.")
+        if X.shape[0] and not np.any(sample_weight > 0) and distributed.current() is None:
+            raise ValueError("sample_weight is zero for every sample: at least one sample must have a positive "
+                             "weight.")
+        return sample_weight
+
+    def _class_weights(self, y):
+        """Per-row weights from ``class_weight`` (classifiers), or None."""
+        return None
+
+    @staticmethod
+    def _mean_one_weights(Y, dp):
+        """``Y`` with its weight column rescaled to mean 1 over the rows of every rank (see :attr:`Flow.weighted`)."""
+        if dp is None:
+            return normalise_weights(Y)
+        total, count = dp.all_reduce_sum(Y[:, -1].sum().reshape(1), Y.new_tensor([float(Y.shape[0])]))
+        if not float(total[0]) > 0:
+            raise ValueError("sample_weight is zero for every sample of every rank: at least one sample must have "
+                             "a positive weight.")
+        return normalise_weights(Y, count[0], total[0])
+
+    def _prepare_targets(self, y, ctx, sample_weight=None):
+        Y = np.asarray(self._encode_targets(y, ctx, sample_weight), dtype=np.float64)
         if Y.ndim == 1:
             Y = Y[:, None]
         if not np.all(np.isfinite(Y)):
@@ -346,14 +416,13 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
                          "Rescale y, or let the estimator standardise it (scale_targets=True where offered)")
         return Y
 
-    def _train_config(self):
+    def _train_config(self, ctx):
         return TrainConfig(
             max_iter=self._iteration_budget(), tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             batch_size=self.batch_size, learning_rate_at=self._learning_rate_at, sync_every=self._sync_every,
             # data-parallel: every rank trains alike, rank 0 alone prints the progress
-            verbose=self.verbose if getattr(self, "_data_parallel", None) is None or self._data_parallel.rank == 0
-            else 0,
-            name=type(self).__name__, rows_per_rank=getattr(self, "_rows_per_rank", None),
+            verbose=self.verbose if ctx.rank == 0 else 0,
+            name=type(self).__name__, rows_per_rank=ctx.rows_per_rank,
             val_score=self._validation_score if self.early_stopping else None,
             iteration_hook=self._iteration_hook(), hook_needs_rows=getattr(self, "_monitor", None) is not None,
         )

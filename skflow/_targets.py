@@ -8,10 +8,13 @@
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
+from . import distributed
 from ._base import BaseFlowEstimator
+from .flows._ops import split_weights, weighted_sum
 
 __all__ = ["BaseFlowClassifier", "BaseFlowRegressor"]
 
@@ -32,8 +35,27 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         check_classification_targets(y)
         return X, y
 
-    def _encode_targets(self, y):
-        dp = getattr(self, "_data_parallel", None)
+    def _class_weights(self, y):
+        """Per-row weights from the classifier's ``class_weight`` parameter (None: none); 'balanced' counts the
+        classes of every rank in a data-parallel fit."""
+        if self.class_weight is None:
+            return None
+        dp = distributed.current()
+        if self.class_weight == "balanced" and dp is not None:
+            labels = [np.asarray(v) for v in dp.all_gather_object(np.asarray(y))]
+            classes, counts = np.unique(np.concatenate(labels), return_counts=True)
+            per_class = counts.sum() / (classes.shape[0] * counts)
+            return per_class[np.searchsorted(classes, y)]
+        if isinstance(self.class_weight, dict):
+            unknown = set(self.class_weight) - set(np.unique(y).tolist())
+            if unknown and dp is None:
+                raise ValueError(f"class_weight names labels not in y: {sorted(unknown, key=str)!r}; the labels "
+                                 f"are {np.unique(y).tolist()!r}.")
+            return np.array([float(self.class_weight.get(label, 1.0)) for label in y.tolist()])
+        return compute_sample_weight(self.class_weight, y)
+
+    def _encode_targets(self, y, ctx, sample_weight=None):
+        dp = ctx.process_group
         if dp is None:
             classes, encoded = np.unique(y, return_inverse=True)
         else:
@@ -58,7 +80,8 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         score given outputs (``output_risk``). The parameters of the best accuracy are restored (as
         ``MLPClassifier`` monitors it), among equal accuracies those of the least validation risk."""
         F = flow.forward(X)
-        correct = (F.argmax(dim=1) == Y.argmax(dim=1)).to(X.dtype).sum()
+        labels, w = split_weights(Y, flow.weighted)  # with sample weights, the weighted accuracy
+        correct = weighted_sum((F.argmax(dim=1) == labels.argmax(dim=1)).to(X.dtype), w)
         risk = flow.output_risk(F, Y) if hasattr(flow, "output_risk") else flow.risk(X, Y)
         return flow.reduce_rows(X.shape[0], correct)[0], risk
 
@@ -147,21 +170,28 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         self._check_numeric_targets(y)
         return X, y
 
-    def _encode_targets(self, y):
+    def _encode_targets(self, y, ctx, sample_weight=None):
         Y = np.asarray(y, dtype=np.float64)
         Y2 = Y[:, None] if Y.ndim == 1 else Y
         if self.warm_start and hasattr(self, "y_mean_") and self.y_mean_.shape[0] == Y2.shape[1]:
             mean, scale = self.y_mean_, self.y_scale_  # a warm start keeps the units of the first fit
         elif self._scales_targets():
-            if getattr(self, "_data_parallel", None) is not None:
-                mean, scale, n = self._global_target_moments(Y2, with_count=True)
+            if ctx.process_group is not None:
+                mean, scale, n = self._global_target_moments(Y2, ctx.process_group, sample_weight)
             else:
-                # moments of Y / max|Y|: they cannot overflow, whatever the magnitude of y
-                peak = np.max(np.abs(Y2), axis=0) if Y2.shape[0] else np.ones(Y2.shape[1])
+                # moments of Y / max|Y|: they cannot overflow, whatever the magnitude of y; with sample weights,
+                # the weighted moments (as StandardScaler(...).fit(y, sample_weight=w))
+                w = np.ones(Y2.shape[0]) if sample_weight is None else sample_weight
+                peak = np.max(np.abs(Y2[w > 0]), axis=0) if np.any(w > 0) else np.ones(Y2.shape[1])
                 peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
-                mean = (Y2 / peak).mean(axis=0) * peak
-                scale = (Y2 / peak).std(axis=0) * peak
-                n = Y2.shape[0]
+                Z = Y2 / peak
+                if sample_weight is None:
+                    mean, scale = Z.mean(axis=0) * peak, Z.std(axis=0) * peak
+                else:
+                    mean = np.average(Z, axis=0, weights=w)
+                    scale = np.sqrt(np.average((Z - mean) ** 2, axis=0, weights=w)) * peak
+                    mean = mean * peak
+                n = int(np.count_nonzero(w))
             # StandardScaler's rule (sklearn.preprocessing._data._is_constant_feature): a target is constant when
             # its variance is zero up to the round-off of the two-pass algorithm, var <= n eps var + (n eps mean)^2
             # (Chan, Golub & LeVeque); only then is it kept centred but unscaled. Any other scale, however small
@@ -178,22 +208,24 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         self.y_mean_, self.y_scale_ = mean, scale
         return (Y2 - mean) / scale
 
-    def _global_target_moments(self, Y2, with_count=False):
-        """Data-parallel: the mean and standard deviation of the targets of all the ranks (as a single process
-        computes them, to round-off), from the all-reduced peak, sum and sum of squared deviations per output;
-        with ``with_count``, the number of rows of all the ranks too."""
-        dp = self._data_parallel
-        (peak,) = dp.all_reduce_max(torch.as_tensor(np.max(np.abs(Y2), axis=0) if Y2.shape[0]
+    @staticmethod
+    def _global_target_moments(Y2, dp, sample_weight=None):
+        """Data-parallel: the (weighted) mean and standard deviation of the targets of all the ranks (as a single
+        process computes them, to round-off), from the all-reduced peak, sums and sums of squared deviations per
+        output, and the number of weighted rows of all the ranks."""
+        w = np.ones(Y2.shape[0]) if sample_weight is None else sample_weight
+        kept = Y2[w > 0]
+        (peak,) = dp.all_reduce_max(torch.as_tensor(np.max(np.abs(kept), axis=0) if kept.shape[0]
                                                     else np.zeros(Y2.shape[1])))
         peak = peak.numpy()
         peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
         Z = Y2 / peak
-        total, count = dp.all_reduce_sum(torch.as_tensor(Z.sum(axis=0)),
-                                         torch.tensor([float(Z.shape[0])], dtype=torch.float64))
-        mean = total.numpy() / count.item()
-        (sq,) = dp.all_reduce_sum(torch.as_tensor(((Z - mean) ** 2).sum(axis=0)))
-        moments = (mean * peak, np.sqrt(sq.numpy() / count.item()) * peak)
-        return (*moments, int(round(count.item()))) if with_count else moments
+        total, weight, count = dp.all_reduce_sum(
+            torch.as_tensor((Z * w[:, None]).sum(axis=0)), torch.tensor([float(w.sum())], dtype=torch.float64),
+            torch.tensor([float(np.count_nonzero(w))], dtype=torch.float64))
+        mean = total.numpy() / weight.item()
+        (sq,) = dp.all_reduce_sum(torch.as_tensor((((Z - mean) ** 2) * w[:, None]).sum(axis=0)))
+        return mean * peak, np.sqrt(sq.numpy() / weight.item()) * peak, int(round(count.item()))
 
     def _decode_output(self, out):
         pred = out * self.y_scale_ + self.y_mean_

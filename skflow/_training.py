@@ -24,8 +24,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .exceptions import DivergenceWarning, FitInterruptedWarning, warn
 
-__all__ = ["BestParameters", "History", "StopMonitor", "TrainConfig", "TrainResult", "n_batches", "run_epoch",
-           "stable_time_step", "train", "warn_stop", "epoch_batches"]
+__all__ = ["BestParameters", "History", "StopMonitor", "TrainConfig", "TrainResult", "epoch_batches", "n_batches",
+           "normalise_weights", "run_epoch", "stable_time_step", "train", "warn_stop", "weighted_batches"]
 
 #: a training risk above this multiple of the fit's first risk is divergence, even while it is finite
 DIVERGENCE_FACTOR = 1e4
@@ -186,6 +186,29 @@ def epoch_batches(n, batch, generator, device, rows_per_rank=None):
     return list(torch.tensor_split(perm, k)), sizes / float(sum(rows))
 
 
+def normalise_weights(Y, count=None, total=None):
+    """``Y`` whose last column (the rows' sample weights) is rescaled to mean 1 over ``count`` rows of total weight
+    ``total`` (by default those of ``Y`` itself): the weighted mean of a batch's losses is then the plain mean an
+    engine computes (``../SPEC.md`` §5: a weighted batch risk, normalised by the batch's weight). A batch of total
+    weight 0 keeps weights 0."""
+    w = Y[:, -1]
+    count = Y.shape[0] if count is None else count
+    total = w.sum() if total is None else total
+    scale = torch.where(total > 0, count / torch.where(total > 0, total, torch.ones_like(total)),
+                        torch.zeros_like(total))
+    return torch.cat([Y[:, :-1], (w * scale)[:, None]], dim=1)
+
+
+def weighted_batches(Y, parts, flow):
+    """Minibatch weights of a weighted fit: ``(totals, counts)``, each batch's total weight and its rows over every
+    rank (one all-reduce of the ``k`` totals in a data-parallel fit)."""
+    totals = torch.stack([Y[idx, -1].sum() for idx in parts])
+    counts = torch.tensor([float(idx.shape[0]) for idx in parts], dtype=Y.dtype, device=Y.device)
+    if flow.data_parallel is not None:
+        totals, counts = flow.data_parallel.all_reduce_sum(totals, counts)
+    return totals, counts
+
+
 def run_epoch(flow, X, Y, lr, batch, generator, rows_per_rank=None):
     """One iteration: a full-batch step, or a pass over the shuffled near-equal minibatches of
     :func:`epoch_batches` (``ceil(N / batch)`` of them).
@@ -194,13 +217,24 @@ def run_epoch(flow, X, Y, lr, batch, generator, rows_per_rank=None):
     shares of the rows (the ``"risk"`` entry is then the epoch's mean training risk, each batch's taken before
     its step). Data-parallel (``rows_per_rank``, the rows of every rank): every rank takes the same number of
     steps (see :func:`n_batches`) and the records are already means over the ranks.
+
+    With sample weights (``flow.weighted``: the last column of ``Y``), each batch's weights are rescaled to mean 1
+    over the batch (:func:`normalise_weights`), so that its step follows the weighted batch risk normalised by the
+    batch's weight, and the records are averaged with the batches' shares of the total weight; a batch of total
+    weight 0 takes no step.
     """
     n = X.shape[0]
     if batch is None or n_batches(n, batch, rows_per_rank) == 1:
         return dict(flow.step(X, Y, lr))
     parts, shares = epoch_batches(n, batch, generator, X.device, rows_per_rank)
-    records = [flow.step(X[idx], Y[idx], lr) for idx in parts]
-    w = torch.tensor(shares, dtype=X.dtype, device=X.device)
+    if not flow.weighted:
+        records = [flow.step(X[idx], Y[idx], lr) for idx in parts]
+        w = torch.tensor(shares, dtype=X.dtype, device=X.device)
+    else:
+        totals, counts = weighted_batches(Y, parts, flow)
+        keep = [j for j in range(len(parts)) if float(totals[j]) > 0]  # one host read per epoch
+        records = [flow.step(X[parts[j]], normalise_weights(Y[parts[j]], counts[j], totals[j]), lr) for j in keep]
+        w = totals[keep] / totals.sum()
     return {key: (torch.stack([r[key] for r in records]) * w).sum() for key in records[0]}
 
 

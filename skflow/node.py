@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator
 from ._certificate import node_certificate
+from ._context import FitContext
 from ._device import seed_generator
 from ._targets import BaseFlowRegressor
 from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
@@ -267,6 +268,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
 
     _parameter_constraints = {
         **BaseFlowEstimator._parameter_constraints,
+        "compile": ["boolean", StrOptions({"auto"})],
         "n_layers": [Interval(numbers.Integral, 1, None, closed="left")],
         "width": [Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
@@ -342,18 +344,19 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         self.compile = compile
 
     # ------------------------------------------------------------------ hooks
-    def _make_flow(self, X, Y, generator):
+    def _make_flow(self, ctx):
         if self.activation == "relu":
             warn(
                 "activation='relu' is outside the theory (thesis Rem. II.5.1): the gradient flow need not be "
                 "unique and the convergence diagnostics carry no guarantee. Prefer 'cos', 'tanh' or 'silu'.",
                 UserWarning,
             )
-        d, dout = X.shape[1], Y.shape[1]
+        d, dout = ctx.X.shape[1], ctx.Y.shape[1]
         D = d + dout + self.extra_dims
-        self.feature_scale_ = self._resolve_feature_scale(X, Y)
-        U, W, b = self._initial_particles(D, generator)
-        self._certify(X, Y, W, b)
+        X, Y = ctx.positive_rows()  # the limit kernel's choices see the rows the fit sees
+        self.feature_scale_ = self._resolve_feature_scale(X, Y, ctx)
+        U, W, b = self._initial_particles(D, ctx.generator)
+        self._certify(X, Y, W, b, ctx)
         to = dict(device=self.device_, dtype=self._torch_dtype)
         return MeanFieldSHLFlow(
             U.to(**to), W.to(**to), b.to(**to), d, dout,
@@ -364,7 +367,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     #: ``feature_scale='auto'``: the leave-one-out search uses at most this many training rows
     _bandwidth_rows = 1000
 
-    def _resolve_feature_scale(self, X, Y):
+    def _resolve_feature_scale(self, X, Y, ctx):
         """``feature_scale_``: the given ``rho``, or for ``'auto'`` the one of least exact leave-one-out error of
         kernel ridge with the closed-form limit kernel (``../SPEC.md`` §5), over length scales ``1 / rho`` that are
         multiples :data:`~skflow.diagnostics.bandwidth.DEFAULT_LENGTH_GRID` of the median pairwise distance; the
@@ -374,10 +377,11 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             return float(self.feature_scale)
 
         Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
-        dp = getattr(self, "_data_parallel", None)
+        dp = ctx.process_group
         if dp is not None:  # the rows of the seeded subsample of every rank, as one process would draw them
             both = dp.gather_subsample(to_numpy(torch.cat([Xc, Yc], dim=1)), self._bandwidth_rows,
-                                       self._rows_per_rank)
+                                       dp.rows_per_rank(Xc.shape[0]) if ctx.sample_weight is not None
+                                       else ctx.rows_per_rank)
             Xc, Yc = torch.as_tensor(both[:, : X.shape[1]]), torch.as_tensor(both[:, X.shape[1]:])
         median = median_length_scale(to_numpy(Xc))
         scales = [median * f for f in DEFAULT_LENGTH_GRID]
@@ -389,7 +393,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
                                   "feature_scale": 1.0 / ls, "ridge_alpha": alpha}
         return 1.0 / ls
 
-    def _certify(self, X, Y, W, b):
+    def _certify(self, X, Y, W, b, ctx):
         """``output_scale_`` and, for ``output_scale='certify'``, ``certificate_`` (Thm. II.7, Prop. II.6.1).
 
         The certificate is computed on the training data and the initial particles the flow starts from.
@@ -398,7 +402,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         if self.output_scale != "certify":
             self.output_scale_ = float(self.output_scale)
             return
-        if getattr(self, "_data_parallel", None) is not None:
+        if ctx.process_group is not None:
             raise ValueError(
                 "output_scale='certify' is not available in a data-parallel fit: the certificate needs the kernel "
                 "matrix of the training rows. Certify on one process (skflow.inspection.certify) on a subsample "
@@ -429,10 +433,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         """
         work = clone(self).set_params(warm_start=False)
         Xv, yv = work._validate_fit_data(X, y)
-        Y = torch.as_tensor(work._prepare_targets(yv), dtype=torch.float64)
+        Y = torch.as_tensor(work._prepare_targets(yv, FitContext()), dtype=torch.float64)
         Xt = torch.as_tensor(np.asarray(Xv, dtype=np.float64))
         D = Xt.shape[1] + Y.shape[1] + self.extra_dims
-        work.feature_scale_ = work._resolve_feature_scale(Xt, Y)
+        work.feature_scale_ = work._resolve_feature_scale(Xt, Y, FitContext())
         _, W, b = work._initial_particles(D, seed_generator(copy.deepcopy(self.random_state)))
         return dict(X=Xt, Y=Y, W=W, b=b, output_scale=self.output_scale, **work._certificate_parameters())
 
@@ -443,13 +447,13 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             return 0.1 * min(1.0, 16.0 / self.output_scale_**2)
         return 0.1
 
-    def _resolve_learning_rate(self, flow, X, Y, generator):
+    def _resolve_learning_rate(self, flow, ctx):
         """As the base class; a float ``learning_rate`` is in the units of the ``cos`` flow: it is multiplied by
         :meth:`_activation_step_factor` (1 for ``cos``), and with ``output_scale='certify'`` it becomes
         ``min(lr, 16 lr / output_scale_^2)``: the flow stiffens like ``output_scale^2`` (Prop. II.6.1)."""
-        lr = super()._resolve_learning_rate(flow, X, Y, generator)
+        lr = super()._resolve_learning_rate(flow, ctx)
         if self.learning_rate != "auto":
-            self.activation_step_factor_ = self._activation_step_factor(flow, X)
+            self.activation_step_factor_ = self._activation_step_factor(flow, ctx.X, ctx.sample_weight)
             lr *= self.activation_step_factor_
         if self.output_scale == "certify" and self.learning_rate != "auto":
             lr = min(lr, lr * 16.0 / self.output_scale_**2)
@@ -458,7 +462,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     #: rows of the training data on which the activation's step factor is measured (a fixed subsample)
     _step_factor_rows = 1000
 
-    def _activation_step_factor(self, flow, X):
+    def _activation_step_factor(self, flow, X, sample_weight=None):
         """``sqrt(kappa_cos / kappa_sigma)`` at initialisation, with ``kappa = max(E sigma(a)^2, E sigma'(a)^2)`` over
         the pre-activations ``a = w . z(0) + b`` of every particle on (a fixed subsample of) the training rows.
 
@@ -473,14 +477,20 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         if self.activation == "cos":
             return 1.0
         idx = seeded_subsample(X.shape[0], self._step_factor_rows)
-        Xs = (X if idx is None else X[torch.as_tensor(idx, device=X.device)]).detach().double()
+        take = None if idx is None else torch.as_tensor(idx, device=X.device)
+        Xs = (X if take is None else X[take]).detach().double()
+        # with sample weights, the means over rows are weighted means
+        w = None if sample_weight is None else (sample_weight if take is None else sample_weight[take]).double()
         Z = lift(Xs, flow.dim)
         with torch.no_grad():
             A = torch.einsum("nd,kmd->knm", Z, flow.W.detach().double()) + flow.b.detach().double()[:, None, :]
 
+            def mean(T):
+                return T.mean() if w is None else (T.mean(dim=(0, 2)) * w).sum() / w.sum()
+
             def kappa(name):
                 v, dv = ACTIVATIONS[name](A.clone())
-                return max(float((v * v).mean()), float((dv * dv).mean()))
+                return max(float(mean(v * v)), float(mean(dv * dv)))
 
             mine = kappa(self.activation)
             return float(np.sqrt(kappa("cos") / mine)) if mine > 0 and np.isfinite(mine) else 1.0
@@ -489,8 +499,12 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         hint = f" (now {self.learning_rate_:g}; learning_rate='auto' measures a stable one)"
         return hint + f", or a smaller output_scale (now {getattr(self, 'output_scale_', self.output_scale)})"
 
-    def _finalize_fit(self, X, Y):
+    def _compile_setting(self):
+        return self.compile
+
+    def _finalize_fit(self, ctx):
         flow = self.flow_
+        X, _ = ctx.positive_rows()
         self.U_, self.W_, self.b_ = to_numpy(flow.U), to_numpy(flow.W), to_numpy(flow.b)
         self.W_init_, self.b_init_ = to_numpy(flow.W0), to_numpy(flow.b0)
         self.cot_displacement_curve_ = self.history_.get("cot_displacement", np.zeros(0))
@@ -510,7 +524,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
                 self.feature_scale_, self.nu)
         self.convergence_report_ = convergence_report(
             self.loss_curve_, self.flow_time_, self.pl_ratio_curve_, self.kernel_lambda_min_,
-            n_samples=getattr(self, "_n_train_rows", X.shape[0]), output_scale=self.output_scale_,
+            n_samples=ctx.n_rows, output_scale=self.output_scale_,
             distance=self.cot_distance_,
             displacement_curve=self.cot_displacement_curve_,
             predicted_rate=None if self.certificate_ is None else self.certificate_["predicted_rate"],

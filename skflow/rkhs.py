@@ -163,6 +163,10 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         enough to repay the build (:data:`~skflow.flows._fused.AUTO_COMPILE_WORK`) or whose graphs exist; where
         compiling fails, a :class:`~skflow.exceptions.CompileFallbackWarning` and eager steps. Results agree to
         rounding.
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, multiplying the rows' ``sample_weight`` (as in ``SVC`` and
+        ``LogisticRegression``): a dict ``{label: weight}`` (classes not in it weigh 1), or ``'balanced'``,
+        ``n_samples / (n_classes * np.bincount(y))`` (in a data-parallel fit, with the counts of every rank).
     warm_start : bool, default=False
         When True, ``fit`` continues from the previous fit's coefficients ``theta`` (and momentum) and
         appends to its history; otherwise it starts from ``theta = 0`` with new random features. The data's
@@ -287,6 +291,8 @@ class RKHSNODEClassifier(BaseFlowClassifier):
 
     _parameter_constraints = {
         **BaseFlowClassifier._parameter_constraints,
+        "compile": ["boolean", StrOptions({"auto"})],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
         "n_layers": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_features": [Interval(numbers.Integral, 1, None, closed="left")],
         "kernel": [StrOptions({"gaussian", "matern"})],
@@ -345,8 +351,10 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         random_state=None,
         verbose=0,
         compile="auto",
+        class_weight=None,
         warm_start=False,
     ):
+        self.class_weight = class_weight
         self.n_layers = n_layers
         self.n_features = n_features
         self.kernel = kernel
@@ -379,7 +387,7 @@ class RKHSNODEClassifier(BaseFlowClassifier):
             return getattr(self, "_resolved_max_iter", self._auto_max_iter)
         return self.max_iter
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, sample_weight=None):
         """``max_iter='auto'``: choose the epochs on a held-out fifth, then fit on every row for that many.
 
         A first fit on the other rows (early stopping on, every other parameter as given) runs
@@ -400,7 +408,7 @@ class RKHSNODEClassifier(BaseFlowClassifier):
             probe.early_stopping, probe.validation_fraction = True, self._auto_validation_fraction
             probe.verbose, probe.warm_start, probe._search_fit = 0, False, True
             try:
-                BaseFlowClassifier._fit(probe, X, y)
+                BaseFlowClassifier._fit(probe, X, y, sample_weight)
             except ValueError:  # e.g. a class too small to hold out: the budget (bad input raises in the fit below)
                 pass
             else:
@@ -411,7 +419,7 @@ class RKHSNODEClassifier(BaseFlowClassifier):
                     score = np.where(np.isfinite(h["val_score"]), h["val_score"], -np.inf)
                     # the last of the epochs of the best accuracy: on clean data the flow keeps its budget
                     self._resolved_max_iter = int(np.flatnonzero(score == score.max())[-1]) + 1
-        result = super()._fit(X, y)
+        result = super()._fit(X, y, sample_weight)
         self.max_iter_ = self._iteration_budget()
         return result
 
@@ -422,30 +430,39 @@ class RKHSNODEClassifier(BaseFlowClassifier):
             return self.learning_rate_
         return self.learning_rate_ * self.lr_decay ** (iteration // self.lr_decay_every)
 
-    def _make_flow(self, X, Y, generator):
-        N, d = X.shape
-        K = Y.shape[1]
-        dp = getattr(self, "_data_parallel", None)
+    def _make_flow(self, ctx):
+        d, K = ctx.X.shape[1], ctx.Y.shape[1]
+        X, _ = ctx.positive_rows()  # the length scale of the rows the fit sees
+        dp = ctx.process_group
         if self.length_scale == "auto" and dp is not None:
             # the median of the pairwise distances needs the pairs across the ranks: the (at most 1000) rows of
             # the seeded subsample of the rule are gathered, so that the length scale is a single process's
-            self.length_scale_ = median_length_scale(dp.gather_subsample(to_numpy(X), 1000, self._rows_per_rank))
+            rows = ctx.rows_per_rank if ctx.sample_weight is None else dp.rows_per_rank(X.shape[0])
+            self.length_scale_ = median_length_scale(dp.gather_subsample(to_numpy(X), 1000, rows))
         elif self.length_scale == "auto":
             self.length_scale_ = median_length_scale(X)
         else:
             self.length_scale_ = float(self.length_scale)
         D = d + K
         W, b = init_random_features(self.n_features, D, self.kernel, self.length_scale_, self.nu,
-                                    generator=generator, dtype=torch.float64)
+                                    generator=ctx.generator, dtype=torch.float64)
         theta = torch.zeros(self.n_layers, D, self.n_features, dtype=torch.float64)
         to = dict(device=self.device_, dtype=self._torch_dtype)
         return RKHSFlow(theta.to(**to), W.to(**to), b.to(**to), d_in=d, output_scale=self.output_scale,
                         loss=self.loss, momentum=self.momentum, weight_decay=self.alpha)
 
-    def _finalize_fit(self, X, Y):
+    def _compile_setting(self):
+        return self.compile
+
+    def _divergence_hint(self):
+        return super()._divergence_hint() + f", or a smaller output_scale (now {self.output_scale:g})"
+
+    def _finalize_fit(self, ctx):
         flow = self.flow_
-        # data-parallel: N counts the rows of all the ranks; the data diagnostics use this rank's rows
-        N, K = getattr(self, "_n_train_rows", X.shape[0]), Y.shape[1]
+        # data-parallel: N counts the rows of all the ranks; the data diagnostics use this rank's rows (those of
+        # positive weight)
+        X, Y = ctx.positive_rows()
+        N, K = ctx.n_rows, Y.shape[1]
         self.theta_, self.random_weights_ = to_numpy(flow.theta), to_numpy(flow.W)
         self.random_offset_ = to_numpy(flow.b)
         self.n_features_used_ = int(self.n_features)

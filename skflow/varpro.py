@@ -283,6 +283,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
 
     _parameter_constraints = {
         **BaseFlowEstimator._parameter_constraints,
+        "compile": ["boolean", StrOptions({"auto"})],
         "width": [Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "feature_map": [StrOptions({"perceptron", "rbf"})],
@@ -440,8 +441,12 @@ class VarProSHLRegressor(BaseFlowRegressor):
             raise ValueError(f"alphas must be a non-empty array of positive ridge strengths; got {self.alphas!r}.")
         return tuple(grid)
 
-    def _make_flow(self, X, Y, generator):
-        N, d = X.shape
+    def _compile_setting(self):
+        return self.compile
+
+    def _make_flow(self, ctx):
+        X, Y, generator = ctx.X, ctx.Y, ctx.generator
+        d = X.shape[1]
         if self.feature_domain == "sphere" and d < 2:
             raise ValueError(
                 f"feature_domain='sphere' needs at least 2 features (the sphere of R^{d} is two points); "
@@ -456,11 +461,12 @@ class VarProSHLRegressor(BaseFlowRegressor):
             omega, u, lam=self.alpha, alphas=self._alpha_grid(), regularization=self.regularization,
             activation=activation,
             domain=domain, solver=self.solver, momentum=self.projection_momentum,
-            stochastic=self._uses_minibatches(N), store_every=self.store_features_every,
+            stochastic=self._uses_minibatches(ctx), store_every=self.store_features_every,
         )
 
-    def _finalize_fit(self, X, Y):
+    def _finalize_fit(self, ctx):
         flow = self.flow_
+        X, _ = ctx.positive_rows()
         self.features_, self.coef_ = to_numpy(flow.omega), to_numpy(flow.u)
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
         self.alpha_ = float(flow.lam)

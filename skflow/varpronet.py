@@ -148,7 +148,7 @@ class _VarProNetMixin:
     """What the regressor and the classifier share: the module, the engine and the fitted attributes."""
 
     _parameter_constraints = {
-        **{k: v for k, v in BaseFlowEstimator._parameter_constraints.items() if k != "compile"},
+        **BaseFlowEstimator._parameter_constraints,
         "module": [callable],
         "module_kwargs": [dict, None],
         "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -178,9 +178,10 @@ class _VarProNetMixin:
                              f"{type(module).__name__}.")
         return module, seed
 
-    def _make_flow(self, X, Y, generator):
+    def _make_flow(self, ctx):
+        X, Y = ctx.X, ctx.Y
         N, d = X.shape
-        module, seed = self._build_module(d, generator)
+        module, seed = self._build_module(d, ctx.generator)
         module = module.to(device=self.device_, dtype=self._torch_dtype)
         # validated on the first batch before anything is trained (a bad module raises: nothing is committed)
         rows = min(N, self.batch_size or N, PROBE_ROWS)
@@ -192,25 +193,26 @@ class _VarProNetMixin:
                              momentum=self.projection_momentum, backbone_momentum=self.backbone_momentum,
                              stochastic=self.batch_size is not None and self.batch_size < N, n_inputs=d)
         if draws_random:  # dropout & co: every step draws from its own seed, torch's generators are left alone
-            flow.step_scope = SeededSteps(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
+            flow.step_scope = SeededSteps(int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator)),
                                            self._torch_dtype)
         return flow
 
-    def _resolve_learning_rate(self, flow, X, Y, generator):
+    def _resolve_learning_rate(self, flow, ctx):
         # the base calls this hook after flow.start and before the first step: where a warm-started engine (built
         # by an earlier fit) learns this fit's batch mode and backbone momentum. (A warm start with
         # learning_rate='auto' skips the hook and keeps the previous fit's settings with its time step.)
-        flow.stochastic = self._uses_minibatches(X.shape[0])
+        flow.stochastic = self._uses_minibatches(ctx)
         flow.backbone_momentum = float(self.backbone_momentum)
-        return super()._resolve_learning_rate(flow, X, Y, generator)
+        return super()._resolve_learning_rate(flow, ctx)
 
     def _outputs(self, X):
         """Raw outputs of the engine on a training tensor, by chunks."""
         chunk = self._predict_chunk()
         return torch.cat([self.flow_.forward(X[i:i + chunk]) for i in range(0, X.shape[0], chunk)])
 
-    def _finalize_fit(self, X, Y):
+    def _finalize_fit(self, ctx):
         flow = self.flow_
+        X, _ = ctx.positive_rows()
         flow.module.eval()
         self.module_ = flow.module
         self.coef_ = to_numpy(flow.u)
@@ -354,6 +356,10 @@ class VarProNetClassifier(_VarProNetMixin, BaseFlowClassifier):
 
     Parameters
     ----------""" + _COMMON_PARAMS_DOC % _DEFAULTS + """
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, multiplying the rows' ``sample_weight`` (as in ``SVC`` and
+        ``LogisticRegression``): a dict ``{label: weight}`` (classes not in it weigh 1), or ``'balanced'``,
+        ``n_samples / (n_classes * np.bincount(y))`` (in a data-parallel fit, with the counts of every rank).
 
     Attributes
     ----------
@@ -395,6 +401,10 @@ class VarProNetClassifier(_VarProNetMixin, BaseFlowClassifier):
     #: rows, the accuracy rule scored 1 point lower on average, 10 points on the worst split)
     _validation_score = None
     _reference_learning_rate = 8e-5
+    _parameter_constraints = {
+        **_VarProNetMixin._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
 
     def __init__(
         self,
@@ -417,7 +427,9 @@ class VarProNetClassifier(_VarProNetMixin, BaseFlowClassifier):
         random_state=None,
         verbose=0,
         warm_start=False,
+        class_weight=None,
     ):
+        self.class_weight = class_weight
         self.module = module
         self.module_kwargs = module_kwargs
         self.alpha = alpha
@@ -438,35 +450,29 @@ class VarProNetClassifier(_VarProNetMixin, BaseFlowClassifier):
         self.warm_start = warm_start
 
     # ------------------------------------------------------------------ hooks
-    def _split(self, X, Y, y):
-        parts = super()._split(X, Y, y)
-        # the held-out rows of early stopping calibrate predict_proba (see temperature_)
-        self._held_out = None if parts[2] is None else (parts[2], parts[3])
-        return parts
-
     def _proba_scores(self, F):
         return F / self.temperature_
 
-    def _finalize_fit(self, X, Y):
-        super()._finalize_fit(X, Y)
-        held_out = self.__dict__.pop("_held_out", None)
-        if held_out is None:
-            F, labels = self._outputs(X), Y.argmax(1)
-        else:
-            F, labels = self._outputs(self._to_tensor(held_out[0])), torch.as_tensor(held_out[1].argmax(1))
+    def _finalize_fit(self, ctx):
+        super()._finalize_fit(ctx)
+        # the held-out rows of early stopping calibrate predict_proba (else the training rows), with their weights
+        X, Y, w = (ctx.X, ctx.Y, ctx.sample_weight) if ctx.X_val is None else (ctx.X_val, ctx.Y_val, ctx.val_weight)
+        F, labels = self._outputs(X), Y.argmax(1)
         self.temperature_ = self._diagnostic("temperature_", _fit_temperature, to_numpy(F),
-                                             to_numpy(labels).astype(np.int64), default=1.0)
+                                             to_numpy(labels).astype(np.int64), None if w is None else to_numpy(w),
+                                             default=1.0)
 
 
-def _fit_temperature(F, labels, bounds=(1e-3, 1e3)):
-    """The temperature ``T`` minimising the log-loss of ``softmax(F / T)`` against ``labels`` (convex in ``1/T``)."""
+def _fit_temperature(F, labels, weights=None, bounds=(1e-3, 1e3)):
+    """The temperature ``T`` minimising the (weighted) log-loss of ``softmax(F / T)`` against ``labels`` (convex in
+    ``1/T``)."""
     if F.shape[0] == 0:
         return 1.0
 
     def nll(log_beta):
         Z = F * np.exp(log_beta)
         Z = Z - Z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(Z).sum(axis=1)) - Z[np.arange(Z.shape[0]), labels]))
+        return float(np.average(np.log(np.exp(Z).sum(axis=1)) - Z[np.arange(Z.shape[0]), labels], weights=weights))
 
     res = minimize_scalar(nll, bounds=(-np.log(bounds[1]), -np.log(bounds[0])), method="bounded")
     return float(np.exp(-res.x))

@@ -31,18 +31,25 @@ from skflow.exceptions import FitInterruptedWarning, IncompatibleWarmStartError,
 # ---------------------------------------------------------------------------------------------- scikit-learn checks
 
 #: The checks of scikit-learn each estimator is expected to fail, as {check name: written reason}.
-#: None at present: every check passes, for every configuration below. The table stays so that a future
-#: expected failure must come with a written reason.
+#: Only check_sample_weight_equivalence_on_dense_data, for configurations whose hyperparameters are chosen from the
+#: rows themselves: there a row repeated k times and a row of weight k are different data by design. With fixed
+#: hyperparameters and full-batch steps every estimator passes the same property (tests/test_sample_weight.py:
+#: integer weights equal repeated rows to round-off, weight 0 equals dropping the row).
+_SPLIT = ("early stopping holds out rows at random: the copies of a repeated row can fall on both sides of the "
+          "split, a weighted row cannot")
+_BATCHES = "minibatches: the copies of a repeated row fall in different batches, a weighted row in one"
+_LOO = ("a leave-one-out choice ({}) leaves out one copy of a repeated row, whose other copies stay, but all of a "
+        "weighted row")
 EXPECTED_FAILED_CHECKS = {
-    # every check passes with the default and with a midpoint / tanh / Student-t configuration
-    MeanFieldNODERegressor: {},
-    # every check passes with the defaults and with the full-batch squared-loss variant
-    RKHSNODEClassifier: {},
-    # every check passes with the default (full-batch VarPro), two-timescale and stochastic configurations
-    VarProSHLRegressor: {},
-    # every check passes with the defaults (minibatches) and the full-batch classifier
-    VarProNetRegressor: {},
-    VarProNetClassifier: {},
+    MeanFieldNODERegressor: {"check_sample_weight_equivalence_on_dense_data":
+                             _SPLIT + "; and " + _LOO.format("feature_scale='auto'")},
+    RKHSNODEClassifier: {"check_sample_weight_equivalence_on_dense_data":
+                         _BATCHES + "; max_iter='auto' holds out a fifth of the rows to choose the epochs; "
+                         "length_scale='auto' is the median of the pairwise distances, which repeated rows change"},
+    VarProSHLRegressor: {"check_sample_weight_equivalence_on_dense_data":
+                         _SPLIT + "; " + _LOO.format("alpha='auto'") + "; and, with batch_size, " + _BATCHES},
+    VarProNetRegressor: {"check_sample_weight_equivalence_on_dense_data": f"{_BATCHES}; and {_SPLIT}"},
+    VarProNetClassifier: {"check_sample_weight_equivalence_on_dense_data": f"{_BATCHES}; and {_SPLIT}"},
 }
 
 

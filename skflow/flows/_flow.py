@@ -26,6 +26,12 @@ import, and owns its whole training algorithm. The estimators drive it through t
     None, or the handle of a data-parallel fit (:mod:`skflow.distributed`): an engine then computes its
     gradients and risks from this rank's rows as sums over rows and turns them into means over the rows of
     every rank with :meth:`Flow.reduce_rows` (one all-reduce), before anything depends on them.
+``weighted``
+    False, or True for a fit with sample weights: every ``Y`` an engine receives (in ``start``, ``step``, ``risk``,
+    ``finish`` and the held-out rows) then carries the rows' weights as its last column, so that the weights
+    follow the rows through every split, shuffle, minibatch and shard. Each row's loss is multiplied by its weight
+    (the risk of the weighted empirical measure, ``../SPEC.md`` §5); the estimator normalises the weights to mean
+    1 over the rows of each step (:func:`skflow._training.run_epoch`), so that a mean over rows stays a mean.
 ``bytes_per_row(training) -> int``
     memory a row of data costs beyond the data itself: during a training step (all activations kept for the
     adjoint pass) or during a forward pass (one layer's activations live at a time).
@@ -153,6 +159,8 @@ class Flow:
     #: fit (None otherwise): the sums over rows of the gradients and risks are then all-reduced over the ranks
     #: (:meth:`reduce_rows`), so that every rank steps with the gradient of the rows of all the ranks.
     data_parallel = None
+    #: whether the last column of every ``Y`` holds the rows' sample weights (see the module documentation)
+    weighted = False
     #: whether the engine reduces its gradients, risks and any other sum over rows through :attr:`data_parallel`
     #: (an estimator refuses a data-parallel fit with an engine that does not)
     supports_data_parallel = False

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from scipy import special
 
-__all__ = ["ACTIVATIONS", "ACTIVATIONS_INPLACE", "lift", "regularizer_centre", "sample_spectral"]
+__all__ = ["ACTIVATIONS", "ACTIVATIONS_INPLACE", "lift", "regularizer_centre", "sample_spectral", "split_weights",
+           "weighted_sum"]
 
 
 def _cos(a):
@@ -47,6 +48,22 @@ ACTIVATIONS_INPLACE = {
     "gelu": lambda a: a.copy_(torch.nn.functional.gelu(a)),
     "relu": torch.relu_,
 }
+
+
+def split_weights(Y, weighted):
+    """``(targets, weights)`` of a batch of an engine fitted with sample weights: ``Y`` without its last column and
+    that column (the rows' weights, see :attr:`skflow.flows._flow.Flow.weighted`); ``(Y, None)`` when not
+    ``weighted``."""
+    if not weighted:
+        return Y, None
+    return Y[:, :-1], Y[:, -1]
+
+
+def weighted_sum(values, w):
+    """``sum_n w_n values_n`` over the rows (``values`` (n,) or (n, k)), or the plain sum when ``w`` is None."""
+    if w is None:
+        return values.sum()
+    return (values * (w if values.dim() == 1 else w[:, None])).sum()
 
 
 def lift(X, D):

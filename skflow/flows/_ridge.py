@@ -11,15 +11,31 @@ and for a grid of strengths at once with its leave-one-out error (:func:`ridge_l
 
 import torch
 
-from ._ops import regularizer_centre
+from ._ops import regularizer_centre, split_weights
 
 __all__ = ["DEFAULT_ALPHAS", "FLOAT64_GRAM_BELOW", "centre", "loo_eigen", "loo_squares", "ridge_loo_path",
-           "ridge_projection", "risk_parts", "select_ridge", "solve_primal"]
+           "ridge_projection", "risk_parts", "root_weighted", "select_ridge", "solve_primal"]
 
 #: below this ridge strength the Gram matrix is formed in float64 too: its round-off in float32
 #: (~1e-7 ||K||) would otherwise be comparable to lambda and the solve would be meaningless.
 FLOAT64_GRAM_BELOW = 1e-2
 
+
+
+def root_weighted(Y, weighted, *features):
+    """``(Y, *features)`` of a batch whose ``Y`` carries the rows' weights ``w`` as its last column (``weighted``):
+    the targets without it, and they and the features (``Phi``, ``sigma'``, each (n, M)) times ``sqrt(w)`` per row.
+
+    The weighted risk ``(1/2N) sum_n w_n |Phi_n u / M - y_n|^2`` of fixed features is the plain risk of the scaled
+    rows, so the projection, its exact (weighted) leave-one-out path and the feature gradient
+    ``sum_n w_n (r_n . u_i) sigma'_ni x_bar_n`` are the unweighted formulas on them: a row of weight 0 is a row of
+    zeros, which changes none of the sums (``../SPEC.md`` §5). Unweighted batches pass through unchanged.
+    """
+    if not weighted:
+        return (Y, *features)
+    Y, w = split_weights(Y, True)
+    root = w.clamp(min=0.0).sqrt()[:, None]
+    return (Y * root, *(None if F is None else F * root for F in features))
 
 
 def centre(regularization, M, n_out, like):

@@ -18,7 +18,7 @@ import torch
 
 from ._flow import Flow, euler_forward, euler_sweep, row_blocks
 from ._fused import elementwise_kernels, product_and_column_sum
-from ._ops import ACTIVATIONS, lift, sample_spectral
+from ._ops import ACTIVATIONS, lift, sample_spectral, split_weights, weighted_sum
 
 __all__ = ["MeanFieldSHLFlow", "init_particles"]
 
@@ -40,7 +40,7 @@ def init_particles(S, M, D, feature_init="gaussian", feature_scale=1.0, nu=1.5, 
     return U, W, b
 
 
-def adjoint_block(X, Y, W, b, U, UTc, R, gUT, gWT, gb, *, activation, d_in, d_out, scale, c, n_total):
+def adjoint_block(X, Y, W, b, U, UTc, R, gUT, gWT, gb, *, activation, d_in, d_out, scale, c, n_total, weighted=False):
     """Forward and adjoint pass of the Euler NODE on a block of rows: the one definition of a training step's
     sums, run eagerly and compiled (:meth:`~skflow.flows._flow.Flow.sweep_blocks`).
 
@@ -48,6 +48,8 @@ def adjoint_block(X, Y, W, b, U, UTc, R, gUT, gWT, gb, *, activation, d_in, d_ou
     ``gWT`` (S, D, M), ``gb`` (S, M) given, plus the block's terms, each row's loss divided by ``n_total``.
     ``c`` is ``h/M = 1/(S M)``, ``UTc`` is ``c U_k^T`` for every layer (S, D, M), ``scale`` the output scale
     (constants of a compiled graph: a step size computed from symbolic shapes would be a symbolic float).
+    ``weighted``: ``Y`` carries the rows' weights as its last column, and each row's loss is multiplied by its
+    weight (the weighted empirical risk, ``../SPEC.md`` §5).
 
     States are kept transposed, ``z^T`` (D, n), so that every product has the layout BLAS runs fastest; the
     scalings ``h/M`` go on the small (M, D) side of each product, the bias on the activation's pass.
@@ -57,10 +59,12 @@ def adjoint_block(X, Y, W, b, U, UTc, R, gUT, gWT, gb, *, activation, d_in, d_ou
     zT[:d_in] = X.T
     zT, states, acts = euler_sweep(zT, [(W[k], b[k], U[k].T, c) for k in range(S)], activation, keep=True)
     out = slice(d_in, d_in + d_out)
+    Y, w = split_weights(Y, weighted)
     r = scale * zT[out].T - Y
-    R = R + 0.5 * (r * r).sum() / n_total
+    rw = r if w is None else r * w[:, None]
+    R = R + 0.5 * (rw * r).sum() / n_total
     pT = torch.zeros_like(zT)
-    pT[out] = (scale / n_total) * r.T
+    pT[out] = (scale / n_total) * rw.T
     gU, gW, gB = [None] * S, [None] * S, [None] * S
     for k in range(S - 1, -1, -1):
         s, ds = acts[k]
@@ -135,9 +139,9 @@ class MeanFieldSHLFlow(Flow):
     def _block_constants(self):
         """The graph key and the constants of :func:`adjoint_block` (all that a compiled graph specialises on)."""
         key = ("node_adjoint", self.activation, self.n_layers, self.width, self.d_in, self.d_out, self.dim,
-               self.output_scale)
+               self.output_scale) + (("weighted",) if self.weighted else ())
         return key, dict(activation=self.activation, d_in=self.d_in, d_out=self.d_out, scale=self.output_scale,
-                         c=1.0 / (self.n_layers * self.width))
+                         c=1.0 / (self.n_layers * self.width), weighted=self.weighted)
 
     def _graph(self):
         return self.block_kernel(adjoint_block, *self._block_constants())
@@ -203,9 +207,10 @@ class MeanFieldSHLFlow(Flow):
 
     def risk(self, X, Y, U=None, W=None, b=None):
         """``R = (1/N) sum_n |y_hat_n - y_n|^2 / 2`` (unregularised, as in the theory); in a data-parallel fit
-        the mean over the rows of every rank."""
+        the mean over the rows of every rank; with sample weights, the weighted mean."""
+        Y, w = split_weights(Y, self.weighted)
         r = self.forward(X, U, W, b) - Y
-        return self.reduce_rows(X.shape[0], 0.5 * (r * r).sum())[0]
+        return self.reduce_rows(X.shape[0], 0.5 * weighted_sum(r * r, w))[0]
 
     # ------------------------------------------------------------------ gradients
     def gradients(self, X, Y):
@@ -238,8 +243,9 @@ class MeanFieldSHLFlow(Flow):
             if self.data_parallel is None:
                 R = self.risk(X, Y, U, W, b)
             else:  # differentiate this rank's sum over rows, then reduce (the all-reduce is not differentiable)
-                r = self.forward(X, U, W, b) - Y
-                R = 0.5 * (r * r).sum()
+                Yt, w = split_weights(Y, self.weighted)
+                r = self.forward(X, U, W, b) - Yt
+                R = 0.5 * weighted_sum(r * r, w)
             gU, gW, gb = torch.autograd.grad(R, (U, W, b))
         if self.data_parallel is not None:
             return self.reduce_rows(X.shape[0], R.detach(), gU, gW, gb)

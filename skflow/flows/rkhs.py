@@ -26,7 +26,7 @@ import torch
 
 from ._flow import Flow, euler_forward, euler_sweep, row_blocks
 from ._fused import elementwise_kernels
-from ._ops import lift, sample_spectral
+from ._ops import lift, sample_spectral, split_weights
 
 __all__ = ["LOSSES", "RKHSFlow", "init_random_features", "random_features"]
 
@@ -51,39 +51,44 @@ def random_features(Z, W, b):
     return math.sqrt(2.0 / M) * torch.cos(torch.addmm(b, Z, W.T))
 
 
-def loss_and_grad(loss, logits, Y, n):
+def loss_and_grad(loss, logits, Y, n, weighted=False):
     """Risk and its gradient with respect to the logits, both summed over the rows and divided by ``n``.
 
     ``loss``: 'squared' (``|logits - Y|^2 / 2``) or the cross-entropy of ``softmax(logits)`` against ``Y``.
+    ``weighted``: ``Y`` carries the rows' weights as its last column, and each row's loss (and its gradient) is
+    multiplied by its weight.
     """
+    Y, w = split_weights(Y, weighted)
     if loss == "squared":
         r = logits - Y
-        return 0.5 * (r * r).sum() / n, r / n
+        rw = r if w is None else r * w[:, None]
+        return 0.5 * (rw * r).sum() / n, rw / n
     logp = torch.log_softmax(logits, dim=1)
-    R = -(Y * logp).sum() / n
+    Yw = Y if w is None else Y * w[:, None]
+    R = -(Yw * logp).sum() / n
     # d/dlogits of -sum_j Y_j log softmax_j = softmax * sum_j Y_j - Y (= softmax - Y for one-hot rows).
     # Once the data are fitted, wrong-class probabilities underflow towards subnormal numbers, which make
     # every later matmul of the adjoint pass tens of times slower on CPUs; probabilities below
     # sqrt(smallest normal) (1e-154 in float64) are set to 0 -- a change far below round-off of the rest.
     P = torch.exp(logp)
     P = torch.where(P < math.sqrt(torch.finfo(P.dtype).tiny), torch.zeros_like(P), P)
-    return R, (P * Y.sum(1, keepdim=True) - Y) / n
+    return R, (P * Yw.sum(1, keepdim=True) - Yw) / n
 
 
-def adjoint_block(X, Y, W, b, theta, R, grad, *, loss, d_in, scale, hc, n_total):
+def adjoint_block(X, Y, W, b, theta, R, grad, *, loss, d_in, scale, hc, n_total, weighted=False):
     """Forward and adjoint pass of the RKHS NODE on a block of rows: the one definition of a training step's sums,
     run eagerly and compiled (:meth:`~skflow.flows._flow.Flow.sweep_blocks`).
 
     Returns the risk ``R`` (0-dim) and ``grad`` (S, D, M) given, plus the block's terms, each row's loss divided
     by ``n_total``. ``hc = h sqrt(2/M)`` and the output ``scale`` are constants of a compiled graph. States are
     transposed (D, n); ``cos(a_k)`` and ``sin(a_k)`` come from one fused pass in the forward sweep and are kept for
-    the adjoint.
+    the adjoint. ``weighted``: ``Y`` carries the rows' weights as its last column (see :func:`loss_and_grad`).
     """
     S, D = theta.shape[0], theta.shape[1]
     zT = X.new_zeros((D, X.shape[0]))
     zT[:d_in] = X.T
     zT, _, acts = euler_sweep(zT, [(W, b, theta[k], hc) for k in range(S)], "cos", keep=True)
-    Rb, G = loss_and_grad(loss, scale * zT[d_in:].T, Y, n_total)
+    Rb, G = loss_and_grad(loss, scale * zT[d_in:].T, Y, n_total, weighted)
     R = R + Rb
     pT = torch.zeros_like(zT)
     pT[d_in:] = scale * G.T
@@ -154,8 +159,9 @@ class RKHSFlow(Flow):
     def _block_constants(self):
         """The graph key and the constants of :func:`adjoint_block` (all that a compiled graph specialises on)."""
         S, M = self.n_layers, self.n_features
-        key = ("rkhs_adjoint", S, M, self.d_in, self.loss, self.output_scale)
-        return key, dict(loss=self.loss, d_in=self.d_in, scale=self.output_scale, hc=math.sqrt(2.0 / M) / S)
+        key = ("rkhs_adjoint", S, M, self.d_in, self.loss, self.output_scale) + (("weighted",) if self.weighted else ())
+        return key, dict(loss=self.loss, d_in=self.d_in, scale=self.output_scale, hc=math.sqrt(2.0 / M) / S,
+                         weighted=self.weighted)
 
     def _graph(self):
         return self.block_kernel(adjoint_block, *self._block_constants())
@@ -207,7 +213,7 @@ class RKHSFlow(Flow):
     def _loss_and_grad(self, logits, Y, n=None):
         """Risk and its gradient with respect to the logits (both summed over the rows and divided by ``n``,
         the rows of the whole batch; by default those of ``logits``): :func:`loss_and_grad`."""
-        return loss_and_grad(self.loss, logits, Y, logits.shape[0] if n is None else n)
+        return loss_and_grad(self.loss, logits, Y, logits.shape[0] if n is None else n, self.weighted)
 
     def risk(self, X, Y, theta=None):
         """The training objective ``R`` (Eq. II.24) at the current (or given) ``theta``; in a data-parallel fit

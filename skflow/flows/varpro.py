@@ -24,7 +24,7 @@ from ..diagnostics.kernels import top_eigenvalues
 from ._features import RBF_KERNELS, RBFKernel, Torus, as_domain, augment, features, rbf_features, rbf_gradient
 from ._flow import Flow, row_blocks
 from ._fused import activation_with_bias, elementwise_kernels, outer_product_and_column_sum
-from ._ops import ACTIVATIONS, regularizer_centre
+from ._ops import ACTIVATIONS, regularizer_centre, split_weights, weighted_sum
 from ._ridge import (
     DEFAULT_ALPHAS,
     FLOAT64_GRAM_BELOW,
@@ -33,6 +33,7 @@ from ._ridge import (
     ridge_loo_path,
     ridge_projection,
     risk_parts,
+    root_weighted,
     select_ridge,
     solve_primal,
 )
@@ -80,7 +81,7 @@ def reduced_risk(omega, X, Y, lam, regularization="biased", activation="relu", d
 
 
 def feature_gradient(omega, u, X, Y, lam, regularization="biased", activation="relu", domain="euclidean",
-                     reduce=None):
+                     reduce=None, weighted=False):
     """``grad_omega (1/lambda) R(omega, u)`` at fixed ``u``, in closed form.
 
     At ``u = u*(omega)`` this is ``grad_omega L`` by the envelope theorem (Eq. III.10): the derivative of
@@ -94,7 +95,8 @@ def feature_gradient(omega, u, X, Y, lam, regularization="biased", activation="r
     (:func:`rbf_features`); on a torus it is the gradient of the periodic function, in the coordinates of
     ``R^d``. The Laplace kernel's kink at ``z = 0`` contributes the subgradient 0. ``reduce``: data-parallel
     fits, as for :func:`ridge_projection`: the sums over rows of the gradient and of the data fit are reduced
-    over the ranks (one collective).
+    over the ranks (one collective). ``weighted``: ``Y`` carries the rows' weights as its last column
+    (:func:`root_weighted`; ``Phi`` and ``r`` are then returned scaled by ``sqrt(w)``).
 
     Returns
     -------
@@ -102,6 +104,7 @@ def feature_gradient(omega, u, X, Y, lam, regularization="biased", activation="r
     parts : tuple (datafit, penalty, Phi, r)
     """
     Phi, dPhi, Xbar = features(omega, X, activation, domain)
+    Y, Phi, dPhi = root_weighted(Y, weighted, Phi, dPhi)
     n_total = None if reduce is None else 1  # data-parallel: sums over this rank's rows, reduced below
     datafit, penalty, r = risk_parts(Phi, Y, u, lam, regularization, n_total)
     N, M = Phi.shape
@@ -139,17 +142,19 @@ def block_features(X, omega, activation, euclidean, compiled=False):
 
 
 def gradient_block(X, Y, omega, u, G, datafit, PtR, trace, *, activation, euclidean, solver, inv_width, Phi=None,
-                   dPhi=None):
+                   dPhi=None, weighted=False):
     """The sums over a block of rows of a VarPro step at fixed ``u`` (perceptron features): the one definition,
     run eagerly and compiled (:meth:`~skflow.flows._flow.Flow.sweep_blocks`).
 
     Returns ``G`` (M, dim), ``datafit``, ``PtR`` (M, n_out) and ``trace`` given, plus the block's
     ``sum_n Ga_ni x_bar_n``, ``sum |r|^2`` and, for the solvers that step ``u`` too, ``Phi^T r`` (not 'varpro') and
     ``|Phi|^2`` ('two-timescale'), with ``r = Phi u / M - y`` and ``Ga = (r u^T) * sigma'``. ``inv_width`` is
-    ``1 / M``. ``Phi, dPhi``: the block's features, when already computed (else computed here).
+    ``1 / M``. ``Phi, dPhi``: the block's features, when already computed (else computed here). ``weighted``:
+    ``Y`` carries the rows' weights as its last column (:func:`root_weighted`).
     """
     if Phi is None:
         Phi, dPhi = block_features(X, omega, activation, euclidean)
+    Y, Phi, dPhi = root_weighted(Y, weighted, Phi, dPhi)
     r = torch.addmm(Y, Phi, u, beta=-1.0, alpha=inv_width)  # F - y
     datafit = datafit + (r * r).sum()
     Ga, colsum = outer_product_and_column_sum(r, u, dPhi)
@@ -262,8 +267,8 @@ class VarProFlow(Flow):
         if self.solver == "two-timescale":
             self.project(X, Y)
         elif self.auto and self.solver == "gd":  # one strength for the whole run, chosen at the initial features
-            self.lam = select_ridge(features(self.omega, X, self.activation, self.domain)[0], Y, self.alphas,
-                                    self.regularization, self._reduce)[0]
+            self.lam = select_ridge(*self._root_weighted_rows(features(self.omega, X, self.activation, self.domain)[0],
+                                                              Y), self.alphas, self.regularization, self._reduce)[0]
 
     def finish(self, X, Y, n_steps):
         """After the last step of full-batch VarPro ``u`` is the projection at the previous features:
@@ -295,8 +300,10 @@ class VarProFlow(Flow):
     def _block_constants(self):
         """The graph key and the constants of :func:`gradient_block` (all that a compiled graph specialises on)."""
         euclid = self.domain == "euclidean"
-        key = ("varpro_gradient", self.activation, euclid, self.solver, self.width)
-        return key, dict(activation=self.activation, euclidean=euclid, solver=self.solver, inv_width=1.0 / self.width)
+        key = ("varpro_gradient", self.activation, euclid, self.solver, self.width) + (
+            ("weighted",) if self.weighted else ())
+        return key, dict(activation=self.activation, euclidean=euclid, solver=self.solver, inv_width=1.0 / self.width,
+                         weighted=self.weighted)
 
     def _graph(self):
         return self.block_kernel(gradient_block, *self._block_constants(), means=False)
@@ -318,7 +325,7 @@ class VarProFlow(Flow):
     def _gram(self, X, Y):
         """``(N, Phi^T Phi, Phi^T Y, kept)``: the sums over the rows (of every rank in a data-parallel fit), in
         float64, and the features ``(Phi, sigma')`` when the batch is a single block (reused by the step)."""
-        M, n_out = self.width, Y.shape[1]
+        M, n_out = self.width, Y.shape[1] - self.weighted
         wide = self.auto or X.dtype == torch.float64 or self.lam < FLOAT64_GRAM_BELOW
         G = X.new_zeros((M, M), dtype=torch.float64)
         PtY = X.new_zeros((M, n_out), dtype=torch.float64)
@@ -326,7 +333,8 @@ class VarProFlow(Flow):
         kept = None
         for rows in blocks:
             Phi, dPhi = self._block_features(X[rows])
-            P, Yb = (Phi.double(), Y[rows].double()) if wide else (Phi, Y[rows].to(Phi.dtype))
+            Yb, P = root_weighted(Y[rows], self.weighted, Phi)
+            P, Yb = (P.double(), Yb.double()) if wide else (P, Yb.to(Phi.dtype))
             G += (P.T @ P).double()
             PtY += (P.T @ Yb).double()
             if len(blocks) == 1:
@@ -343,16 +351,27 @@ class VarProFlow(Flow):
         V, w, B, path = loo_eigen(G, PtY, N, M, self.alphas, c)
         if self.validation is None:  # exact leave-one-out, a second pass over the rows
             Xs, Ys = X, Y
-            err = sum(loo_squares(kept[0] if kept is not None else self._block_features(Xs[rows])[0], Ys[rows],
-                                   V, w, B, M, c) for rows in self._blocks(Xs))
+            err = sum(loo_squares(*self._root_weighted_rows(
+                kept[0] if kept is not None else self._block_features(Xs[rows])[0], Ys[rows]), V, w, B, M, c)
+                for rows in self._blocks(Xs))
         else:  # held-out rows: seen neither by the projection nor by the features
             Xs, Ys = self.validation
-            err = sum(((torch.einsum("nm,lmo->lno", self._block_features(Xs[rows])[0].double(), path) / M
-                        - Ys[rows].double()[None]) ** 2).sum((1, 2)) for rows in self._blocks(Xs))
+            err = sum(self._path_squares(self._block_features(Xs[rows])[0], Ys[rows], path)
+                      for rows in self._blocks(Xs))
         _, err = self.sum_rows(Xs.shape[0], err)
         best = torch.argmin(err)
         self.lam = self.alphas.to(err)[best]
         return path[best].to(X.dtype), kept
+
+    def _root_weighted_rows(self, Phi, Y):
+        """``(Phi, Y)`` of a batch with the rows' weights folded in (:func:`root_weighted`)."""
+        Y, Phi = root_weighted(Y, self.weighted, Phi)
+        return Phi, Y
+
+    def _path_squares(self, Phi, Y, path):
+        """Sum over held-out rows of the (weighted) squared errors of every projection of ``path`` (n_lams,)."""
+        Phi, Y = self._root_weighted_rows(Phi, Y)
+        return ((torch.einsum("nm,lmo->lno", Phi.double(), path) / self.width - Y.double()[None]) ** 2).sum((1, 2))
 
     def _gradient_blocks(self, X, Y, kept=None):
         """Sums over the rows (of every rank) for the step at fixed ``u``: the feature gradient of
@@ -379,9 +398,10 @@ class VarProFlow(Flow):
 
     def risk(self, X, Y):
         """Data-fit part ``(1/2N) |F - Y|^2`` (what the base monitors for early stopping); data-parallel, the mean
-        over the rows of every rank."""
+        over the rows of every rank; with sample weights, the weighted mean."""
+        Y, w = split_weights(Y, self.weighted)
         r = self.forward(X) - Y
-        return self.reduce_rows(X.shape[0], 0.5 * (r * r).sum())[0]
+        return self.reduce_rows(X.shape[0], 0.5 * weighted_sum(r * r, w))[0]
 
     def project(self, X, Y):
         """Set ``u`` to the exact projection ``u*(omega)`` on ``(X, Y)``, in place."""
@@ -393,7 +413,8 @@ class VarProFlow(Flow):
 
     def _projection(self, Phi, Y):
         """``u*`` at the fixed ``lam``, or, for ``lam='auto'``, at the strength with the least leave-one-out error
-        (which becomes ``lam``)."""
+        (which becomes ``lam``); with sample weights, of the weighted risk."""
+        Phi, Y = self._root_weighted_rows(Phi, Y)
         if not self.auto:
             return ridge_projection(Phi, Y, self.lam, self.regularization, self._reduce)
         if self.validation is None:
@@ -402,8 +423,7 @@ class VarProFlow(Flow):
         # held-out rows: they have been seen neither by the projection nor by the features
         _, path = ridge_loo_path(Phi, Y, self.alphas, self.regularization, self._reduce)
         Xv, Yv = self.validation
-        Phi_v = features(self.omega, Xv, self.activation, self.domain)[0].double()
-        err = ((torch.einsum("nm,lmo->lno", Phi_v, path) / self.width - Yv.double()[None]) ** 2).sum((1, 2))
+        err = self._path_squares(features(self.omega, Xv, self.activation, self.domain)[0], Yv, path)
         if self.data_parallel is not None:  # the held-out rows of every rank
             _, err = self.sum_rows(Xv.shape[0], err)
         best = torch.argmin(err)
@@ -437,7 +457,8 @@ class VarProFlow(Flow):
             penalty = self.lam * 0.5 * ((self.u - c) ** 2).sum() / M
         else:
             G, (datafit, penalty, Phi, r) = feature_gradient(
-                self.omega, self.u, X, Y, self.lam, self.regularization, self.activation, self.domain, self._reduce)
+                self.omega, self.u, X, Y, self.lam, self.regularization, self.activation, self.domain, self._reduce,
+                self.weighted)
             if self.solver != "varpro":
                 # the sums over rows of Phi^T r and trace(Phi^T Phi) (over every rank's rows in a data-parallel fit)
                 n_rows, PtR, trace = self.sum_rows(X.shape[0], Phi.T @ r, (Phi * Phi).sum())

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from ._flow import Flow
-from ._ridge import ridge_projection, risk_parts
+from ._ops import split_weights, weighted_sum
+from ._ridge import ridge_projection, risk_parts, root_weighted
 
 __all__ = ["Conv1dFeatures", "MLPFeatures", "VarProNetFlow", "net_reduced_risk"]
 
@@ -329,15 +330,18 @@ class VarProNetFlow(Flow):
         return self.features(X) @ self.u / self.width
 
     def risk(self, X, Y):
-        """Data-fit part ``(1/2N) |F - Y|^2`` (what the base monitors for early stopping)."""
+        """Data-fit part ``(1/2N) |F - Y|^2`` (what the base monitors for early stopping); with sample weights, the
+        weighted mean."""
+        Y, w = split_weights(Y, self.weighted)
         with torch.no_grad():
             r = self.forward(X) - Y
-            return self.reduce_rows(X.shape[0], 0.5 * (r * r).sum())[0]
+            return self.reduce_rows(X.shape[0], 0.5 * weighted_sum(r * r, w))[0]
 
     def project(self, X, Y):
         """Set ``u`` to the exact projection ``u*(theta)`` on ``(X, Y)``, in place."""
         with torch.no_grad():
-            self.u.copy_(ridge_projection(self.features(X), Y, self.lam, self.regularization))
+            Yw, Phi = root_weighted(Y, self.weighted, self.features(X))
+            self.u.copy_(ridge_projection(Phi, Yw, self.lam, self.regularization))
         self._u_ready = True
 
     def step(self, X, Y, lr):
@@ -360,7 +364,8 @@ class VarProNetFlow(Flow):
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.module.train()
         with torch.enable_grad():
-            Phi = module_features(self.module, X)
+            # with sample weights, the rows and targets times sqrt(w): the weighted risk is their plain risk
+            Y, Phi = root_weighted(Y, self.weighted, module_features(self.module, X))
             with torch.no_grad():
                 u_bar = ridge_projection(Phi.detach(), Y, self.lam, self.regularization)
                 if self.stochastic and self._u_ready:

@@ -24,11 +24,8 @@ def _bound_caveat(est):
     measured on the minibatches), and momentum averages past gradients: for these the training risk can lie well
     above the "bound" (issue 19 reports 3.5 times above it for an RKHS fit with minibatches and momentum 0.9)."""
     reasons = []
-    n_rows = getattr(est, "_n_train_rows", None)
-    try:
-        minibatch = est._uses_minibatches(n_rows) if n_rows is not None else est.batch_size is not None
-    except Exception:  # noqa: BLE001 - an estimator without the base's bookkeeping: judge by its parameter
-        minibatch = getattr(est, "batch_size", None) is not None
+    n_batches = getattr(est, "n_batches_", None)  # minibatches per iteration of the fit
+    minibatch = n_batches > 1 if n_batches is not None else getattr(est, "batch_size", None) is not None
     if minibatch:
         reasons.append(f"minibatch steps (batch_size={est.batch_size})")
     for name in ("momentum", "backbone_momentum"):
