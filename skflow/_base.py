@@ -180,8 +180,11 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         return stable_time_step(flow, X, Y, self._reference_learning_rate)
 
     def _uses_minibatches(self, ctx):
-        """Whether the fit of ``ctx`` runs minibatch steps; in a data-parallel fit, whether any rank does (all the
-        ranks then take the same number of minibatch steps, see :func:`skflow._training.n_batches`)."""
+        """Whether the fit of ``ctx`` runs minibatch steps (always in ``partial_fit``); in a data-parallel fit,
+        whether any rank does (all the ranks then take the same number of minibatch steps, see
+        :func:`skflow._training.n_batches`)."""
+        if self._partial_call:  # the chunks of partial_fit are the minibatches of a stream
+            return True
         return n_batches(ctx.X.shape[0], self.batch_size, ctx.rows_per_rank) > 1
 
     def _divergence_hint(self):
@@ -225,9 +228,36 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
     #: set on the private copy that a subclass fits to search a setting (e.g. the epochs of ``max_iter='auto'``)
     _search_fit = False
 
+    #: set on the private copy that :meth:`_partial_fit` fits: one epoch, continuing any previous fit
+    _partial_call = False
+
     def _iteration_budget(self):
-        """The iterations this fit may run: ``max_iter`` (a subclass may resolve a non-integer one)."""
-        return self.max_iter
+        """The iterations this fit may run: ``max_iter`` (a subclass may resolve a non-integer one); one epoch for
+        a ``partial_fit`` call."""
+        return 1 if self._partial_call else self.max_iter
+
+    @property
+    def _holds_out(self):
+        """Whether this fit holds out rows for early stopping (never in ``partial_fit``)."""
+        return self.early_stopping and not self._partial_call
+
+    def _partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over ``(X, y)`` (one full-batch step with ``batch_size=None``), continuing the model of the
+        previous call (or of ``fit``); the first call initialises it. As ``MLPClassifier.partial_fit``: no early
+        stopping, no ``max_iter`` / ``tol`` rule; the history grows by one iteration per call. ``classes``:
+        classifiers, every label of the stream, required on the first call."""
+        self._validate_params()
+        work = copy.copy(self)
+        work._partial_call = True
+        work._partial_classes = classes
+        try:
+            work._fit(X, y, sample_weight)
+        finally:
+            work.__dict__.pop("_partial_call", None)
+            work.__dict__.pop("_partial_classes", None)
+        self.__dict__.clear()
+        self.__dict__.update(work.__dict__)
+        return self
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, sample_weight=None, monitor=None):
@@ -285,7 +315,7 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         return self
 
     def _fit(self, X, y, sample_weight=None):
-        warm = self.warm_start and hasattr(self, "flow_")
+        warm = (self.warm_start or self._partial_call) and hasattr(self, "flow_")
         previous = self._model_signature(getattr(self, "_fitted_architecture", {})) if warm else None
         if not warm:
             self._clear_fitted()
@@ -311,6 +341,8 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
             self._fitted_architecture = self._architecture
             self.device_ = ctx.device = resolve_device(self.device)
             ctx.generator = _seed_generator(self.random_state)
+            if self._partial_call and warm:  # a later partial_fit call: the next epoch's shuffle, not the first's
+                ctx.generator.manual_seed(int(torch.randint(2**62, (1,), generator=ctx.generator)) + self.n_iter_)
             if weights is not None:  # the weights ride with the rows as Y's last column (Flow.weighted)
                 Y = np.column_stack([Y, weights])
             parts = [None if A is None else self._to_tensor(A, ctx.dtype) for A in self._split(X, Y, y)]
@@ -363,7 +395,8 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
             self.n_batches_ = int(result.n_batches)
             self.n_train_samples_ = ctx.n_rows
             if not self._search_fit:  # a fit that only searches a setting: no warnings, no diagnostics
-                warn_stop(result, type(self).__name__, cfg, self._divergence_hint())
+                if not (self._partial_call and result.stop_reason == "max_iter"):  # an epoch per call, by design
+                    warn_stop(result, type(self).__name__, cfg, self._divergence_hint())
                 self._finalize_fit(ctx)
         finally:
             flow.data_parallel = None  # the fitted model keeps no handle on the process group
@@ -423,8 +456,9 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
             # data-parallel: every rank trains alike, rank 0 alone prints the progress
             verbose=self.verbose if ctx.rank == 0 else 0,
             name=type(self).__name__, rows_per_rank=ctx.rows_per_rank,
-            val_score=self._validation_score if self.early_stopping else None,
+            val_score=self._validation_score if self._holds_out else None,
             iteration_hook=self._iteration_hook(), hook_needs_rows=getattr(self, "_monitor", None) is not None,
+            check_improvement=not self._partial_call,
         )
 
     def _iteration_hook(self):
@@ -484,7 +518,7 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         _device.check_step_memory(type(self).__name__, flow, rows, self.device_, available_memory(self.device_))
 
     def _split(self, X, Y, y):
-        if not self.early_stopping:
+        if not self._holds_out:
             return X, Y, None, None
         stratify = y if self._stratify else None
         n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
@@ -508,7 +542,7 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         self.history_["flow_time"] = np.concatenate([[0.0], np.cumsum(lrs * result.n_batches)[:-1]])[:n_done]
         self.n_iter_ = n_done
         self.stop_reason_ = result.stop_reason
-        if self.early_stopping and n_done:
+        if self._holds_out and n_done:
             self.best_validation_risk_ = result.best_validation_risk
             if "val_score" in self.history_:
                 self.validation_scores_ = self.history_["val_score"]

@@ -40,6 +40,9 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         classes of every rank in a data-parallel fit."""
         if self.class_weight is None:
             return None
+        if self.class_weight == "balanced" and self._partial_call:
+            raise ValueError("class_weight='balanced' needs the class counts of all the data, which partial_fit "
+                             "never sees; pass class_weight as a dict of weights (or sample_weight) instead.")
         dp = distributed.current()
         if self.class_weight == "balanced" and dp is not None:
             labels = [np.asarray(v) for v in dp.all_gather_object(np.asarray(y))]
@@ -54,9 +57,30 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
             return np.array([float(self.class_weight.get(label, 1.0)) for label in y.tolist()])
         return compute_sample_weight(self.class_weight, y)
 
+    def _partial_classes_of(self, y):
+        """``partial_fit``: the classes of the stream (``classes=`` of the first call, then ``classes_``)."""
+        given = self.__dict__.get("_partial_classes")
+        if hasattr(self, "classes_") and (given is None or np.array_equal(np.unique(given), self.classes_)):
+            classes = self.classes_
+        elif hasattr(self, "classes_"):
+            raise ValueError(f"classes={list(given)!r} differs from the classes of the first partial_fit call "
+                             f"{list(self.classes_)!r}.")
+        elif given is None:
+            raise ValueError(f"{type(self).__name__}.partial_fit needs classes= (every label of the stream) on its "
+                             "first call.")
+        else:
+            classes = np.unique(np.asarray(given))
+        unknown = np.setdiff1d(np.unique(y), classes)
+        if unknown.size:
+            raise ValueError(f"y contains labels not in classes: {unknown.tolist()!r}; the classes are "
+                             f"{classes.tolist()!r}.")
+        return classes, np.searchsorted(classes, y)
+
     def _encode_targets(self, y, ctx, sample_weight=None):
         dp = ctx.process_group
-        if dp is None:
+        if self._partial_call:
+            classes, encoded = self._partial_classes_of(y)
+        elif dp is None:
             classes, encoded = np.unique(y, return_inverse=True)
         else:
             # data-parallel: the sorted union of every rank's labels, so that all the ranks encode alike
@@ -173,8 +197,10 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
     def _encode_targets(self, y, ctx, sample_weight=None):
         Y = np.asarray(y, dtype=np.float64)
         Y2 = Y[:, None] if Y.ndim == 1 else Y
-        if self.warm_start and hasattr(self, "y_mean_") and self.y_mean_.shape[0] == Y2.shape[1]:
-            mean, scale = self.y_mean_, self.y_scale_  # a warm start keeps the units of the first fit
+        continued = (self.warm_start or self._partial_call) and hasattr(self, "y_mean_")
+        if continued and self.y_mean_.shape[0] == Y2.shape[1]:
+            # a warm start keeps the units of the first fit, partial_fit those of its first call
+            mean, scale = self.y_mean_, self.y_scale_
         elif self._scales_targets():
             if ctx.process_group is not None:
                 mean, scale, n = self._global_target_moments(Y2, ctx.process_group, sample_weight)

@@ -53,6 +53,9 @@ class TrainConfig:
     #: when :attr:`hook_needs_rows`, else None); True stops the fit (``stop_reason`` ``'monitor'``)
     iteration_hook: object = None
     hook_needs_rows: bool = False
+    #: whether the end of the fit is checked against its start (:func:`_conclude`); off for the single epochs of
+    #: ``partial_fit``, whose chunk's risk may rise for one epoch of noisy steps without the stream's failing
+    check_improvement: bool = True
 
 
 @dataclass
@@ -441,7 +444,8 @@ def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t
     extra = {"initial_risk": initial_risk}
     X, Y = train_rows
     # a diverged fit has restored its lowest risk and says so already; an interrupted one is left as it was stopped
-    if reason not in ("interrupted", "diverged") and n_done > 0 and math.isfinite(initial_risk) and initial_risk > 0:
+    if (cfg.check_improvement and reason not in ("interrupted", "diverged") and n_done > 0
+            and math.isfinite(initial_risk) and initial_risk > 0):
         with torch.no_grad():
             final = float(flow.risk(X, Y))
             failed = not (final <= initial_risk) if warm else not (final < initial_risk)
@@ -464,6 +468,14 @@ def _conclude(flow, params, history, reason, lowest, best_val, cfg, n_batches, t
                 reason = "no_improvement"
                 final = best_risk
         extra["final_risk"] = extra.get("final_risk", final)
+    elif reason not in ("interrupted", "diverged") and n_done > 0 and math.isfinite(initial_risk):
+        # partial_fit: no improvement is asked of one epoch, but a last step that exploded is divergence
+        with torch.no_grad():
+            final = float(flow.risk(X, Y))
+        if not (math.isfinite(final) and final <= DIVERGENCE_FACTOR * max(initial_risk, 1e-300)):
+            for p, v in zip(params, initial):
+                p.copy_(v)
+            reason, restored = "diverged", "the parameters of the start of this call"
     if log_every:
         _log(cfg.name, history.host, t0, final=True, reason=reason)
     return TrainResult(

@@ -11,6 +11,7 @@ from sklearn.utils.validation import _num_samples
 
 from . import distributed
 from ._arrays import seeded_subsample, to_numpy
+from ._partial import PartialFitClassifierMixin
 from ._targets import BaseFlowClassifier
 from .diagnostics import (
     data_separation,
@@ -27,7 +28,7 @@ from .flows.rkhs import LOSSES, RKHSFlow, init_random_features, random_features
 __all__ = ["RKHSNODEClassifier", "median_length_scale"]
 
 
-class RKHSNODEClassifier(BaseFlowClassifier):
+class RKHSNODEClassifier(PartialFitClassifierMixin, BaseFlowClassifier):
     """Classifier: a neural ODE whose residuals live in a random-feature RKHS (thesis §II.4, Def. II.4).
 
     Each input is lifted to ``z(0) = (x, 0_K)`` in ``R^{d+K}`` (``K`` classes) and moved by the Euler scheme of
@@ -383,6 +384,8 @@ class RKHSNODEClassifier(BaseFlowClassifier):
 
     # ------------------------------------------------------------------ the number of epochs
     def _iteration_budget(self):
+        if self._partial_call:
+            return 1
         if self.max_iter == "auto":
             return getattr(self, "_resolved_max_iter", self._auto_max_iter)
         return self.max_iter
@@ -401,7 +404,8 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         self._resolved_max_iter = self._auto_max_iter
         n_val = int(round(self._auto_validation_fraction * _num_samples(X)))
         search = (self.max_iter == "auto" and not self.early_stopping and n_val >= self._auto_min_validation_rows
-                  and not (self.warm_start and hasattr(self, "flow_")) and distributed.current() is None)
+                  and not (self.warm_start and hasattr(self, "flow_")) and not self._partial_call
+                  and distributed.current() is None)
         if search:
             probe = copy.copy(self)
             probe.__dict__ = {k: v for k, v in self.__dict__.items() if not k.endswith("_")}

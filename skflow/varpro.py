@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _base
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator
+from ._partial import PartialFitRegressorMixin
 from ._targets import BaseFlowRegressor
 from .flows._ops import ACTIVATIONS, regularizer_centre
 from .flows.varpro import (
@@ -26,7 +27,7 @@ from .flows.varpro import (
 __all__ = ["VarProSHLRegressor"]
 
 
-class VarProSHLRegressor(BaseFlowRegressor):
+class VarProSHLRegressor(PartialFitRegressorMixin, BaseFlowRegressor):
     """Single-hidden-layer network trained by Variable Projection (VarPro), thesis Ch. III.
 
     The model is the mean-field two-layer network (Eq. III.1)

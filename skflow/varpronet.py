@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator
+from ._partial import PartialFitClassifierMixin, PartialFitRegressorMixin
 from ._targets import BaseFlowClassifier, BaseFlowRegressor
 from ._user_modules import PROBE_ROWS, SeededSteps, check_module, torch_state
 from .diagnostics.kernels import top_eigenvalues
@@ -243,7 +244,7 @@ class _VarProNetMixin:
 _DEFAULTS = dict(lr="8e-5", max_iter="100", early_stopping="True", batch_size="128")
 
 
-class VarProNetRegressor(_VarProNetMixin, BaseFlowRegressor):
+class VarProNetRegressor(PartialFitRegressorMixin, _VarProNetMixin, BaseFlowRegressor):
     __doc__ = """Regression by a deep feature network with an exact ridge head, trained by stochastic VarPro
     (thesis §III.6.2, Eq. III.45-III.46).
 
@@ -346,7 +347,7 @@ class VarProNetRegressor(_VarProNetMixin, BaseFlowRegressor):
         return bool(self.scale_targets)
 
 
-class VarProNetClassifier(_VarProNetMixin, BaseFlowClassifier):
+class VarProNetClassifier(PartialFitClassifierMixin, _VarProNetMixin, BaseFlowClassifier):
     __doc__ = """Classification by a deep feature network with an exact ridge head on one-hot targets, trained by
     stochastic VarPro (thesis §III.6.2, Eq. III.45-III.46).
 

@@ -49,7 +49,15 @@ EXPECTED_FAILED_CHECKS = {
     VarProSHLRegressor: {"check_sample_weight_equivalence_on_dense_data":
                          _SPLIT + "; " + _LOO.format("alpha='auto'") + "; and, with batch_size, " + _BATCHES},
     VarProNetRegressor: {"check_sample_weight_equivalence_on_dense_data": f"{_BATCHES}; and {_SPLIT}"},
-    VarProNetClassifier: {"check_sample_weight_equivalence_on_dense_data": f"{_BATCHES}; and {_SPLIT}"},
+    VarProNetClassifier: {
+        "check_sample_weight_equivalence_on_dense_data": f"{_BATCHES}; and {_SPLIT}",
+        "check_class_weight_classifiers": (
+            "the check weighs class 0 by 1000 and the others by 1e-4 on blobs of std 20 that are not standardised: "
+            "the ridge head fits the one-hot codes by weighted least squares, so the class-0 output is fitted near "
+            "the class-0 rows only and falls towards 0 (not 1) away from them, where every output is near 0 "
+            "(52-68 % of the test points predicted 0, against the 87 % asked). class_weight does what it says: "
+            "'balanced' raises the minority recall (tests/test_sample_weight.py)"),
+    },
 }
 
 
