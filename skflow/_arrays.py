@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-__all__ = ["as_float64_tensor", "seeded_subsample", "to_numpy"]
+__all__ = ["as_float64_tensor", "seeded_subsample", "take_rows", "to_numpy"]
 
 
 def to_numpy(t):
@@ -18,6 +18,13 @@ def as_float64_tensor(A):
     if isinstance(A, torch.Tensor):
         return A.double()
     return torch.as_tensor(np.asarray(A, dtype=np.float64))
+
+
+def take_rows(idx, *tensors):
+    """The rows ``idx`` (a NumPy index array, or None for all) of each tensor; None passes through."""
+    if idx is None:
+        return tensors
+    return tuple(None if T is None else T[torch.as_tensor(idx, device=T.device)] for T in tensors)
 
 
 def seeded_subsample(n, max_samples, seed=0, sort=False):

@@ -198,7 +198,9 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
 
     def _validate_fit_data(self, X, y):
         """Validate X, y and return (X float64, y). Subclasses may extend (e.g. multi_output)."""
-        return validate_data(self, X, y, multi_output=True, dtype=np.float64, y_numeric=False)
+        # a later partial_fit call checks the inputs against the model's (scikit-learn's message), not resets them
+        reset = not (self._partial_call and hasattr(self, "flow_"))
+        return validate_data(self, X, y, multi_output=True, dtype=np.float64, y_numeric=False, reset=reset)
 
     def _check_numeric_targets(self, y):
         """Regressors: reject non-numeric targets with an error that names the problem."""

@@ -52,12 +52,13 @@ class FitContext:
     rows_per_rank: tuple = None
 
     def positive_rows(self):
-        """``(X, Y)`` of this rank's training rows of positive weight (every row without sample weights): the rows
-        a diagnostic of the data uses (a row of weight 0 is a row the fit does not see)."""
+        """``(X, Y, w)`` of this rank's training rows of positive weight, with their weights (every row and
+        ``w = None`` without sample weights): the rows a diagnostic of the data uses (a row of weight 0 is a row
+        the fit does not see), weighted as the fit weighs them."""
         if self.sample_weight is None:
-            return self.X, self.Y
+            return self.X, self.Y, None
         keep = self.sample_weight > 0
-        return self.X[keep], self.Y[keep]
+        return self.X[keep], self.Y[keep], self.sample_weight[keep]
 
     @property
     def n_rows(self):

@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._arrays import seeded_subsample, to_numpy
+from ._arrays import seeded_subsample, take_rows, to_numpy
 from ._base import BaseFlowEstimator
 from ._certificate import node_certificate
 from ._context import FitContext
@@ -353,7 +353,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             )
         d, dout = ctx.X.shape[1], ctx.Y.shape[1]
         D = d + dout + self.extra_dims
-        X, Y = ctx.positive_rows()  # the limit kernel's choices see the rows the fit sees
+        X, Y, _ = ctx.positive_rows()  # the limit kernel's choices see the rows the fit sees
         self.feature_scale_ = self._resolve_feature_scale(X, Y, ctx)
         U, W, b = self._initial_particles(D, ctx.generator)
         self._certify(X, Y, W, b, ctx)
@@ -504,24 +504,24 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
 
     def _finalize_fit(self, ctx):
         flow = self.flow_
-        X, _ = ctx.positive_rows()
+        X, _, w = ctx.positive_rows()
         self.U_, self.W_, self.b_ = to_numpy(flow.U), to_numpy(flow.W), to_numpy(flow.b)
         self.W_init_, self.b_init_ = to_numpy(flow.W0), to_numpy(flow.b0)
         self.cot_displacement_curve_ = self.history_.get("cot_displacement", np.zeros(0))
         self.cot_distance_, self.cot_method_ = self._diagnostic(
             "cot_distance_", conditional_wasserstein, flow.particles(), flow.initial_particles(),
             max_particles=self._cot_max_particles, return_method=True, default=(float("nan"), "failed"))
-        Xs = self._kernel_inputs(X)
+        Xs, ws = self._kernel_inputs(X, w)
         self.kernel_n_samples_ = Xs.shape[0]
         self.layer_kernel_lambda_min_ = self._diagnostic(
-            "kernel_lambda_min_", self._layer_lambda_min, flow, Xs, default=np.full(self.n_layers, np.nan))
+            "kernel_lambda_min_", self._layer_lambda_min, flow, Xs, ws, default=np.full(self.n_layers, np.nan))
         self.kernel_lambda_min_ = float(self.layer_kernel_lambda_min_.mean())
         self.exact_kernel_lambda_min_ = float("nan")
         if self.activation == "cos":
             # at initialisation u = 0, so the flow is the identity and every layer sees z(0) = (x, 0)
             self.exact_kernel_lambda_min_ = self._diagnostic(
                 "exact_kernel_lambda_min_", kernel_lambda_min, lift(Xs, flow.dim), self.feature_init,
-                self.feature_scale_, self.nu)
+                self.feature_scale_, self.nu, ws)
         self.convergence_report_ = convergence_report(
             self.loss_curve_, self.flow_time_, self.pl_ratio_curve_, self.kernel_lambda_min_,
             n_samples=ctx.n_rows, output_scale=self.output_scale_,
@@ -565,13 +565,13 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             Ks = self.flow_.to("cpu", torch.float64).feature_kernels(torch.as_tensor(X), initial=initial)
         return to_numpy(Ks)
 
-    def _kernel_inputs(self, X):
-        """The (at most ``kernel_subsample``) training inputs of the kernel diagnostics, in float64 on the CPU."""
-        idx = seeded_subsample(X.shape[0], self.kernel_subsample)
-        Xs = X if idx is None else X[torch.as_tensor(idx, device=X.device)]
-        return Xs.detach().double().cpu()
+    def _kernel_inputs(self, X, w=None):
+        """The (at most ``kernel_subsample``) training inputs of the kernel diagnostics and their weights (or None),
+        in float64 on the CPU."""
+        Xs, ws = take_rows(seeded_subsample(X.shape[0], self.kernel_subsample), X, w)
+        return Xs.detach().double().cpu(), None if ws is None else ws.detach().double().cpu()
 
-    def _layer_lambda_min(self, flow, Xs):
+    def _layer_lambda_min(self, flow, Xs, ws=None):
         """``lambda_min(K1_k)`` of every layer at initialisation, exactly 0 when ``M`` is below the points."""
         if self.width < Xs.shape[0]:
             # rank(Phi Phi^T / M) <= M < n: lambda_min is exactly 0, not round-off (Eq. II.38). This is the
@@ -579,4 +579,4 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             return np.zeros(self.n_layers)
         with torch.no_grad():
             Ks = flow.to("cpu", torch.float64).feature_kernels(Xs, initial=True)
-        return np.array([lambda_min(K) for K in Ks])
+        return np.array([lambda_min(K, ws) for K in Ks])

@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples
 
 from . import distributed
-from ._arrays import seeded_subsample, to_numpy
+from ._arrays import seeded_subsample, take_rows, to_numpy
 from ._partial import PartialFitClassifierMixin
 from ._targets import BaseFlowClassifier
 from .diagnostics import (
@@ -436,7 +436,7 @@ class RKHSNODEClassifier(PartialFitClassifierMixin, BaseFlowClassifier):
 
     def _make_flow(self, ctx):
         d, K = ctx.X.shape[1], ctx.Y.shape[1]
-        X, _ = ctx.positive_rows()  # the length scale of the rows the fit sees
+        X, _, _ = ctx.positive_rows()  # the length scale of the rows the fit sees
         dp = ctx.process_group
         if self.length_scale == "auto" and dp is not None:
             # the median of the pairwise distances needs the pairs across the ranks: the (at most 1000) rows of
@@ -465,7 +465,7 @@ class RKHSNODEClassifier(PartialFitClassifierMixin, BaseFlowClassifier):
         flow = self.flow_
         # data-parallel: N counts the rows of all the ranks; the data diagnostics use this rank's rows (those of
         # positive weight)
-        X, Y = ctx.positive_rows()
+        X, Y, w = ctx.positive_rows()
         N, K = ctx.n_rows, Y.shape[1]
         self.theta_, self.random_weights_ = to_numpy(flow.theta), to_numpy(flow.W)
         self.random_offset_ = to_numpy(flow.b)
@@ -474,19 +474,20 @@ class RKHSNODEClassifier(PartialFitClassifierMixin, BaseFlowClassifier):
         self.data_separation_ = self._diagnostic("data_separation_", self._separation, X, Y)
         self._warn_if_width_stalled(N)
         idx = seeded_subsample(X.shape[0], self.kernel_subsample, sort=True)
-        Xs = (X if idx is None else X[torch.as_tensor(idx, device=X.device)]).detach().double().cpu()
+        Xs, ws = take_rows(idx, X, w)
+        Xs, ws = Xs.detach().double().cpu(), None if ws is None else ws.detach().double().cpu()
         W0, b0 = flow.W.detach().cpu().double(), flow.b.detach().cpu().double()
         # at theta = 0 every layer sees the lifted inputs z(0) = (x, 0)
         self.kernel_lambda_min_ = self._diagnostic(
-            "kernel_lambda_min_", lambda: gram_lambda_min(random_features(lift(Xs, flow.dim), W0, b0)))
+            "kernel_lambda_min_", lambda: gram_lambda_min(random_features(lift(Xs, flow.dim), W0, b0), weights=ws))
         self.exact_kernel_lambda_min_ = self._diagnostic(
-            "exact_kernel_lambda_min_", exact_kernel_lambda_min, Xs, self.kernel, self.length_scale_, self.nu)
+            "exact_kernel_lambda_min_", exact_kernel_lambda_min, Xs, self.kernel, self.length_scale_, self.nu, ws)
         self.kappa_ = feature_kappa(W0)
         self.theta_norm_ = flow.theta_norm()
         # Prop. II.4.4 divides by the full N; lambda_K on the subsample is an upper estimate of the full one
         self.pl_bound_ = self._diagnostic(
             "pl_bound_", pl_bound, Xs, self.theta_norm_, self.kappa_, N, self.kernel, self.length_scale_, self.nu,
-            loss_factor=self._loss_constant(K))
+            loss_factor=self._loss_constant(K), weights=ws)
 
     def _loss_constant(self, K):
         """``c`` of ``|grad_z l|^2 >= c l`` for the loss composed with the output scale (see ``pl_bound_``)."""

@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _base
-from ._arrays import seeded_subsample, to_numpy
+from ._arrays import seeded_subsample, take_rows, to_numpy
 from ._base import BaseFlowEstimator
 from ._partial import PartialFitRegressorMixin
 from ._targets import BaseFlowRegressor
@@ -467,16 +467,15 @@ class VarProSHLRegressor(PartialFitRegressorMixin, BaseFlowRegressor):
 
     def _finalize_fit(self, ctx):
         flow = self.flow_
-        X, _ = ctx.positive_rows()
+        X, _, w = ctx.positive_rows()
         self.features_, self.coef_ = to_numpy(flow.omega), to_numpy(flow.u)
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
         self.alpha_ = float(flow.lam)
         self.alpha_path_ = self.history_.get("alpha", np.zeros(0))
-        idx = seeded_subsample(X.shape[0], self.kernel_subsample)
-        Xs = X if idx is None else X[torch.as_tensor(idx, device=X.device)]
+        Xs, ws = take_rows(seeded_subsample(X.shape[0], self.kernel_subsample), X, w)
         self.kernel_spectrum_ = self._diagnostic(
             "kernel_spectrum_", lambda: to_numpy(kernel_spectrum(flow.omega, Xs, flow.activation, flow.domain,
-                                                                   k=self.n_spectrum)),
+                                                                   k=self.n_spectrum, weights=ws)),
             default=np.full(1, np.nan))
         k_op = float(self.kernel_spectrum_[0]) if self.kernel_spectrum_.size else 0.0
         self.regularization_ratio_ = self.alpha_ / k_op if k_op > 0 else float("inf")

@@ -9,7 +9,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._arrays import seeded_subsample, to_numpy
+from ._arrays import seeded_subsample, take_rows, to_numpy
 from ._base import BaseFlowEstimator
 from ._partial import PartialFitClassifierMixin, PartialFitRegressorMixin
 from ._targets import BaseFlowClassifier, BaseFlowRegressor
@@ -213,17 +213,16 @@ class _VarProNetMixin:
 
     def _finalize_fit(self, ctx):
         flow = self.flow_
-        X, _ = ctx.positive_rows()
+        X, _, w = ctx.positive_rows()
         flow.module.eval()
         self.module_ = flow.module
         self.coef_ = to_numpy(flow.u)
         self.width_ = int(flow.width)
         self.alpha_ = float(flow.lam)
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
-        idx = seeded_subsample(X.shape[0], _SPECTRUM_ROWS)
-        Xs = X if idx is None else X[torch.as_tensor(idx, device=X.device)]
+        Xs, ws = take_rows(seeded_subsample(X.shape[0], _SPECTRUM_ROWS), X, w)
         self.kernel_spectrum_ = self._diagnostic(
-            "kernel_spectrum_", lambda: to_numpy(top_eigenvalues(flow.features(Xs), _N_SPECTRUM)),
+            "kernel_spectrum_", lambda: to_numpy(top_eigenvalues(flow.features(Xs), _N_SPECTRUM, ws)),
             default=np.full(1, np.nan))
         k_op = float(self.kernel_spectrum_[0]) if self.kernel_spectrum_.size else 0.0
         self.regularization_ratio_ = self.alpha_ / k_op if k_op > 0 else float("inf")

@@ -215,3 +215,25 @@ def test_metadata_routing_in_a_search_and_a_pipeline():
                              {"learning_rate": [0.1]}, cv=2)
         with pytest.raises(Exception, match="sample_weight"):
             plain.fit(X, y, sample_weight=w)
+
+
+def test_weighted_kernel_spectrum_is_that_of_the_repeated_rows():
+    """The tangent kernel of the weighted measure, ``Phi^T diag(w) Phi / (sum(w) M)``, is that of the repeated rows;
+    ``lambda_min`` of the weighted Gram matrix is that of ``D^(1/2) K D^(1/2)``."""
+    from skflow.diagnostics import kernels
+
+    rng = np.random.RandomState(0)
+    Phi = torch.as_tensor(rng.randn(30, 8))
+    w = rng.randint(1, 4, 30).astype(float)
+    rows = np.repeat(np.arange(30), w.astype(int))
+    np.testing.assert_allclose(kernels.top_eigenvalues(Phi, 5, torch.as_tensor(w)),
+                               kernels.top_eigenvalues(Phi[rows], 5), rtol=1e-10)
+    K = (Phi @ Phi.T).numpy() + np.eye(30)
+    D = np.sqrt(w / w.mean())
+    assert kernels.lambda_min(K, w) == pytest.approx(np.linalg.eigvalsh(D[:, None] * K * D[None, :])[0], rel=1e-10)
+    cls, params = FIXED["varpro"]
+    X, y = _data(cls)
+    weighted = _fit(cls, params, X, y, sample_weight=w.repeat(3))
+    idx = np.repeat(np.arange(X.shape[0]), w.repeat(3).astype(int))
+    repeated = _fit(cls, params, X[idx], y[idx])
+    np.testing.assert_allclose(weighted.kernel_spectrum_, repeated.kernel_spectrum_, rtol=1e-6)

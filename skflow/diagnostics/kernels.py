@@ -165,13 +165,25 @@ def kernel_matrix(X, kernel="gaussian", length_scale=1.0, nu=1.5, Y=None):
     raise ValueError(f"kernel must be 'gaussian' or 'matern', got {kernel!r}")
 
 
-def lambda_min(K):
+def root_weights(weights, n, like):
+    """``sqrt(w / mean(w))`` as a float64 tensor of shape (n,) on ``like``'s device, or None for ``weights=None``."""
+    if weights is None:
+        return None
+    w, _ = _as_tensor(weights)
+    w = w.to(device=like.device, dtype=torch.float64).reshape(n)
+    return (w / w.mean()).clamp(min=0.0).sqrt()
+
+
+def lambda_min(K, weights=None):
     """Smallest eigenvalue of a symmetric PSD matrix, computed in float64 (0 for an empty matrix).
 
     Parameters
     ----------
     K : array-like or tensor of shape (n, n)
         The matrix (symmetrised before the eigendecomposition).
+    weights : array-like or tensor of shape (n,), default=None
+        Sample weights of the rows: the matrix of the weighted empirical measure, ``D^(1/2) K D^(1/2)`` with
+        ``D = diag(w / mean(w))`` (``../SPEC.md`` §5; the same eigenvalues as ``K D``). None: equal weights.
 
     Returns
     -------
@@ -182,11 +194,14 @@ def lambda_min(K):
     Kt = Kt.double()
     if Kt.numel() == 0:
         return 0.0
+    root = root_weights(weights, Kt.shape[0], Kt)
+    if root is not None:
+        Kt = root[:, None] * Kt * root[None, :]
     Kt = 0.5 * (Kt + Kt.T)
     return float(torch.linalg.eigvalsh(Kt)[0])
 
 
-def gram_lambda_min(Phi, scale=1.0):
+def gram_lambda_min(Phi, scale=1.0, weights=None):
     """``lambda_min(scale * Phi Phi^T)`` for a feature matrix ``Phi`` (N, M), in float64.
 
     Exactly 0 when ``M < N``: the matrix has rank at most ``M``, and the round-off value is not reported.
@@ -197,6 +212,9 @@ def gram_lambda_min(Phi, scale=1.0):
         The feature matrix.
     scale : float, default=1.0
         The factor of ``Phi Phi^T``.
+    weights : array-like or tensor of shape (n,), default=None
+        Sample weights of the rows: the matrix of the weighted empirical measure, ``D^(1/2) K D^(1/2)`` with
+        ``D = diag(w / mean(w))`` (``../SPEC.md`` §5; the same eigenvalues as ``K D``). None: equal weights.
 
     Returns
     -------
@@ -206,10 +224,10 @@ def gram_lambda_min(Phi, scale=1.0):
     if Phi.shape[1] < Phi.shape[0]:
         return 0.0
     P = Phi.double()
-    return max(lambda_min(scale * (P @ P.T)), 0.0)
+    return max(lambda_min(scale * (P @ P.T), weights), 0.0)
 
 
-def top_eigenvalues(Phi, k=10):
+def top_eigenvalues(Phi, k=10, weights=None):
     """Top ``k`` eigenvalues (descending) of ``Phi^T Phi / (N M)`` for a feature matrix ``Phi`` (N, M).
 
     Uses whichever of ``Phi^T Phi`` (M x M) and ``Phi Phi^T`` (N x N) is smaller: they share their nonzero
@@ -221,6 +239,9 @@ def top_eigenvalues(Phi, k=10):
         The feature matrix.
     k : int, default=10
         Number of eigenvalues.
+    weights : tensor of shape (N,), default=None
+        Sample weights of the rows: the kernel ``Phi^T diag(w) Phi / (sum(w) M)`` of the weighted empirical
+        measure (``../SPEC.md`` §5). None: equal weights.
 
     Returns
     -------
@@ -229,6 +250,9 @@ def top_eigenvalues(Phi, k=10):
     """
     P = Phi.double()
     N, M = P.shape
+    root = root_weights(weights, N, P)
+    if root is not None:
+        P = P * root[:, None]
     G = (P.T @ P) if M <= N else (P @ P.T)
     ev = torch.linalg.eigvalsh(G / (N * M)).flip(0)
     return ev[:k].clamp(min=0.0)
@@ -266,7 +290,7 @@ def shl_limit_kernel(X, feature_init="gaussian", feature_scale=1.0, nu=1.5, Y=No
     raise ValueError(f"feature_init must be 'gaussian' or 'student', got {feature_init!r}")
 
 
-def kernel_lambda_min(X, feature_init="gaussian", feature_scale=1.0, nu=1.5):
+def kernel_lambda_min(X, feature_init="gaussian", feature_scale=1.0, nu=1.5, weights=None):
     """``lambda_min`` of the infinite-width SHL kernel matrix ``(k^1(x_i, x_j))_ij`` on the inputs ``X``.
 
     Parameters
@@ -279,16 +303,19 @@ def kernel_lambda_min(X, feature_init="gaussian", feature_scale=1.0, nu=1.5):
         Its scale ``rho``.
     nu : float, default=1.5
         Smoothness of the Matern kernel of 'student'.
+    weights : array-like or tensor of shape (n,), default=None
+        Sample weights of the rows: the matrix of the weighted empirical measure, ``D^(1/2) K D^(1/2)`` with
+        ``D = diag(w / mean(w))`` (``../SPEC.md`` §5; the same eigenvalues as ``K D``). None: equal weights.
 
     Returns
     -------
     float
         The smallest eigenvalue.
     """
-    return lambda_min(shl_limit_kernel(X, feature_init, feature_scale, nu))
+    return lambda_min(shl_limit_kernel(X, feature_init, feature_scale, nu), weights)
 
 
-def exact_kernel_lambda_min(X, kernel="gaussian", length_scale=1.0, nu=1.5):
+def exact_kernel_lambda_min(X, kernel="gaussian", length_scale=1.0, nu=1.5, weights=None):
     """``lambda_min`` of the closed-form kernel matrix ``(k(x_i, x_j))`` (the limit ``M -> inf``; Eq. II.30, II.32).
 
     Parameters
@@ -301,13 +328,16 @@ def exact_kernel_lambda_min(X, kernel="gaussian", length_scale=1.0, nu=1.5):
         The length scale ``l``.
     nu : float, default=1.5
         Smoothness of the Matern kernel.
+    weights : array-like or tensor of shape (n,), default=None
+        Sample weights of the rows: the matrix of the weighted empirical measure, ``D^(1/2) K D^(1/2)`` with
+        ``D = diag(w / mean(w))`` (``../SPEC.md`` §5; the same eigenvalues as ``K D``). None: equal weights.
 
     Returns
     -------
     float
         The smallest eigenvalue, at least 0.
     """
-    return max(lambda_min(kernel_matrix(X, kernel, length_scale, nu)), 0.0)
+    return max(lambda_min(kernel_matrix(X, kernel, length_scale, nu), weights), 0.0)
 
 
 def data_separation(X, chunk=None):

@@ -186,7 +186,7 @@ def feature_kappa(W):
     return max(math.sqrt(2.0), d1, d2)
 
 
-def pl_bound(X, radius, kappa, n_samples, kernel="gaussian", length_scale=1.0, nu=1.5, loss_factor=1.0):
+def pl_bound(X, radius, kappa, n_samples, kernel="gaussian", length_scale=1.0, nu=1.5, loss_factor=1.0, weights=None):
     """The P-L constant of Prop. II.4.4, ``m = c_loss lambda_K(delta e^{-kappa R}) e^{-2 kappa R} / N`` (Eq. II.29).
 
     ``lambda_K`` (Eq. II.30) is an infimum over every configuration with separation at least
@@ -216,6 +216,9 @@ def pl_bound(X, radius, kappa, n_samples, kernel="gaussian", length_scale=1.0, n
         Smoothness of the Matern kernel.
     loss_factor : float, default=1.0
         The constant ``c_loss`` of the loss (see above).
+    weights : array-like of shape (n_samples,), default=None
+        Sample weights of the rows of ``X``: ``lambda_min`` is then that of the weighted empirical measure's kernel
+        (:func:`skflow.diagnostics.kernels.lambda_min`). None: equal weights.
 
     Returns
     -------
@@ -225,5 +228,5 @@ def pl_bound(X, radius, kappa, n_samples, kernel="gaussian", length_scale=1.0, n
     Xt = as_float64_tensor(X)
     shrink = math.exp(-kappa * radius)
     Xc = Xt.mean(0, keepdim=True) + shrink * (Xt - Xt.mean(0, keepdim=True))
-    lam = exact_kernel_lambda_min(Xc, kernel, length_scale, nu)
+    lam = exact_kernel_lambda_min(Xc, kernel, length_scale, nu, weights)
     return loss_factor * lam * shrink**2 / n_samples

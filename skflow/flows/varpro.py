@@ -123,14 +123,14 @@ def feature_gradient(omega, u, X, Y, lam, regularization="biased", activation="r
     return G, (datafit, penalty, Phi, r)
 
 
-def kernel_spectrum(omega, X, activation="relu", domain="euclidean", k=10):
+def kernel_spectrum(omega, X, activation="relu", domain="euclidean", k=10, weights=None):
     """Top eigenvalues of the tangent kernel ``K = Phi^T Phi / (N M)`` (descending, Eq. III.24).
 
     Uses whichever of ``Phi^T Phi`` (M x M) and ``Phi Phi^T`` (N x N) is smaller: they share their nonzero
     eigenvalues.
     """
     Phi, _, _ = features(omega, X, activation, domain)
-    return top_eigenvalues(Phi, k)
+    return top_eigenvalues(Phi, k, weights)
 
 
 def block_features(X, omega, activation, euclidean, compiled=False):
