@@ -39,7 +39,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, _num_samples, check_is_fitted, validate_data
 
 # the device, dtype and memory helpers live in skflow._device; re-exported under the names this module used
 from . import _device, distributed
@@ -49,6 +49,7 @@ from ._device import check_device_string as _check_device_string
 from ._device import check_magnitude as _check_magnitude
 from ._device import seed_generator as _seed_generator
 from ._device import translated_memory_errors as _translated_memory_errors
+from ._epochs import cross_validated_epochs, n_search_folds
 from ._training import TrainConfig, epoch_batches, n_batches, normalise_weights, stable_time_step, train, warn_stop
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError, warn
 from .flows._fused import decide_compile
@@ -233,10 +234,67 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
     #: set on the private copy that :meth:`_partial_fit` fits: one epoch, continuing any previous fit
     _partial_call = False
 
+    def _search_epochs(self, X, y, sample_weight=None):
+        """``max_iter='auto'``: ``(epochs, record)``, the epochs of the best cross-validated held-out score
+        (:mod:`skflow._epochs`) and the record of the search (for ``epoch_search_``), or ``(None, None)`` when no
+        search runs (too few rows, a warm start, ``partial_fit``, a data-parallel fit, ``early_stopping=True``).
+        Each probe is a private copy of this estimator, fitted for the full budget ``_auto_max_iter`` with early
+        stopping on its fold's rows (``tol`` off, no warnings, no diagnostics)."""
+        n = _num_samples(X)
+        folds = n_search_folds(n)
+        if (self.early_stopping or (self.warm_start and hasattr(self, "flow_")) or self._partial_call
+                or distributed.current() is not None or folds == 0):
+            return None, None
+        ya = np.asarray(y)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+
+        def run_probe(train_index, val_index):
+            probe = copy.copy(self)
+            probe.__dict__ = {k: v for k, v in self.__dict__.items() if not k.endswith("_")}
+            probe.early_stopping, probe.tol = True, 0.0
+            probe.verbose, probe.warm_start, probe._search_fit = 0, False, True
+            probe._resolved_max_iter = self._auto_max_iter
+            probe._search_fold = (train_index, val_index)
+            try:
+                BaseFlowEstimator._fit(probe, X, ya, w)
+            except ValueError:  # e.g. a fold without a class: no curve (bad input raises in the real fit)
+                return None
+            if probe.stop_reason_ == "interrupted":  # Ctrl-C in the search: the fit stops, nothing changes
+                raise KeyboardInterrupt
+            h = probe.history_
+            # the held-out risk, not the accuracy: see skflow._epochs for why
+            return -h.get("val_risk", np.zeros(0))
+
+        seed = check_random_state(copy.deepcopy(self.random_state)).randint(2**31 - 1)
+        return cross_validated_epochs(run_probe, ya, folds, seed, stratify=self._stratify, sample_weight=w)
+
+    #: ``max_iter='auto'`` (estimators that offer it): the epoch budget of the search, and of the fit without one
+    _auto_max_iter = 100
+
     def _iteration_budget(self):
-        """The iterations this fit may run: ``max_iter`` (a subclass may resolve a non-integer one); one epoch for
-        a ``partial_fit`` call."""
-        return 1 if self._partial_call else self.max_iter
+        """The iterations this fit may run: ``max_iter``, the epochs chosen for ``max_iter='auto'`` (see
+        :meth:`_fit_auto`), or one epoch for a ``partial_fit`` call."""
+        if self._partial_call:
+            return 1
+        if self.max_iter == "auto":
+            return self.__dict__.get("_resolved_max_iter", self._auto_max_iter)
+        return self.max_iter
+
+    def _fit_auto(self, X, y, sample_weight=None):
+        """``fit`` with ``max_iter='auto'``: choose the epochs by cross-validation (:meth:`_search_epochs`), then
+        fit on every row for that many (``max_iter_``; the search in ``epoch_search_``). Other values fit
+        directly."""
+        if self.max_iter != "auto":
+            return self._fit(X, y, sample_weight)
+        epochs, record = self._search_epochs(X, y, sample_weight)
+        self._resolved_max_iter = self._auto_max_iter if epochs is None else epochs
+        try:
+            self._fit(X, y, sample_weight)
+        finally:
+            self.__dict__.pop("_resolved_max_iter", None)
+        self.max_iter_ = epochs if epochs is not None else self._auto_max_iter
+        self.epoch_search_ = record
+        return self
 
     @property
     def _holds_out(self):
@@ -305,9 +363,9 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         try:
             if _callback_management is not None:
                 with _callback_management(work):
-                    work._fit(X, y, sample_weight)
+                    work._fit_auto(X, y, sample_weight)
             else:  # pragma: no cover - older scikit-learn
-                work._fit(X, y, sample_weight)
+                work._fit_auto(X, y, sample_weight)
         finally:
             work.__dict__.pop("_monitor", None)
             work.__dict__.pop("_iteration_ctx", None)
@@ -520,6 +578,9 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         _device.check_step_memory(type(self).__name__, flow, rows, self.device_, available_memory(self.device_))
 
     def _split(self, X, Y, y):
+        fold = self.__dict__.get("_search_fold")  # a probe of an epoch search: its rows are given
+        if fold is not None:
+            return X[fold[0]], Y[fold[0]], X[fold[1]], Y[fold[1]]
         if not self._holds_out:
             return X, Y, None, None
         stratify = y if self._stratify else None

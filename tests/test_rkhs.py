@@ -183,3 +183,25 @@ def test_early_stopping_restores_the_best_validation_accuracy():
                              device="cpu").fit(X, y)
     assert clf.validation_scores_.shape == (clf.n_iter_,)
     assert clf.best_validation_score_ == pytest.approx(clf.validation_scores_.max())
+
+
+def test_max_iter_auto_chooses_the_epochs_by_cross_validation():
+    """With fewer than 1250 rows several folds are probed; the chosen budget is the last epoch of the least mean
+    held-out risk, and the final fit runs that many epochs on every row."""
+    import warnings
+
+    from sklearn.datasets import make_classification
+
+    from skflow._epochs import n_search_folds
+
+    X, y = make_classification(200, 6, n_informative=4, n_classes=3, flip_y=0.2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = RKHSNODEClassifier(n_layers=2, n_features=64, random_state=0, device="cpu").fit(X, y)
+    search = model.epoch_search_
+    assert search["n_folds"] == n_search_folds(200) == 5 and search["validation_rows"] == 200
+    assert model.max_iter_ == search["epochs"] == model.n_iter_
+    mean = search["mean_score"]
+    assert mean.shape == (RKHSNODEClassifier._auto_max_iter,)
+    assert mean[model.max_iter_ - 1] == mean.max() and np.all(mean[model.max_iter_:] < mean.max())
+    assert n_search_folds(40) == 0 and n_search_folds(2000) == 1 and n_search_folds(600) == 3
