@@ -15,7 +15,8 @@ For growing ``N``, ``S`` and ``M`` separately (the other two fixed) this script
 * fits the log-log slopes of time against ``N``, ``S`` and ``M`` (cost exponents; ~1 expected);
 * compares float32 with float64 on the CPU;
 * measures the per-iteration overhead of the estimator's fit loop over the bare step (history buffers,
-  divergence / early-stopping bookkeeping), by differencing two fits of different lengths.
+  divergence / early-stopping bookkeeping): a ``monitor`` passed to ``fit`` timestamps every iteration, and
+  the fitted engine's public ``flow_.step`` is timed alone on the same shapes.
 
 It runs on the CPU, and also on CUDA when ``torch.cuda.is_available()``. Tables are printed and written to
 ``benchmarks/results/bench_node.{txt,json}``; the plot (time against N, S, M with the fitted lines) to
@@ -143,41 +144,38 @@ def fit_slope(x, t):
 
 # ---------------------------------------------------------------------------------------------- estimator
 def loop_overhead(N, S, M, d, dtype, k):
-    """Time one ``MeanFieldNODERegressor.fit`` of ``k`` iterations (CPU), split into the engine's steps,
-    the final diagnostics (``_finalize_fit``) and the rest (the fit loop's bookkeeping and the set-up).
+    """Time one ``MeanFieldNODERegressor.fit`` of ``k`` iterations (CPU), split into the set-up, the iterations
+    and the final diagnostics; and an iteration into the engine's step and the rest (the fit loop's bookkeeping).
 
-    ``flow.step`` and ``_finalize_fit`` are wrapped with timers for the duration of the call (nothing in
-    skflow is modified), so that the three parts come from the same run and share its noise.
+    Only public means: a ``monitor`` passed to ``fit`` takes a timestamp after every iteration (an iteration is
+    the median of the deltas between consecutive ones; the set-up runs from the call to the first timestamp,
+    less one iteration; the final diagnostics from the last timestamp to the return), and the bare step is
+    timed afterwards by calling the fitted engine ``est.flow_.step(X, Y, lr)`` on tensors of the same shapes.
+    A monitor makes the loop bring every record to the host (one synchronisation per iteration, free on the CPU).
     """
     rng = np.random.RandomState(0)
     X = rng.standard_normal((N, d))
     y = rng.standard_normal(N)
-    acc = {"step": 0.0, "finalize": 0.0}
-    orig_step, orig_fin = MeanFieldSHLFlow.step, MeanFieldNODERegressor._finalize_fit
+    stamps = []
 
-    def timed(orig, key):
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            out = orig(*args, **kwargs)
-            acc[key] += time.perf_counter() - t0
-            return out
-        return wrapper
+    def monitor(i, estimator, record):
+        stamps.append(time.perf_counter())
+        return False
 
     est = MeanFieldNODERegressor(n_layers=S, width=M, max_iter=k, tol=0.0, early_stopping=False,
                                  learning_rate=1e-3, dtype=dtype, device="cpu", random_state=0,
                                  kernel_subsample=min(N, 500))
-    MeanFieldSHLFlow.step = timed(orig_step, "step")
-    MeanFieldNODERegressor._finalize_fit = timed(orig_fin, "finalize")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
-            est.fit(X, y)
-            total = time.perf_counter() - t0
-    finally:
-        MeanFieldSHLFlow.step, MeanFieldNODERegressor._finalize_fit = orig_step, orig_fin
-    return dict(total_s=total, step_s=acc["step"] / k, finalize_s=acc["finalize"],
-                other_per_iter_s=(total - acc["step"] - acc["finalize"]) / k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        est.fit(X, y, monitor=monitor)
+        total = time.perf_counter() - t0
+    iteration = statistics.median(np.diff(stamps)) if len(stamps) > 1 else float("nan")
+    to = dict(dtype=DTYPES[dtype], device="cpu")
+    Xt, Yt = torch.as_tensor(X, **to), torch.as_tensor(y[:, None], **to)
+    step = time_call(lambda: est.flow_.step(Xt, Yt, 1e-3), "cpu", 2, 5)
+    return dict(total_s=total, iterations=len(stamps), setup_s=stamps[0] - t0 - iteration, iteration_s=iteration,
+                step_s=step, finalize_s=t0 + total - stamps[-1], other_per_iter_s=iteration - step)
 
 
 def activation_workload(N, S, M, dtype, device, seed=0):
@@ -316,11 +314,12 @@ def main():
                  "early_stopping=False) ==")
     print(lines[-1], flush=True)
     lo = loop_overhead(base["N"], base["S"], base["M"], d, "float64", k_loop)
-    lines.append(f"total {lo['total_s']:.2f}s = {k_loop} x step {1e3 * lo['step_s']:.2f} ms + final diagnostics "
-                 f"{lo['finalize_s']:.2f}s + loop bookkeeping {1e3 * lo['other_per_iter_s']:.2f} ms/iteration "
+    lines.append(f"total {lo['total_s']:.2f}s = set-up {lo['setup_s']:.2f}s + {lo['iterations']} x iteration "
+                 f"{1e3 * lo['iteration_s']:.2f} ms + final diagnostics {lo['finalize_s']:.2f}s; an iteration = step "
+                 f"{1e3 * lo['step_s']:.2f} ms + loop bookkeeping {1e3 * lo['other_per_iter_s']:.2f} ms "
                  f"({100 * lo['other_per_iter_s'] / lo['step_s']:.1f}% of a step)")
     print(lines[-1], flush=True)
-    record.append(dict(sweep="fit_loop", iterations=k_loop, **lo, **base))
+    record.append(dict(sweep="fit_loop", max_iter=k_loop, **lo, **base))
 
     lines.append(f"\ntotal {time.perf_counter() - t_start:.0f}s")
     print(lines[-1])

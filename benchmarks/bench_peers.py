@@ -306,8 +306,12 @@ def bench_varpro(sizes, rounds, compiled_peer):
             if dtype == torch.float64:  # the same gradients as autograd on the same network, before any step
                 om, u = flow.omega.clone().requires_grad_(True), flow.u.clone().requires_grad_(True)
                 g_om, g_u = torch.autograd.grad(eager(om, u), (om, u))
-                G, _, PtR, _ = flow._gradient_blocks(X, Y)
-                g_u_flow = (PtR / M + lam * flow.u / M) / lam
+                # the engine's own gradients, read off one public step of a copy at time step 1 (solver 'gd':
+                # omega <- omega - M tau dL/domega, u <- u - M tau dL/du, L = R / lambda), from the same state
+                probe = flow.to()
+                probe.step(X, Y, 1.0)
+                G = (flow.omega - probe.omega) / M
+                g_u_flow = (flow.u - probe.u) / M
                 print(f"  VarPro {N}x{M}: |dL/domega| rel diff {rel_diff([G], [g_om]):.1e}, "
                       f"|dL/du| rel diff {rel_diff([g_u_flow], [g_u]):.1e}")
             t = interleaved(contenders, rounds)
