@@ -343,7 +343,9 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
         monitor : callable or None, default=None
             Called after every iteration as ``monitor(i, estimator, record)`` (scikit-learn's precedent:
             ``GradientBoostingRegressor.fit(..., monitor=...)``): ``i`` the iteration (from 0), ``estimator``
-            the model being fitted (its fitted attributes are not set yet), ``record`` the iteration's
+            the model being fitted (a private copy, committed when the fit ends: its ``flow_`` is the engine
+            being trained, at the parameters of iteration ``i``, so that ``estimator.predict`` scores the
+            current model; the other fitted attributes are not set yet), ``record`` the iteration's
             history row (a dict of floats: ``'risk'``, ``'pl_ratio'``, ``'val_risk'``, ...). If it returns
             True, training stops there with ``stop_reason_ = 'monitor'`` and the fit completes as usual.
             A monitor brings each record to the host as it is made (one synchronisation per iteration).
@@ -445,6 +447,7 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
                     max_subtasks=self._iteration_budget())
                 callback_ctx.call_on_fit_task_begin(estimator=self, X=ctx.X, y=ctx.Y)
             cfg = self._train_config(ctx)
+            self.flow_ = flow  # what a monitor scores (on this private copy; committed only when the fit ends)
             with _translated_memory_errors(type(self).__name__, "train"):
                 result = train(flow, data, cfg, ctx.generator, history, start_iter)
             if callback_ctx is not None:

@@ -193,3 +193,24 @@ def test_a_scikit_learn_callback_sees_one_task_per_iteration_and_can_stop_the_fi
     assert clf.n_iter_ == 5 and cb.torn_down
     assert cb.begun == cb.ended == 1 + 5  # the root task and five iterations
     assert not hasattr(clf, "_callback_fit_ctx")
+
+
+def test_a_monitor_scores_the_model_being_trained():
+    """``estimator.flow_`` in a monitor is the live engine: ``predict`` there gives the current model's outputs,
+    and the estimator passed to ``fit`` is untouched until the fit ends."""
+    import numpy as np
+    from sklearn.datasets import make_regression
+
+    from skflow import VarProSHLRegressor
+
+    X, y = make_regression(80, 4, noise=1.0, random_state=0)
+    scores = []
+    model = VarProSHLRegressor(width=32, max_iter=6, early_stopping=False, random_state=0, device="cpu")
+
+    def monitor(i, est, record):
+        assert not hasattr(model, "flow_")  # the user's estimator is committed only at the end
+        scores.append(est.score(X, y))
+
+    model.fit(X, y, monitor=monitor)
+    assert len(scores) == model.n_iter_ == 6
+    assert np.isfinite(scores).all() and scores[-1] > scores[0]
