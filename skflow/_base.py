@@ -482,10 +482,16 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        return _device.state_on_cpu(super().__getstate__())
+        """The state pickle, joblib and skops store: the engines on the CPU, no torch object (tensors as NumPy
+        arrays, dtypes and devices by name; see :mod:`skflow.flows._portable`), and the skflow and scikit-learn
+        versions (``_skflow_version``, ``_sklearn_version``)."""
+        return _device.stamp_versions(_device.state_on_cpu(super().__getstate__()))
 
     def __setstate__(self, state):
-        super().__setstate__(state)
+        """Restore a pickled state: an :class:`~skflow.exceptions.InconsistentVersionWarning` when it was pickled
+        by another skflow version, the torch objects rebuilt and the engines moved to ``device_`` (the CPU when
+        it was a GPU this machine lacks)."""
+        super().__setstate__(_device.check_versions(state, type(self).__name__))
         _device.restore_device(self)
 
     def __sklearn_tags__(self):
