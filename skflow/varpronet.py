@@ -106,9 +106,11 @@ _COMMON_ATTRIBUTES_DOC = """
     module_ : torch.nn.Module
         The trained feature network (in eval mode, on ``device_``; a pickled estimator loads it on the CPU when
         no GPU is present).
-    coef_ : ndarray of shape (M, n_outputs)
-        Outer weights ``u``: the raw output is ``module_(X) @ coef_ / M``. In full batch they are the exact
-        projection at the final network.
+    outer_weights_ : ndarray of shape (M, n_outputs)
+        Outer weights ``u``: the raw output is ``module_(X) @ outer_weights_ / M``. In full batch they are the
+        exact projection at the final network. One row per feature of the network, not per input feature: it is
+        not named ``coef_``, which scikit-learn's feature selectors (``RFE``, ``SelectFromModel``) read as a
+        per-input importance.
     width_ : int
         Number of features ``M``.
     alpha_ : float
@@ -220,7 +222,7 @@ class _VarProNetMixin:
         flow = self.flow_
         flow.module.eval()
         self.module_ = flow.module
-        self.coef_ = to_numpy(flow.u)
+        self.outer_weights_ = to_numpy(flow.u)
         self.width_ = int(flow.width)
         self.alpha_ = float(flow.lam)
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))

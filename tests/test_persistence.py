@@ -15,9 +15,10 @@ import pytest
 import sklearn
 import torch
 from sklearn.exceptions import InconsistentVersionWarning as SklearnInconsistentVersionWarning
+from sklearn.feature_selection import RFE, SelectFromModel
 
 import skflow
-from skflow import VarProNetRegressor
+from skflow import VarProNetRegressor, VarProSHLRegressor
 from skflow.exceptions import InconsistentVersionWarning
 from skflow.flows._flow import Flow
 
@@ -229,3 +230,29 @@ def test_trained_on_a_gpu_loads_in_a_process_without_one(spec, dataset, quiet_fi
     data = sio.dumps(m)  # skops too, loaded here on the GPU's machine
     m2 = sio.loads(data, trusted=skflow.skops_trusted_types())
     np.testing.assert_allclose(spec.output(m2, Xt), expected, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def test_no_estimator_has_coef_or_feature_importances(spec, fitted):
+    """The outer weights are per hidden unit (``outer_weights_``): a ``coef_`` would be read by scikit-learn's
+    feature selectors as a per-input importance."""
+    m, _ = fitted
+    assert not hasattr(m, "coef_") and not hasattr(m, "feature_importances_")
+    if spec.id.startswith("varpro"):  # one row per hidden unit
+        assert m.outer_weights_.shape[0] == (m.features_.shape[0] if spec.id == "varpro" else m.width_)
+
+
+def test_feature_selectors_refuse_the_outer_weights(regression_data):
+    X, y, _, _ = regression_data
+    message = r"coef_.*feature_importances_"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=message):
+            RFE(VarProSHLRegressor(max_iter=5), n_features_to_select=5).fit(X, y)
+        selector = SelectFromModel(VarProSHLRegressor(max_iter=5)).fit(X, y)
+        with pytest.raises(ValueError, match=message):
+            selector.transform(X)
+        with pytest.raises(ValueError, match=message):
+            SelectFromModel(VarProSHLRegressor(max_iter=5)).fit_transform(X, y)
