@@ -51,30 +51,39 @@ def portable(value):
         return {_DEVICE: str(value)}
     if isinstance(value, torch.nn.Module):
         return PortableModule(value)
+    return _mapped(value, portable)
+
+
+def _mapped(value, f):
+    """A plain list, tuple or dict with ``f`` applied to its items: ``value`` itself when no item changes (a
+    parameter such as ``module_kwargs`` keeps its identity through ``copy.copy`` of an estimator)."""
     if type(value) in (list, tuple):
-        return type(value)(portable(v) for v in value)
+        items = [f(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
     if type(value) is dict:
-        return {k: portable(v) for k, v in value.items()}
+        items = {k: f(v) for k, v in value.items()}
+        return value if all(items[k] is v for k, v in value.items()) else items
     return value
 
 
-def restored(value, device="cpu"):
-    """The inverse of :func:`portable`: tensors (and modules) rebuilt on ``device``; a state pickled before
-    :func:`portable` existed (tensors as they are) is accepted too."""
+def restored(value, device=None):
+    """The inverse of :func:`portable`: tensors rebuilt on ``device`` (None: the CPU); a state pickled before
+    :func:`portable` existed (torch objects as they are) is accepted too, its tensors and modules moved to
+    ``device`` when one is given (left where they are otherwise: a user's module is not moved)."""
     if type(value) is dict:
         if _TENSOR in value:
-            t = torch.as_tensor(np.array(value[_TENSOR]), device=device).to(dtype_from_name(value["dtype"]))
+            t = torch.as_tensor(np.array(value[_TENSOR]), device=device or "cpu").to(dtype_from_name(value["dtype"]))
             return t.requires_grad_() if value.get("requires_grad", False) else t
         if _DTYPE in value and len(value) == 1:
             return dtype_from_name(value[_DTYPE])
         if _DEVICE in value and len(value) == 1:
             return torch.device(value[_DEVICE])
-        return {k: restored(v, device) for k, v in value.items()}
+        return _mapped(value, lambda v: restored(v, device))
     if type(value) in (list, tuple):
-        return type(value)(restored(v, device) for v in value)
+        return _mapped(value, lambda v: restored(v, device))
     if isinstance(value, PortableModule):
-        return value.module.to(device)
-    if isinstance(value, (torch.Tensor, torch.nn.Module)):
+        value = value.module
+    if device is not None and isinstance(value, (torch.Tensor, torch.nn.Module)):
         return value.to(device)
     return value
 
