@@ -39,7 +39,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, _num_samples, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 # the device, dtype and memory helpers live in skflow._device; re-exported under the names this module used
 from . import _device, distributed
@@ -49,8 +49,9 @@ from ._device import check_device_string as _check_device_string
 from ._device import check_magnitude as _check_magnitude
 from ._device import seed_generator as _seed_generator
 from ._device import translated_memory_errors as _translated_memory_errors
-from ._epochs import cross_validated_epochs, n_search_folds
+from ._epochs import EpochSearchMixin
 from ._training import TrainConfig, epoch_batches, n_batches, normalise_weights, stable_time_step, train, warn_stop
+from ._weights import SampleWeightMixin
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError, warn
 from .flows._fused import decide_compile
 
@@ -69,7 +70,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     _callback_management = None
 
 
-class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
+class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, BaseEstimator):
     """Base class: the fit loop of an explicit gradient flow, with its history and safeguards.
 
     Common parameters (every subclass lists them in its own ``__init__``):
@@ -231,94 +232,6 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
     #: set on the private copy that a subclass fits to search a setting (e.g. the epochs of ``max_iter='auto'``)
     _search_fit = False
 
-    #: set on the private copy that :meth:`_partial_fit` fits: one epoch, continuing any previous fit
-    _partial_call = False
-
-    def _search_epochs(self, X, y, sample_weight=None):
-        """``max_iter='auto'``: ``(epochs, record)``, the epochs of the best cross-validated held-out score
-        (:mod:`skflow._epochs`) and the record of the search (for ``epoch_search_``), or ``(None, None)`` when no
-        search runs (too few rows, a warm start, ``partial_fit``, a data-parallel fit, ``early_stopping=True``).
-        Each probe is a private copy of this estimator, fitted for the full budget ``_auto_max_iter`` with early
-        stopping on its fold's rows (``tol`` off, no warnings, no diagnostics)."""
-        n = _num_samples(X)
-        folds = n_search_folds(n)
-        if (self.early_stopping or (self.warm_start and hasattr(self, "flow_")) or self._partial_call
-                or distributed.current() is not None or folds == 0):
-            return None, None
-        ya = np.asarray(y)
-        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-
-        def run_probe(train_index, val_index):
-            probe = copy.copy(self)
-            probe.__dict__ = {k: v for k, v in self.__dict__.items() if not k.endswith("_")}
-            probe.early_stopping, probe.tol = True, 0.0
-            probe.verbose, probe.warm_start, probe._search_fit = 0, False, True
-            probe._resolved_max_iter = self._auto_max_iter
-            probe._search_fold = (train_index, val_index)
-            try:
-                BaseFlowEstimator._fit(probe, X, ya, w)
-            except ValueError:  # e.g. a fold without a class: no curve (bad input raises in the real fit)
-                return None
-            if probe.stop_reason_ == "interrupted":  # Ctrl-C in the search: the fit stops, nothing changes
-                raise KeyboardInterrupt
-            h = probe.history_
-            # the held-out risk, not the accuracy: see skflow._epochs for why
-            return -h.get("val_risk", np.zeros(0))
-
-        seed = check_random_state(copy.deepcopy(self.random_state)).randint(2**31 - 1)
-        return cross_validated_epochs(run_probe, ya, folds, seed, stratify=self._stratify, sample_weight=w)
-
-    #: ``max_iter='auto'`` (estimators that offer it): the epoch budget of the search, and of the fit without one
-    _auto_max_iter = 100
-
-    def _iteration_budget(self):
-        """The iterations this fit may run: ``max_iter``, the epochs chosen for ``max_iter='auto'`` (see
-        :meth:`_fit_auto`), or one epoch for a ``partial_fit`` call."""
-        if self._partial_call:
-            return 1
-        if self.max_iter == "auto":
-            return self.__dict__.get("_resolved_max_iter", self._auto_max_iter)
-        return self.max_iter
-
-    def _fit_auto(self, X, y, sample_weight=None):
-        """``fit`` with ``max_iter='auto'``: choose the epochs by cross-validation (:meth:`_search_epochs`), then
-        fit on every row for that many (``max_iter_``; the search in ``epoch_search_``). Other values fit
-        directly."""
-        if self.max_iter != "auto":
-            return self._fit(X, y, sample_weight)
-        epochs, record = self._search_epochs(X, y, sample_weight)
-        self._resolved_max_iter = self._auto_max_iter if epochs is None else epochs
-        try:
-            self._fit(X, y, sample_weight)
-        finally:
-            self.__dict__.pop("_resolved_max_iter", None)
-        self.max_iter_ = epochs if epochs is not None else self._auto_max_iter
-        self.epoch_search_ = record
-        return self
-
-    @property
-    def _holds_out(self):
-        """Whether this fit holds out rows for early stopping (never in ``partial_fit``)."""
-        return self.early_stopping and not self._partial_call
-
-    def _partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over ``(X, y)`` (one full-batch step with ``batch_size=None``), continuing the model of the
-        previous call (or of ``fit``); the first call initialises it. As ``MLPClassifier.partial_fit``: no early
-        stopping, no ``max_iter`` / ``tol`` rule; the history grows by one iteration per call. ``classes``:
-        classifiers, every label of the stream, required on the first call."""
-        self._validate_params()
-        work = copy.copy(self)
-        work._partial_call = True
-        work._partial_classes = classes
-        try:
-            work._fit(X, y, sample_weight)
-        finally:
-            work.__dict__.pop("_partial_call", None)
-            work.__dict__.pop("_partial_classes", None)
-        self.__dict__.clear()
-        self.__dict__.update(work.__dict__)
-        return self
-
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, sample_weight=None, monitor=None):
         """Fit the model by running the gradient flow from its initialisation (or, with ``warm_start``, on).
@@ -469,39 +382,6 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
                  "is kept and the diagnostics not computed are NaN.", FitInterruptedWarning)
         return self
 
-    def _validate_sample_weight(self, sample_weight, X, y):
-        """The fit's weights as float64 (n,), or None for equal weights; a clear error for a bad weight vector.
-
-        The class weights of a classifier (:meth:`_class_weights`) multiply them."""
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        class_w = self._class_weights(y)
-        if class_w is not None:
-            sample_weight = class_w if sample_weight is None else sample_weight * class_w
-        if sample_weight is None:
-            return None
-        if not np.all(np.isfinite(sample_weight)):
-            raise ValueError("sample_weight contains NaN or infinity.")
-        if X.shape[0] and not np.any(sample_weight > 0) and distributed.current() is None:
-            raise ValueError("sample_weight is zero for every sample: at least one sample must have a positive "
-                             "weight.")
-        return sample_weight
-
-    def _class_weights(self, y):
-        """Per-row weights from ``class_weight`` (classifiers), or None."""
-        return None
-
-    @staticmethod
-    def _mean_one_weights(Y, dp):
-        """``Y`` with its weight column rescaled to mean 1 over the rows of every rank (see :attr:`Flow.weighted`)."""
-        if dp is None:
-            return normalise_weights(Y)
-        total, count = dp.all_reduce_sum(Y[:, -1].sum().reshape(1), Y.new_tensor([float(Y.shape[0])]))
-        if not float(total[0]) > 0:
-            raise ValueError("sample_weight is zero for every sample of every rank: at least one sample must have "
-                             "a positive weight.")
-        return normalise_weights(Y, count[0], total[0])
-
     def _prepare_targets(self, y, ctx, sample_weight=None):
         Y = np.asarray(self._encode_targets(y, ctx, sample_weight), dtype=np.float64)
         if Y.ndim == 1:
@@ -651,10 +531,16 @@ class BaseFlowEstimator(_CallbackSupport, BaseEstimator):
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        return _device.state_on_cpu(super().__getstate__())
+        """The state pickle, joblib and skops store: the engines on the CPU, no torch object (tensors as NumPy
+        arrays, dtypes and devices by name; see :mod:`skflow.flows._portable`), and the skflow and scikit-learn
+        versions (``_skflow_version``, ``_sklearn_version``)."""
+        return _device.stamp_versions(_device.state_on_cpu(super().__getstate__()))
 
     def __setstate__(self, state):
-        super().__setstate__(state)
+        """Restore a pickled state: an :class:`~skflow.exceptions.InconsistentVersionWarning` when it was pickled
+        by another skflow version, the torch objects rebuilt and the engines moved to ``device_`` (the CPU when
+        it was a GPU this machine lacks)."""
+        super().__setstate__(_device.check_versions(state, type(self).__name__))
         _device.restore_device(self)
 
     def __sklearn_tags__(self):

@@ -6,17 +6,30 @@ Below the estimators and their shared base (:mod:`skflow._base` re-exports these
 import contextlib
 import math
 import os
+import sys
 
 import numpy as np
+import sklearn
 import torch
+from sklearn.exceptions import InconsistentVersionWarning as SklearnInconsistentVersionWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError
 
+from .exceptions import InconsistentVersionWarning, warn
 from .flows._flow import Flow
+from .flows._portable import (
+    PortableModule,
+    dtype_from_name,
+    dtype_name,
+    portable,
+    restored,
+    set_module_recipe,
+)
 
-__all__ = ["available_memory", "check_device_string", "check_magnitude", "check_step_memory", "forward_in_chunks",
-           "resolve_device", "resolve_dtype", "restore_device", "seed_generator", "state_on_cpu",
-           "translated_memory_errors"]
+__all__ = ["PortableModule", "available_memory", "check_device_string", "check_magnitude", "check_step_memory",
+           "check_versions", "dtype_from_name", "dtype_name", "forward_in_chunks", "portable", "resolve_device",
+           "resolve_dtype", "restore_device", "restored", "seed_generator", "set_module_recipe", "stamp_versions",
+           "state_on_cpu", "translated_memory_errors"]
 
 
 def resolve_device(device):
@@ -120,19 +133,48 @@ def check_step_memory(name, flow, rows, device, have):
 
 
 def state_on_cpu(state):
-    """A copy of an estimator's pickled ``state`` (a dict) with its engines and tensors on the CPU."""
+    """A copy of an estimator's pickled ``state`` (a dict) with its engines on the CPU and its other torch
+    objects (tensors, dtypes, devices, modules) made portable (:func:`skflow.flows._portable.portable`)."""
     state = dict(state)
     for k, v in state.items():
-        if isinstance(v, Flow):
-            state[k] = v.to("cpu")
-        elif isinstance(v, torch.Tensor):
-            state[k] = v.detach().cpu()
+        state[k] = v.to("cpu") if isinstance(v, Flow) else portable(v)
+    return state
+
+
+def _skflow_version():
+    # read from the loaded package (importing skflow here would be an import cycle)
+    return getattr(sys.modules.get(__package__), "__version__", "unknown")
+
+
+def stamp_versions(state):
+    """``state`` with the skflow and scikit-learn versions that pickle it (``_skflow_version``,
+    ``_sklearn_version``), for :func:`check_versions` to compare at loading."""
+    return {**state, "_skflow_version": _skflow_version(), "_sklearn_version": sklearn.__version__}
+
+
+def check_versions(state, name):
+    """``state`` without the versions of :func:`stamp_versions`, after warning when they differ from those
+    installed: skflow's :class:`~skflow.exceptions.InconsistentVersionWarning`, scikit-learn's for
+    scikit-learn (a state without them: from before the versions were stamped, ``'unknown'``)."""
+    state = dict(state)
+    original, current = state.pop("_skflow_version", "unknown"), _skflow_version()
+    if original != current:
+        warn(InconsistentVersionWarning(estimator_name=name, current_version=current, original_version=original),
+             InconsistentVersionWarning)
+    original = state.pop("_sklearn_version", None)
+    if original is not None and original != sklearn.__version__:
+        warn(SklearnInconsistentVersionWarning(estimator_name=name, current_sklearn_version=sklearn.__version__,
+                                               original_sklearn_version=original), SklearnInconsistentVersionWarning)
     return state
 
 
 def restore_device(estimator):
-    """After unpickling: ``device_`` back (the CPU for a model trained on a GPU this machine lacks), and the
-    estimator's engines moved there."""
+    """After unpickling: the estimator's torch objects rebuilt (:func:`skflow.flows._portable.restored`, on the
+    CPU), ``device_`` back (the CPU for a model trained on a GPU this machine lacks), and the estimator's engines
+    moved there."""
+    for k, v in list(estimator.__dict__.items()):
+        if not isinstance(v, Flow):
+            estimator.__dict__[k] = restored(v)
     dev = getattr(estimator, "device_", None)
     if dev is None:
         return
@@ -141,7 +183,7 @@ def restore_device(estimator):
     else:
         estimator.device_ = torch.device(dev)
     for k, v in list(estimator.__dict__.items()):
-        if isinstance(v, Flow):
+        if isinstance(v, Flow) and estimator.device_.type != "cpu":
             setattr(estimator, k, v.to(estimator.device_))
 
 

@@ -16,12 +16,17 @@ worst, never 0.05 below. On iris the accuracy rule over folds stopped at 13-16 e
 rule's 21-30); on wine, breast cancer and digits the two agree within 0.005.
 """
 
+import copy
 import math
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import _num_samples
 
-__all__ = ["TARGET_VALIDATION_ROWS", "cross_validated_epochs", "n_search_folds"]
+from . import distributed
+
+__all__ = ["EpochSearchMixin", "TARGET_VALIDATION_ROWS", "cross_validated_epochs", "n_search_folds"]
 
 #: the held-out rows (over all the folds) that should score each epoch of the search
 TARGET_VALIDATION_ROWS = 250
@@ -78,3 +83,101 @@ def cross_validated_epochs(run_probe, y, n_folds, seed, stratify=True, sample_we
     epochs = int(np.flatnonzero(mean == mean.max())[-1]) + 1
     return epochs, {"n_folds": len(curves), "validation_rows": int(sum(len(f[1]) for f in folds[:n_folds])),
                     "mean_score": mean, "epochs": epochs}
+
+
+class EpochSearchMixin:
+    """The iteration budget of a fit: ``max_iter``, its cross-validated choice for ``max_iter='auto'``, or the single
+    epoch of a ``partial_fit`` call; mixed into :class:`skflow._base.BaseFlowEstimator`, whose ``_fit`` it drives."""
+
+    #: set on the private copy that :meth:`_partial_fit` fits: one epoch, continuing any previous fit
+    _partial_call = False
+
+    def _search_epochs(self, X, y, sample_weight=None):
+        """``max_iter='auto'``: ``(epochs, record)``, the epochs of the best cross-validated held-out score
+        (:mod:`skflow._epochs`) and the record of the search (for ``epoch_search_``), or ``(None, None)`` when no
+        search runs (too few rows, a warm start, ``partial_fit``, a data-parallel fit, ``early_stopping=True``).
+        Each probe is a private copy of this estimator, fitted for the full budget ``_auto_max_iter`` with early
+        stopping on its fold's rows (``tol`` off, no warnings, no diagnostics)."""
+        try:  # bad input: no search, the fit itself raises its error
+            X, y = self._validate_fit_data(X, y)
+        except (TypeError, ValueError):
+            return None, None
+        n = _num_samples(X)
+        folds = n_search_folds(n)
+        if (self.early_stopping or (self.warm_start and hasattr(self, "flow_")) or self._partial_call
+                or distributed.current() is not None or folds == 0):
+            return None, None
+        ya = np.asarray(y)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+
+        def run_probe(train_index, val_index):
+            probe = copy.copy(self)
+            probe.__dict__ = {k: v for k, v in self.__dict__.items() if not k.endswith("_")}
+            probe.early_stopping, probe.tol = True, 0.0
+            probe.verbose, probe.warm_start, probe._search_fit = 0, False, True
+            probe._resolved_max_iter = self._auto_max_iter
+            probe._search_fold = (train_index, val_index)
+            try:
+                probe._fit(X, ya, w)
+            except ValueError:  # e.g. a fold without a class: no curve (bad input raises in the real fit)
+                return None
+            if probe.stop_reason_ == "interrupted":  # Ctrl-C in the search: the fit stops, nothing changes
+                raise KeyboardInterrupt
+            h = probe.history_
+            # the held-out risk, not the accuracy: see skflow._epochs for why
+            return -h.get("val_risk", np.zeros(0))
+
+        seed = check_random_state(copy.deepcopy(self.random_state)).randint(2**31 - 1)
+        return cross_validated_epochs(run_probe, ya, folds, seed, stratify=self._stratify, sample_weight=w)
+
+    #: ``max_iter='auto'`` (estimators that offer it): the epoch budget of the search, and of the fit without one
+    _auto_max_iter = 100
+
+    def _iteration_budget(self):
+        """The iterations this fit may run: ``max_iter``, the epochs chosen for ``max_iter='auto'`` (see
+        :meth:`_fit_auto`), or one epoch for a ``partial_fit`` call."""
+        if self._partial_call:
+            return 1
+        if self.max_iter == "auto":
+            return self.__dict__.get("_resolved_max_iter", self._auto_max_iter)
+        return self.max_iter
+
+    def _fit_auto(self, X, y, sample_weight=None):
+        """``fit`` with ``max_iter='auto'``: choose the epochs by cross-validation (:meth:`_search_epochs`), then
+        fit on every row for that many (``max_iter_``; the search in ``epoch_search_``). Other values fit
+        directly."""
+        if self.max_iter != "auto":
+            return self._fit(X, y, sample_weight)
+        epochs, record = self._search_epochs(X, y, sample_weight)
+        self._resolved_max_iter = self._auto_max_iter if epochs is None else epochs
+        try:
+            self._fit(X, y, sample_weight)
+        finally:
+            self.__dict__.pop("_resolved_max_iter", None)
+        self.max_iter_ = epochs if epochs is not None else self._auto_max_iter
+        self.epoch_search_ = record
+        return self
+
+    @property
+    def _holds_out(self):
+        """Whether this fit holds out rows for early stopping (never in ``partial_fit``)."""
+        return self.early_stopping and not self._partial_call
+
+    def _partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over ``(X, y)`` (one full-batch step with ``batch_size=None``), continuing the model of the
+        previous call (or of ``fit``); the first call initialises it. As ``MLPClassifier.partial_fit``: no early
+        stopping, no ``max_iter`` / ``tol`` rule; the history grows by one iteration per call. ``classes``:
+        classifiers, every label of the stream, required on the first call."""
+        self._validate_params()
+        work = copy.copy(self)
+        work._partial_call = True
+        work._partial_classes = classes
+        try:
+            work._fit(X, y, sample_weight)
+        finally:
+            work.__dict__.pop("_partial_call", None)
+            work.__dict__.pop("_partial_classes", None)
+        self.__dict__.clear()
+        self.__dict__.update(work.__dict__)
+        return self
+

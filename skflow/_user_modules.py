@@ -68,6 +68,13 @@ class SeededSteps:
         self.seed = int(seed)
         self.dtype = dtype
 
+    def __getstate__(self):  # the dtype by name: a pickled state holds no torch object (skops can load it)
+        return {"seed": self.seed, "dtype": str(self.dtype).removeprefix("torch.")}
+
+    def __setstate__(self, state):
+        dtype = state["dtype"]
+        self.seed, self.dtype = int(state["seed"]), getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
     def __call__(self, n_steps, device):
         return torch_state((self.seed * 1_000_003 + int(n_steps)) % (2**63 - 1), self.dtype, device)
 

@@ -12,6 +12,8 @@
   used (same results, slower steps).
 * :class:`IncompatibleWarmStartError` -- ``warm_start=True`` with data or parameters the previous model cannot
   continue from.
+* :class:`InconsistentVersionWarning` -- an estimator is unpickled with another skflow version than the one
+  that pickled it.
 
 scikit-learn's :class:`~sklearn.exceptions.ConvergenceWarning` (``max_iter`` reached before the stopping rule
 triggered) and :class:`~sklearn.exceptions.NotFittedError` are used as they are.
@@ -34,6 +36,7 @@ __all__ = [
     "DuplicateInputsWarning",
     "FitInterruptedWarning",
     "IncompatibleWarmStartError",
+    "InconsistentVersionWarning",
     "SingularKernelWarning",
 ]
 
@@ -82,6 +85,36 @@ class CompileFallbackWarning(UserWarning):
 
 class IncompatibleWarmStartError(ValueError):
     """``warm_start=True`` but the data or an architecture parameter differ from those of the previous fit."""
+
+
+class InconsistentVersionWarning(UserWarning):
+    """An estimator is unpickled with another skflow version than the one that pickled it.
+
+    As scikit-learn's :class:`~sklearn.exceptions.InconsistentVersionWarning`: the fitted attributes of one
+    version may not be what another version expects, so predictions may be wrong or fail. Re-fit the estimator
+    with the installed version, or load it with the version that saved it.
+
+    Parameters
+    ----------
+    estimator_name : str
+        The estimator's class name.
+    current_version : str
+        The installed skflow version.
+    original_version : str
+        The skflow version that pickled the estimator (``'unknown'`` for a pickle without one).
+    """
+
+    def __init__(self, *, estimator_name, current_version, original_version):
+        self.estimator_name = estimator_name
+        self.current_version = current_version
+        self.original_version = original_version
+
+    def __str__(self):
+        return (
+            f"Trying to unpickle estimator {self.estimator_name} from skflow version {self.original_version} when "
+            f"using version {self.current_version}. This might lead to breaking code or invalid results. Use at "
+            "your own risk."
+        )
 
 
 # the packages whose frames a warning skips: skflow's own, and the scikit-learn / joblib plumbing (Pipeline,

@@ -196,11 +196,14 @@ class VarProSHLRegressor(PartialFitRegressorMixin, BaseFlowRegressor):
     features_ : ndarray of shape (M, d + 1) or (M, d)
         The features ``omega_i``; for Euclidean perceptron features the last column is the bias. RBF
         features are the centres (M, d); on the torus their representatives in ``[-L/2, L/2)^d``.
-    coef_ : ndarray of shape (M, n_outputs)
+    outer_weights_ : ndarray of shape (M, n_outputs)
         Outer weights ``u_i``, such that ``(predict(X) - y_mean_) / y_scale_ == (1/M) sigma(X_bar @
-        features_.T) @ coef_`` (``(1/M) Phi @ coef_`` with ``Phi[n, i] = k([features_[i] - x_n])`` for RBF
-        features), in the standardised scale of the targets (see ``scale_targets``). For full-batch
-        VarPro they are the exact projection at the final features.
+        features_.T) @ outer_weights_`` (``(1/M) Phi @ outer_weights_`` with ``Phi[n, i] = k([features_[i] -
+        x_n])`` for RBF features), in the standardised scale of the targets (see ``scale_targets``). For
+        full-batch VarPro they are the exact projection at the final features. One row per hidden unit, not per
+        input feature: it is not named ``coef_``, so that scikit-learn's feature selectors (``RFE``,
+        ``SelectFromModel``), which read ``coef_`` as a per-feature importance, refuse the estimator instead of
+        ranking the inputs by hidden-unit weights.
     y_mean_, y_scale_ : ndarray of shape (n_outputs,)
         Target scaling (zeros and ones when the targets are not scaled).
     alpha_ : float
@@ -468,7 +471,7 @@ class VarProSHLRegressor(PartialFitRegressorMixin, BaseFlowRegressor):
     def _finalize_fit(self, ctx):
         flow = self.flow_
         X, _, w = ctx.positive_rows()
-        self.features_, self.coef_ = to_numpy(flow.omega), to_numpy(flow.u)
+        self.features_, self.outer_weights_ = to_numpy(flow.omega), to_numpy(flow.u)
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
         self.alpha_ = float(flow.lam)
         self.alpha_path_ = self.history_.get("alpha", np.zeros(0))

@@ -9,6 +9,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from . import _device
 from ._arrays import seeded_subsample, take_rows, to_numpy
 from ._base import BaseFlowEstimator
 from ._partial import PartialFitClassifierMixin, PartialFitRegressorMixin
@@ -106,9 +107,11 @@ _COMMON_ATTRIBUTES_DOC = """
     module_ : torch.nn.Module
         The trained feature network (in eval mode, on ``device_``; a pickled estimator loads it on the CPU when
         no GPU is present).
-    coef_ : ndarray of shape (M, n_outputs)
-        Outer weights ``u``: the raw output is ``module_(X) @ coef_ / M``. In full batch they are the exact
-        projection at the final network.
+    outer_weights_ : ndarray of shape (M, n_outputs)
+        Outer weights ``u``: the raw output is ``module_(X) @ outer_weights_ / M``. In full batch they are the
+        exact projection at the final network. One row per feature of the network, not per input feature: it is
+        not named ``coef_``, which scikit-learn's feature selectors (``RFE``, ``SelectFromModel``) read as a
+        per-input importance.
     width_ : int
         Number of features ``M``.
     alpha_ : float
@@ -163,21 +166,27 @@ class _VarProNetMixin:
         """``(module, seed)``: the feature module, initialised under a CPU seed drawn from ``generator`` (see
         ``module``), in the estimator's dtype, on the CPU, with torch's global state left as it was (see
         :func:`skflow._user_modules.torch_state`)."""
-        kwargs = dict(self.module_kwargs or {})
+        kwargs = self._module_call_kwargs(d)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         if isinstance(self.module, torch.nn.Module):
             if kwargs:
                 raise ValueError("module_kwargs must be empty when module is a torch.nn.Module instance (it is "
                                  "used as it is); pass the module's class to have it built with module_kwargs.")
             return copy.deepcopy(self.module), seed
-        if "n_features_in" not in kwargs and _accepts_n_features_in(self.module):
-            kwargs["n_features_in"] = d
         with torch_state(seed, self._torch_dtype, build=True):
             module = self.module(**kwargs)
         if not isinstance(module, torch.nn.Module):
             raise ValueError(f"module must build a torch.nn.Module; {self.module!r} returned "
                              f"{type(module).__name__}.")
         return module, seed
+
+    def _module_call_kwargs(self, d):
+        """The keyword arguments ``module`` is called with for ``d`` input features."""
+        kwargs = dict(self.module_kwargs or {})
+        if not isinstance(self.module, torch.nn.Module) and "n_features_in" not in kwargs \
+                and _accepts_n_features_in(self.module):
+            kwargs["n_features_in"] = d
+        return kwargs
 
     def _make_flow(self, ctx):
         X, Y = ctx.X, ctx.Y
@@ -216,7 +225,7 @@ class _VarProNetMixin:
         X, _, w = ctx.positive_rows()
         flow.module.eval()
         self.module_ = flow.module
-        self.coef_ = to_numpy(flow.u)
+        self.outer_weights_ = to_numpy(flow.u)
         self.width_ = int(flow.width)
         self.alpha_ = float(flow.lam)
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
@@ -229,9 +238,15 @@ class _VarProNetMixin:
 
     # ------------------------------------------------------------------ pickling: module_ is flow_.module
     def __getstate__(self):
+        """As the base's, with ``module_`` stored once, as ``flow_.module``; skops stores a module built from
+        ``module`` (a class or callable) as that call and its ``state_dict`` (a module instance: a TypeError)."""
         state = super().__getstate__()  # flow_ is moved to the CPU there (a copy)
         if "flow_" in state and "module_" in state:
-            state["module_"] = state["flow_"].module
+            state["module_"] = None  # bound to flow_.module again by __setstate__
+            if not isinstance(self.module, torch.nn.Module) and "n_features_in_" in state:
+                _device.set_module_recipe(state["flow_"].module, self.module,
+                                          self._module_call_kwargs(state["n_features_in_"]),
+                                          getattr(self, "_fit_dtype", self._torch_dtype))
         return state
 
     def __setstate__(self, state):

@@ -229,7 +229,7 @@ def summary(est, X_test):
     if hasattr(est, "predict_proba"):
         out["proba"] = est.predict_proba(X_test)
         out["classes_"] = est.classes_
-    for name in ("U_", "W_", "b_", "theta_", "features_", "coef_", "y_mean_", "y_scale_", "loss_curve_",
+    for name in ("U_", "W_", "b_", "theta_", "features_", "outer_weights_", "y_mean_", "y_scale_", "loss_curve_",
                  "learning_rate_", "length_scale_", "alpha_", "n_iter_", "n_ranks_"):
         if hasattr(est, name):
             out[name] = np.asarray(getattr(est, name))

@@ -75,7 +75,7 @@ def test_global_seed_and_default_dtype_do_not_change_the_model(friedman):
         assert torch.get_default_dtype() != previous  # the user's setting survives the fit
     finally:
         torch.set_default_dtype(previous)
-    np.testing.assert_array_equal(other.coef_, ref.coef_)
+    np.testing.assert_array_equal(other.outer_weights_, ref.outer_weights_)
     np.testing.assert_array_equal(other.predict(X), ref.predict(X))
 
 
@@ -115,10 +115,10 @@ def test_fits_in_threads_equal_the_same_fits_in_sequence(friedman, module):
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         threaded = list(pool.map(lambda s: _fit(clone(base).set_params(random_state=s), X, y), seeds))
     for a, b in zip(sequential, threaded):
-        np.testing.assert_array_equal(a.coef_, b.coef_)
+        np.testing.assert_array_equal(a.outer_weights_, b.outer_weights_)
         for p, q in zip(a.module_.parameters(), b.module_.parameters()):
             assert torch.equal(p, q)
-    assert not np.array_equal(sequential[0].coef_, sequential[1].coef_)  # the seeds do matter
+    assert not np.array_equal(sequential[0].outer_weights_, sequential[1].outer_weights_)  # the seeds do matter
 
 
 def test_dropout_fits_are_reproducible(friedman):
@@ -127,7 +127,7 @@ def test_dropout_fits_are_reproducible(friedman):
     a = _fit(VarProNetRegressor(**params), X, y)
     torch.manual_seed(7)
     b = _fit(VarProNetRegressor(**params), X, y)
-    np.testing.assert_array_equal(a.coef_, b.coef_)
+    np.testing.assert_array_equal(a.outer_weights_, b.outer_weights_)
 
 
 # ---------------------------------------------------------------------------------------------- users' modules
@@ -498,4 +498,4 @@ def test_a_dropout_model_pickles_and_warm_starts_reproducibly(friedman):
     b = pickle.loads(pickle.dumps(a))
     np.testing.assert_array_equal(b.predict(X), a.predict(X))
     _fit(a, X, y), _fit(b, X, y)  # the continued steps draw the same dropout masks
-    np.testing.assert_array_equal(b.coef_, a.coef_)
+    np.testing.assert_array_equal(b.outer_weights_, a.outer_weights_)

@@ -23,13 +23,13 @@ def friedman():
 def test_predict_equals_mean_field_formula(friedman):
     X, y, Xte, _ = friedman
     m = VarProSHLRegressor(width=40, max_iter=30, random_state=0, device="cpu").fit(X, y)
-    assert m.features_.shape == (40, X.shape[1] + 1) and m.coef_.shape == (40, 1)
+    assert m.features_.shape == (40, X.shape[1] + 1) and m.outer_weights_.shape == (40, 1)
     Phi = np.maximum(np.c_[Xte, np.ones(len(Xte))] @ m.features_.T, 0.0)
-    raw = Phi @ m.coef_ / 40
+    raw = Phi @ m.outer_weights_ / 40
     np.testing.assert_allclose((m.predict(Xte) - m.y_mean_) / m.y_scale_, raw[:, 0], rtol=1e-10, atol=1e-10)
 
 
-def test_coef_is_exact_projection_at_the_end(friedman):
+def test_outer_weights_are_the_exact_projection_at_the_end(friedman):
     X, y, _, _ = friedman
     m = VarProSHLRegressor(width=30, max_iter=20, alpha=1e-2, tol=0, early_stopping=False, random_state=0,
                            device="cpu").fit(X, y)
@@ -37,7 +37,7 @@ def test_coef_is_exact_projection_at_the_end(friedman):
     Phi = np.maximum(np.c_[X, np.ones(len(X))] @ m.features_.T, 0.0)
     N, M = Phi.shape
     u = np.linalg.solve(Phi.T @ Phi / (N * M) + 1e-2 * np.eye(M), Phi.T @ Ys / N)
-    np.testing.assert_allclose(m.coef_[:, 0], u, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(m.outer_weights_[:, 0], u, rtol=1e-7, atol=1e-9)
     # the reduced-risk curve is L(omega) of Eq. III.41 and reduced_risk() recomputes it at the end
     assert m.reduced_risk(X, y) <= m.reduced_risk_curve_[0]
 
@@ -61,7 +61,7 @@ def test_multi_output_biased(friedman):
     X, y, _, _ = friedman
     Y = np.c_[y, -2 * y + 1]
     m = VarProSHLRegressor(width=40, max_iter=20, random_state=0, device="cpu").fit(X, Y)
-    assert m.coef_.shape == (40, 2) and m.predict(X).shape == (len(X), 2)
+    assert m.outer_weights_.shape == (40, 2) and m.predict(X).shape == (len(X), 2)
     assert m.score(X, Y) > 0.8
 
 
@@ -114,7 +114,7 @@ def test_activations(friedman):
     for act in ("tanh", "cos", "silu"):
         m = VarProSHLRegressor(width=16, activation=act, max_iter=5, random_state=0, device="cpu").fit(X, y)
         Phi, _, _ = features(torch.as_tensor(m.features_), torch.as_tensor(X), act, "euclidean")
-        raw = (Phi.numpy() @ m.coef_ / 16)[:, 0]
+        raw = (Phi.numpy() @ m.outer_weights_ / 16)[:, 0]
         np.testing.assert_allclose((m.predict(X) - m.y_mean_) / m.y_scale_, raw, rtol=1e-9, atol=1e-10)
 
 
@@ -135,7 +135,7 @@ def test_auto_alpha_estimator_records_its_path():
     Phi = np.maximum(Xb @ m.features_.T, 0.0)
     Ys = ((y - m.y_mean_) / m.y_scale_)[:, None]
     u = ridge_projection(torch.as_tensor(Phi), torch.as_tensor(Ys), m.alpha_).numpy()
-    np.testing.assert_allclose(m.coef_, u, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(m.outer_weights_, u, rtol=1e-6, atol=1e-8)
     # a fixed float keeps the theory's fixed-lambda flow
     fixed = VarProSHLRegressor(alpha=1e-2, max_iter=5, tol=0, early_stopping=False, random_state=0,
                                device="cpu").fit(X, y)

@@ -268,10 +268,10 @@ def test_fit_on_the_torus_decreases_the_reduced_risk(torus_fit):
     # the particles move towards the teacher
     dist = TorusEnergyDistance(T)
     assert dist(m.features_) < dist(m.feature_history_[0])
-    # no target scaling on the torus: predict is the model of Eq. III.50 with coef_ = u*(features_)
+    # no target scaling on the torus: predict is the model of Eq. III.50 with outer_weights_ = u*(features_)
     assert np.all(m.y_mean_ == 0) and np.all(m.y_scale_ == 1)
     Phi = _laplace_np(_wrap_np(m.features_[None] - X[:, None]))
-    np.testing.assert_allclose(m.predict(X), Phi @ m.coef_[:, 0] / 32, rtol=1e-10)
+    np.testing.assert_allclose(m.predict(X), Phi @ m.outer_weights_[:, 0] / 32, rtol=1e-10)
     assert np.isfinite(m.kernel_spectrum_).all() and m.kernel_spectrum_[0] > 0
 
 
@@ -293,7 +293,7 @@ def test_euclidean_rbf_and_warm_start(torus_fit):
                                 max_iter=30, tol=0, early_stopping=False, random_state=0, device="cpu"), X, y)
     assert e.features_.shape == (16, 2) and e.reduced_risk_curve_[-1] < e.reduced_risk_curve_[0]
     Phi = 8.0 * np.exp(-0.5 * ((e.features_[None] - X[:, None]) ** 2).sum(-1))
-    np.testing.assert_allclose((e.predict(X) - e.y_mean_) / e.y_scale_, Phi @ e.coef_[:, 0] / 16, rtol=1e-10)
+    np.testing.assert_allclose((e.predict(X) - e.y_mean_) / e.y_scale_, Phi @ e.outer_weights_[:, 0] / 16, rtol=1e-10)
     # warm start continues on the torus; the RBF parameters are architecture, the (unused) activation is not
     w = VarProSHLRegressor(8, feature_map="rbf", feature_domain="torus", alpha=1e-2, max_iter=5, tol=0,
                            early_stopping=False, warm_start=True, random_state=0, device="cpu")

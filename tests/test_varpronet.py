@@ -134,23 +134,23 @@ def _fit(model, X, y):
 def test_regressor_predict_is_the_head_on_the_trained_module(regression_data):
     X, y, Xt, yt = regression_data
     m = _fit(VarProNetRegressor(max_iter=30, random_state=0, **SMALL), X, y)
-    assert m.coef_.shape == (16, 1) and m.width_ == 16 and m.n_features_in_ == X.shape[1]
+    assert m.outer_weights_.shape == (16, 1) and m.width_ == 16 and m.n_features_in_ == X.shape[1]
     with torch.no_grad():
         Phi = m.module_(torch.as_tensor(Xt)).numpy()
-    np.testing.assert_allclose((m.predict(Xt) - m.y_mean_) / m.y_scale_, (Phi @ m.coef_ / 16)[:, 0], rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose((m.predict(Xt) - m.y_mean_) / m.y_scale_, (Phi @ m.outer_weights_ / 16)[:, 0],
+                               rtol=1e-10, atol=1e-12)
     assert m.score(Xt, yt) > 0.5  # a trained model, not the constant (seeds 0-7 score 0.57-0.74 in 30 epochs)
     assert m.loss_curve_.shape == m.reduced_risk_curve_.shape == m.pl_ratio_curve_.shape == (m.n_iter_,)
     assert m.kernel_spectrum_.shape == (10,) and np.all(np.diff(m.kernel_spectrum_) <= 0)
 
 
-def test_full_batch_coef_is_the_exact_projection_at_the_end(regression_data):
+def test_full_batch_outer_weights_are_the_exact_projection_at_the_end(regression_data):
     X, y, _, _ = regression_data
     m = _fit(VarProNetRegressor(batch_size=None, early_stopping=False, tol=0, max_iter=10, learning_rate=1e-4,
                                 alpha=1e-2, backbone_momentum=0.0, random_state=0, **SMALL), X, y)
     with torch.no_grad():
         Phi = m.module_(torch.as_tensor(X)).numpy()
-    np.testing.assert_allclose(m.coef_, _ridge_numpy(Phi, ((y - m.y_mean_) / m.y_scale_)[:, None], 1e-2),
+    np.testing.assert_allclose(m.outer_weights_, _ridge_numpy(Phi, ((y - m.y_mean_) / m.y_scale_)[:, None], 1e-2),
                                rtol=1e-8, atol=1e-10)
     # full batch, plain steps: the explicit scheme of the gradient flow of the reduced risk decreases it
     assert np.all(np.diff(m.reduced_risk_curve_) < 0)
@@ -160,7 +160,7 @@ def test_classifier_outputs(classification_data):
     X, y, Xt, yt = classification_data
     m = _fit(VarProNetClassifier(max_iter=30, random_state=0, **SMALL), X, y)
     np.testing.assert_array_equal(m.classes_, [0, 1, 2])
-    assert m.coef_.shape == (16, 3) and m.score(Xt, yt) > 0.8
+    assert m.outer_weights_.shape == (16, 3) and m.score(Xt, yt) > 0.8
     F, P = m.decision_function(Xt), m.predict_proba(Xt)
     np.testing.assert_array_equal(m.predict(Xt), m.classes_[F.argmax(1)])
     np.testing.assert_allclose(P.sum(1), 1.0)
@@ -184,7 +184,7 @@ def test_auto_learning_rate_searches_a_stable_step(classification_data):
 
 
 def test_random_state_gives_the_same_module_and_clone_drops_it(classification_data):
-    # outputs, coef_ and the clone's parameters: tests/test_common.py; here the trained module itself
+    # outputs, outer_weights_ and the clone's parameters: tests/test_common.py; here the trained module itself
     X, y, _, _ = classification_data
     a = _fit(VarProNetClassifier(max_iter=5, random_state=3, **SMALL), X, y)
     b = _fit(clone(a), X, y)

@@ -48,6 +48,7 @@ import copy
 import torch
 
 from ._fused import activation_with_bias, graph_kernel, value_with_bias
+from ._portable import portable, restored
 
 #: default bytes of workspace a full-batch step may use beyond the data, by device type: the step runs over
 #: blocks of rows that fit and accumulates the gradient (the ceiling on a step's memory, whatever N).
@@ -264,6 +265,31 @@ class Flow:
         if budget is None and device_type == "cpu" and width and split:
             rows = min(rows, max(MIN_CACHE_BLOCK_ROWS, self.block_matrix_bytes // (width * self.itemsize)))
         return rows
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        """The engine's attributes with its torch objects made portable (:func:`skflow.flows._portable.portable`):
+        tensors as NumPy arrays and dtype names on the CPU, modules wrapped, so that pickle, joblib and skops
+        store no torch object."""
+        return {k: portable(v) for k, v in self.__dict__.items()}
+
+    def __setstate__(self, state):
+        """Rebuild the attributes stored by :meth:`__getstate__`, on the CPU (the estimator moves its engine to
+        its ``device_``)."""
+        self.__dict__.update({k: restored(v) for k, v in state.items()})
+
+    def __copy__(self):
+        # copy.copy (used by :meth:`to`) is not a round trip through the CPU: the same tensors, a new dict
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo):
+        # copy.deepcopy keeps the tensors on their device (no round trip through the pickled state)
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def parameters(self):
         return [getattr(self, name) for name in self._param_fields]
