@@ -1,0 +1,104 @@
+"""Build the compiled kernels of the estimators ahead of time: ``python -m skflow.precompile``.
+
+With ``compile='auto'`` (the default) a fit runs compiled when its kernels are already built in the process (or
+when it is long enough to repay a build); otherwise it runs eagerly and never waits for a compiler. With
+:func:`set_background_builds` on (off by default: on a CPU of few cores the build slows the fits beside it), such
+a fit builds its kernels meanwhile in a background thread, for the next fits of the same model shape. The
+compiled code is kept on disk by TorchInductor's
+caches (``TORCHINDUCTOR_CACHE_DIR``, by default ``/tmp/torchinductor_<user>``): a later process builds the same
+kernels from it in seconds instead of the 10-30 s of a cold build. Delete that folder to clear the cache.
+
+This command fits each estimator briefly with ``compile=True`` on random data of the given shape, so that the
+first real fit of a new process (or machine) already finds warm caches::
+
+    python -m skflow.precompile --n-features 16 --n-outputs 1 --dtype float32 float64
+
+The model shape (the depth ``n_layers``, the width, the input and output dimensions, the activation) is what a
+kernel specialises on; the number of rows is symbolic.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+from .flows._fused import pending_builds, set_background_builds, wait_for_builds
+
+__all__ = ["main", "pending_builds", "precompile", "set_background_builds", "wait_for_builds"]
+
+
+def precompile(estimators=("node", "rkhs", "varpro"), n_features=16, n_outputs=1, n_classes=3,
+               dtypes=("float64",), device="cpu", verbose=True, **params):
+    """Fit each named estimator for two iterations with ``compile=True`` on random data, building its kernels.
+
+    Parameters
+    ----------
+    estimators : sequence of {'node', 'rkhs', 'varpro'}, default=('node', 'rkhs', 'varpro')
+        ``MeanFieldNODERegressor``, ``RKHSNODEClassifier`` and ``VarProSHLRegressor``, at their defaults updated
+        by ``params`` (a parameter an estimator lacks is ignored for it).
+    n_features : int, default=16
+        Input dimension of the data the kernels are built for.
+    n_outputs : int, default=1
+        Outputs of the regressors.
+    n_classes : int, default=3
+        Classes of the classifier.
+    dtypes : sequence of {'float64', 'float32'}, default=('float64',)
+        The precisions to build.
+    device : str, default='cpu'
+        The device to build for.
+    verbose : bool, default=True
+        Print each build's time.
+    **params : dict
+        Other estimator parameters (e.g. ``n_layers=20``).
+
+    Returns
+    -------
+    dict
+        Seconds per ``(estimator, dtype)``.
+    """
+    from . import MeanFieldNODERegressor, RKHSNODEClassifier, VarProSHLRegressor
+
+    classes = {"node": MeanFieldNODERegressor, "rkhs": RKHSNODEClassifier, "varpro": VarProSHLRegressor}
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, n_features))
+    times = {}
+    for name in estimators:
+        cls = classes[name]
+        y = rng.integers(0, n_classes, 256) if name == "rkhs" else rng.standard_normal((256, n_outputs))
+        y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+        own = {k: v for k, v in params.items() if k in cls().get_params()}
+        for dtype in dtypes:
+            start = time.perf_counter()
+            cls(**{**own, "max_iter": 2, "compile": True, "dtype": dtype, "device": device, "random_state": 0,
+                   "early_stopping": False}).fit(X, y)
+            times[(name, dtype)] = time.perf_counter() - start
+            if verbose:
+                print(f"{cls.__name__} ({dtype}, {n_features} features): built in {times[(name, dtype)]:.1f} s",
+                      flush=True)
+    return times
+
+
+def main(argv=None):
+    """The command line (see the module documentation)."""
+    parser = argparse.ArgumentParser(prog="python -m skflow.precompile", description=__doc__.splitlines()[0])
+    parser.add_argument("--estimators", nargs="+", default=["node", "rkhs", "varpro"],
+                        choices=["node", "rkhs", "varpro"])
+    parser.add_argument("--n-features", type=int, default=16)
+    parser.add_argument("--n-outputs", type=int, default=1)
+    parser.add_argument("--n-classes", type=int, default=3)
+    parser.add_argument("--n-layers", type=int, default=None)
+    parser.add_argument("--dtype", nargs="+", default=["float64"], choices=["float64", "float32"])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    extra = {} if args.n_layers is None else {"n_layers": args.n_layers}
+    precompile(args.estimators, args.n_features, args.n_outputs, args.n_classes, args.dtype, args.device, **extra)
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        print(f"TorchInductor's cache: {cache_dir()}")
+    except ImportError:  # pragma: no cover - another torch layout
+        pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
