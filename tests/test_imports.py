@@ -121,9 +121,6 @@ def test_no_module_over_600_lines(name):
 
 #: non-skflow attributes with a leading underscore that scripts may use (namedtuple's public API)
 _PUBLIC_UNDERSCORE_ATTRIBUTES = {"_asdict", "_replace", "_fields", "_make"}
-#: scripts that still read a fit's in-progress engine by wrapping ``skflow._training.run_epoch`` (the monitor of
-#: ``fit`` sees no engine during the fit): they must still be listed here while they do, and leave when fixed
-_SCRIPTS_PENDING_A_PUBLIC_WAY = {"bench_time_to_accuracy.py", "bench_varpronet.py"}
 
 
 def _private_skflow_uses(path):
@@ -177,17 +174,23 @@ def _private_skflow_uses(path):
 _SCRIPTS = sorted((PACKAGE.parent / "benchmarks").glob("*.py")) + sorted((PACKAGE.parent / "examples").glob("*.py"))
 
 
-def test_the_scripts_are_read():
+def test_the_scripts_are_read(tmp_path):
     assert any(p.parent.name == "benchmarks" for p in _SCRIPTS) and any(p.parent.name == "examples" for p in _SCRIPTS)
-    assert _private_skflow_uses(PACKAGE.parent / "benchmarks" / "bench_time_to_accuracy.py")  # the check bites
+    script = tmp_path / "script.py"  # the check bites: each kind of private use is found
+    script.write_text("import skflow._training as training\n"
+                      "from skflow import VarProSHLRegressor, _training\n"
+                      "training.run_epoch = None\n"
+                      "VarProSHLRegressor.fit = None\n"
+                      "est = VarProSHLRegressor()\n"
+                      "est._finalize_fit(None)\n"
+                      "getattr(est, '_monitor')\n")
+    found = {line for line, _ in _private_skflow_uses(script)}
+    assert found == {1, 2, 3, 4, 6, 7}, _private_skflow_uses(script)
 
 
 @pytest.mark.parametrize("path", _SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_benchmarks_and_examples_use_no_private_skflow_name_and_patch_nothing(path):
     uses = _private_skflow_uses(path)
     where = path.relative_to(PACKAGE.parent)
-    if path.name in _SCRIPTS_PENDING_A_PUBLIC_WAY:
-        assert uses, f"{where} uses no private skflow name any more: take it out of _SCRIPTS_PENDING_A_PUBLIC_WAY"
-        return
     assert not uses, f"{where} uses private skflow names or patches skflow: " + "; ".join(
         f"line {line}: {what}" for line, what in uses)
