@@ -13,6 +13,7 @@ from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator
 from ._certificate import node_certificate
 from ._device import seed_generator
+from ._rows import SparseRows, as_fit_tensor, host_rows, take_rows
 from ._targets import BaseFlowRegressor
 from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
 from .diagnostics.bandwidth import (
@@ -342,6 +343,12 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         self.compile = compile
 
     # ------------------------------------------------------------------ hooks
+    @property
+    def _sparse_rows_ok(self):
+        """The Euler engine reads ``X`` by blocks of rows; the midpoint and RK4 integrators differentiate through
+        the whole batch (a sparse ``X`` is then densified on the device, as their states are dense anyway)."""
+        return self.solver == "euler"
+
     def _make_flow(self, X, Y, generator):
         if self.activation == "relu":
             warn(
@@ -373,8 +380,14 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         if self.feature_scale != "auto":
             return float(self.feature_scale)
 
-        Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
         dp = getattr(self, "_data_parallel", None)
+        # a sparse X in a single process: the seeded subsample of the search's rules (median_length_scale and
+        # select_length_scale draw the same rows of 1000), taken first so that only those rows are densified
+        sparse_rows = isinstance(X, SparseRows) and dp is None
+        idx = seeded_subsample(X.shape[0], self._bandwidth_rows) if sparse_rows else None
+        Xc, Yc = host_rows(X, idx), Y.detach().double().cpu()
+        if idx is not None:
+            Yc = Yc[torch.as_tensor(idx)]
         if dp is not None:  # the rows of the seeded subsample of every rank, as one process would draw them
             both = dp.gather_subsample(to_numpy(torch.cat([Xc, Yc], dim=1)), self._bandwidth_rows,
                                        self._rows_per_rank)
@@ -403,7 +416,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
                 "output_scale='certify' is not available in a data-parallel fit: the certificate needs the kernel "
                 "matrix of the training rows. Certify on one process (skflow.inspection.certify) on a subsample "
                 "and pass the certified output scale as a float.")
-        Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
+        # a sparse X of more rows than the kernel subsample stays sparse (the certificate reads it by rows)
+        sparse_rows = isinstance(X, SparseRows) and X.shape[0] > self.kernel_subsample
+        Xc = X.to("cpu", torch.float64) if sparse_rows else host_rows(X)
+        Yc = Y.detach().double().cpu()
         self.certificate_ = node_certificate(Xc, Yc, W, b, output_scale="certify", **self._certificate_parameters())
         self.output_scale_ = self.certificate_["output_scale"]
 
@@ -430,7 +446,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         work = clone(self).set_params(warm_start=False)
         Xv, yv = work._validate_fit_data(X, y)
         Y = torch.as_tensor(work._prepare_targets(yv), dtype=torch.float64)
-        Xt = torch.as_tensor(np.asarray(Xv, dtype=np.float64))
+        Xt = as_fit_tensor(Xv, torch.float64, "cpu", dense=True)
         D = Xt.shape[1] + Y.shape[1] + self.extra_dims
         work.feature_scale_ = work._resolve_feature_scale(Xt, Y)
         _, W, b = work._initial_particles(D, seed_generator(copy.deepcopy(self.random_state)))
@@ -473,7 +489,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         if self.activation == "cos":
             return 1.0
         idx = seeded_subsample(X.shape[0], self._step_factor_rows)
-        Xs = (X if idx is None else X[torch.as_tensor(idx, device=X.device)]).detach().double()
+        Xs = take_rows(X, idx).detach().double()
         Z = lift(Xs, flow.dim)
         with torch.no_grad():
             A = torch.einsum("nd,kmd->knm", Z, flow.W.detach().double()) + flow.b.detach().double()[:, None, :]
@@ -553,9 +569,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
 
     def _kernel_inputs(self, X):
         """The (at most ``kernel_subsample``) training inputs of the kernel diagnostics, in float64 on the CPU."""
-        idx = seeded_subsample(X.shape[0], self.kernel_subsample)
-        Xs = X if idx is None else X[torch.as_tensor(idx, device=X.device)]
-        return Xs.detach().double().cpu()
+        return host_rows(X, seeded_subsample(X.shape[0], self.kernel_subsample))
 
     def _layer_lambda_min(self, flow, Xs):
         """``lambda_min(K1_k)`` of every layer at initialisation, exactly 0 when ``M`` is below the points."""

@@ -11,6 +11,7 @@ from sklearn.utils.validation import _num_samples
 
 from . import distributed
 from ._arrays import seeded_subsample, to_numpy
+from ._rows import SparseRows, host_rows, take_rows
 from ._targets import BaseFlowClassifier
 from .diagnostics import (
     data_separation,
@@ -429,9 +430,11 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         if self.length_scale == "auto" and dp is not None:
             # the median of the pairwise distances needs the pairs across the ranks: the (at most 1000) rows of
             # the seeded subsample of the rule are gathered, so that the length scale is a single process's
-            self.length_scale_ = median_length_scale(dp.gather_subsample(to_numpy(X), 1000, self._rows_per_rank))
+            self.length_scale_ = median_length_scale(dp.gather_subsample(to_numpy(host_rows(X)), 1000,
+                                                                         self._rows_per_rank))
         elif self.length_scale == "auto":
-            self.length_scale_ = median_length_scale(X)
+            # the rule's seeded subsample of 1000 rows, taken first: a sparse X is densified on those rows only
+            self.length_scale_ = median_length_scale(host_rows(X, seeded_subsample(N, 1000)))
         else:
             self.length_scale_ = float(self.length_scale)
         D = d + K
@@ -453,7 +456,7 @@ class RKHSNODEClassifier(BaseFlowClassifier):
         self.data_separation_ = self._diagnostic("data_separation_", self._separation, X, Y)
         self._warn_if_width_stalled(N)
         idx = seeded_subsample(X.shape[0], self.kernel_subsample, sort=True)
-        Xs = (X if idx is None else X[torch.as_tensor(idx, device=X.device)]).detach().double().cpu()
+        Xs = host_rows(X, idx)
         W0, b0 = flow.W.detach().cpu().double(), flow.b.detach().cpu().double()
         # at theta = 0 every layer sees the lifted inputs z(0) = (x, 0)
         self.kernel_lambda_min_ = self._diagnostic(
@@ -476,9 +479,12 @@ class RKHSNODEClassifier(BaseFlowClassifier):
     def _separation(self, X, Y):
         """``delta`` on (a subsample of) the training inputs; warns when coinciding inputs carry different labels."""
         idx = seeded_subsample(X.shape[0], self._separation_max, sort=True)
-        Xsep = X.detach().double() if idx is None else X.detach().double()[torch.as_tensor(idx, device=X.device)]
+        Xsep = take_rows(X, idx).detach().double()
         delta = data_separation(Xsep)  # on the device: the O(N^2 d) distance pass is the cost here
-        if delta == 0.0 and _conflicting_duplicates(to_numpy(X), to_numpy(Y)):
+        # a sparse X: the duplicates are looked for among the subsample's rows (those of delta), not densified whole
+        Xdup, Ydup = (Xsep, Y if idx is None else Y[torch.as_tensor(idx, device=Y.device)]) \
+            if isinstance(X, SparseRows) else (X, Y)
+        if delta == 0.0 and _conflicting_duplicates(to_numpy(Xdup), to_numpy(Ydup)):
             warn(
                 f"{type(self).__name__}: some training inputs coincide but carry different labels (data "
                 "separation delta = 0). A NODE is a bijection of its inputs, so it can never separate them and "

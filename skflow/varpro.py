@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _base
 from ._arrays import seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator
+from ._rows import take_rows
 from ._targets import BaseFlowRegressor
 from .flows._ops import ACTIVATIONS, regularizer_centre
 from .flows.varpro import (
@@ -406,6 +407,13 @@ class VarProSHLRegressor(BaseFlowRegressor):
         return tags
 
     # ------------------------------------------------------------------ hooks
+    @property
+    def _sparse_rows_ok(self):
+        """Perceptron features read ``X`` by blocks of rows; RBF features (and ``alpha='auto'`` with
+        ``solver='gd'``, whose strength is chosen once on the whole batch) compute on the whole batch, and a sparse
+        ``X`` is then densified on the device."""
+        return self.feature_map == "perceptron" and not (self.alpha == "auto" and self.solver == "gd")
+
     def _scales_targets(self):
         if self.scale_targets == "auto":
             # sphere features have no bias, so the model cannot represent the constant that centring removes;
@@ -466,7 +474,7 @@ class VarProSHLRegressor(BaseFlowRegressor):
         self.alpha_ = float(flow.lam)
         self.alpha_path_ = self.history_.get("alpha", np.zeros(0))
         idx = seeded_subsample(X.shape[0], self.kernel_subsample)
-        Xs = X if idx is None else X[torch.as_tensor(idx, device=X.device)]
+        Xs = take_rows(X, idx)
         self.kernel_spectrum_ = self._diagnostic(
             "kernel_spectrum_", lambda: to_numpy(kernel_spectrum(flow.omega, Xs, flow.activation, flow.domain,
                                                                    k=self.n_spectrum)),

@@ -147,6 +147,11 @@ def _accepts_n_features_in(factory):
 class _VarProNetMixin:
     """What the regressor and the classifier share: the module, the engine and the fitted attributes."""
 
+    # the user's module consumes X: a torch.nn.Module is written for dense tensors (torch.sparse inputs work
+    # with few layers), so a sparse X is refused with a TypeError that says so
+    _accepts_sparse = False
+    _sparse_refusal = "its first layer is the user's torch module, which consumes X as a dense tensor."
+
     _parameter_constraints = {
         **{k: v for k, v in BaseFlowEstimator._parameter_constraints.items() if k != "compile"},
         "module": [callable],
