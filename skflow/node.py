@@ -381,10 +381,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
             return float(self.feature_scale)
 
         dp = getattr(self, "_data_parallel", None)
-        # a sparse X in a single process: the seeded subsample of the search's rules (median_length_scale and
-        # select_length_scale draw the same rows of 1000), taken first so that only those rows are densified
-        sparse_rows = isinstance(X, SparseRows) and dp is None
-        idx = seeded_subsample(X.shape[0], self._bandwidth_rows) if sparse_rows else None
+        # a single process: the seeded subsample of the search's rules (median_length_scale and select_length_scale
+        # draw the same 1000 rows), taken first, so that only those rows of a sparse X are densified and only
+        # those of a device X go to the host
+        idx = seeded_subsample(X.shape[0], self._bandwidth_rows) if dp is None else None
         Xc, Yc = host_rows(X, idx), Y.detach().double().cpu()
         if idx is not None:
             Yc = Yc[torch.as_tensor(idx)]
