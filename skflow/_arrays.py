@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-__all__ = ["as_float64_tensor", "seeded_subsample", "take_rows", "to_numpy"]
+__all__ = ["as_float64_tensor", "seeded_subsample", "rows_of", "to_numpy"]
 
 
 def to_numpy(t):
@@ -20,7 +20,7 @@ def as_float64_tensor(A):
     return torch.as_tensor(np.asarray(A, dtype=np.float64))
 
 
-def take_rows(idx, *tensors):
+def rows_of(idx, *tensors):
     """The rows ``idx`` (a NumPy index array, or None for all) of each tensor; None passes through."""
     if idx is None:
         return tensors

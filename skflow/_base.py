@@ -39,10 +39,10 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_y, check_consistent_length, check_is_fitted, validate_data
 
 # the device, dtype and memory helpers live in skflow._device; re-exported under the names this module used
-from . import _device, distributed
+from . import _device, _rows, distributed
 from ._context import FitContext
 from ._device import available_memory, resolve_device, resolve_dtype
 from ._device import check_device_string as _check_device_string
@@ -198,11 +198,45 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
         super()._validate_params()
         _check_device_string(self.device)
 
+    #: whether ``X`` may be a ``scipy.sparse`` matrix (validated to CSR; the fit reads it by rows, see
+    #: :mod:`skflow._rows`); an estimator whose first layer cannot read sparse rows sets False
+    _accepts_sparse = True
+    #: why not, when ``_accepts_sparse`` is False (the TypeError a sparse ``X`` raises says it)
+    _sparse_refusal = ""
+
+    @property
+    def _sparse_rows_ok(self):
+        """Whether the engine of this configuration reads ``X`` only by blocks of rows (a sparse ``X`` then stays
+        sparse on the device, one block densified at a time); False: a sparse ``X`` is densified on the device."""
+        return True
+
     def _validate_fit_data(self, X, y):
-        """Validate X, y and return (X float64, y). Subclasses may extend (e.g. multi_output)."""
+        """Validate X, y and return (X, y): X float64 NumPy, CSR (sparse input) or a torch tensor (left on its
+        device); y on the host. Subclasses may extend (e.g. multi_output)."""
+        self._refuse_sparse(X)
+        y = _rows.host_array(y)
         # a later partial_fit call checks the inputs against the model's (scikit-learn's message), not resets them
         reset = not (self._partial_call and hasattr(self, "flow_"))
-        return validate_data(self, X, y, multi_output=True, dtype=np.float64, y_numeric=False, reset=reset)
+        if isinstance(X, torch.Tensor):
+            X = _rows.validate_tensor(self, X, reset=reset)
+            y = _check_y(y, multi_output=True)
+            check_consistent_length(X, y)
+            return X, y
+        return validate_data(self, X, y, multi_output=True, dtype=np.float64, y_numeric=False, reset=reset,
+                             accept_sparse="csr" if self._accepts_sparse else False)
+
+    def _refuse_sparse(self, X):
+        if not self._accepts_sparse and _rows.is_sparse(X):
+            raise TypeError(f"{type(self).__name__} does not accept sparse data: {self._sparse_refusal} Densify X "
+                            "(X.toarray()), or put a dense-output step before it.")
+
+    def _validate_predict_data(self, X):
+        """Validate the inputs of a prediction as :meth:`_validate_fit_data` does (without resetting)."""
+        self._refuse_sparse(X)
+        if isinstance(X, torch.Tensor):
+            return _rows.validate_tensor(self, X, reset=False)
+        return validate_data(self, X, reset=False, dtype=np.float64,
+                             accept_sparse="csr" if self._accepts_sparse else False)
 
     def _check_numeric_targets(self, y):
         """Regressors: reject non-numeric targets with an error that names the problem."""
@@ -217,13 +251,14 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
                     f"such as {example!r}. For class labels use a classifier (e.g. skflow.RKHSNODEClassifier)."
                 ) from None
 
-    def _to_tensor(self, A, dtype=None):
-        """``A`` as a tensor on ``device_``, in ``dtype`` (by default the fitted engine's, else the ``dtype``
-        parameter's)."""
+    def _to_tensor(self, A, dtype=None, dense=False):
+        """``A`` on ``device_`` in ``dtype`` (by default the fitted engine's, else the ``dtype`` parameter's), by
+        :func:`skflow._rows.as_fit_tensor`: a sparse ``A`` as a :class:`~skflow._rows.SparseRows`, or densified on
+        the device with ``dense`` (or when the engine cannot read it by rows)."""
         if dtype is None:
             flow = self.__dict__.get("flow_")
             dtype = flow.parameters()[0].dtype if flow is not None else self._torch_dtype
-        return torch.as_tensor(np.ascontiguousarray(A), dtype=dtype).to(self.device_)
+        return _rows.as_fit_tensor(A, dtype, self.device_, dense=dense or not self._sparse_rows_ok)
 
     @property
     def _torch_dtype(self):
@@ -466,7 +501,7 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
     def _split(self, X, Y, y):
         fold = self.__dict__.get("_search_fold")  # a probe of an epoch search: its rows are given
         if fold is not None:
-            return X[fold[0]], Y[fold[0]], X[fold[1]], Y[fold[1]]
+            return _rows.take(X, fold[0]), Y[fold[0]], _rows.take(X, fold[1]), Y[fold[1]]
         if not self._holds_out:
             return X, Y, None, None
         stratify = y if self._stratify else None
@@ -477,11 +512,12 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
                 f"validation_fraction={self.validation_fraction}."
             )
         seed = check_random_state(self.random_state).randint(2**31 - 1)
+        rows = np.arange(X.shape[0])  # the split of the rows' indices: the same for NumPy, sparse and tensor X
         try:
-            X_tr, X_val, Y_tr, Y_val = train_test_split(X, Y, test_size=n_val, random_state=seed, stratify=stratify)
+            tr, val = train_test_split(rows, test_size=n_val, random_state=seed, stratify=stratify)
         except ValueError:  # too few members in a class to stratify
-            X_tr, X_val, Y_tr, Y_val = train_test_split(X, Y, test_size=n_val, random_state=seed)
-        return X_tr, Y_tr, X_val, Y_val
+            tr, val = train_test_split(rows, test_size=n_val, random_state=seed)
+        return _rows.take(X, tr), Y[tr], _rows.take(X, val), Y[val]
 
     def _set_history(self, result):
         n_done = result.n_iter
@@ -524,9 +560,9 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
 
     def _raw_output(self, X):
         check_is_fitted(self, "flow_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        out = _device.forward_in_chunks(self.flow_, X, self._predict_chunk(), self._to_tensor, type(self).__name__,
-                                        self._n_targets)
+        X = self._validate_predict_data(X)
+        out = _device.forward_in_chunks(self.flow_, X, self._predict_chunk(), lambda A: self._to_tensor(A, True),
+                                        type(self).__name__, self._n_targets)
         if not np.all(np.isfinite(out)):
             warn(f"{type(self).__name__}: some outputs are not finite (numerical overflow): the inputs are "
                  "far outside the range seen in training. Standardise X as for fit.", RuntimeWarning)
@@ -549,4 +585,5 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
+        tags.input_tags.sparse = self._accepts_sparse
         return tags

@@ -15,6 +15,7 @@ from sklearn.exceptions import InconsistentVersionWarning as SklearnInconsistent
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError
 
+from ._rows import peak_abs
 from .exceptions import InconsistentVersionWarning, warn
 from .flows._flow import Flow
 from .flows._portable import (
@@ -104,11 +105,10 @@ def check_device_string(device):
 
 
 def check_magnitude(A, dtype, what, remedy="Standardise it (e.g. sklearn.preprocessing.StandardScaler)"):
-    """A clear error when the squares of ``A``'s entries would overflow the training dtype."""
-    if A.size == 0:
-        return
+    """A clear error when the squares of ``A``'s entries would overflow the training dtype (``A``: NumPy,
+    scipy.sparse or a torch tensor, checked on its device)."""
+    peak = peak_abs(A)
     limit = math.sqrt(torch.finfo(dtype).max) / max(1.0, math.sqrt(A.shape[1] if A.ndim > 1 else 1))
-    peak = float(np.max(np.abs(A)))
     if peak > limit:
         raise ValueError(
             f"{what} has entries as large as {peak:.3g}: their squares overflow {dtype} (limit about {limit:.3g}). "

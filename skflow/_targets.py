@@ -14,6 +14,7 @@ from sklearn.utils.validation import column_or_1d
 
 from . import distributed
 from ._base import BaseFlowEstimator
+from ._rows import input_namespace_output
 from .flows._ops import split_weights, weighted_sum
 
 __all__ = ["BaseFlowClassifier", "BaseFlowRegressor"]
@@ -113,6 +114,7 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         """The scores whose softmax is :meth:`predict_proba`, from the outputs ``F`` (n_samples, n_classes)."""
         return F
 
+    @input_namespace_output
     def decision_function(self, X):
         """The model's per-class outputs (see the class documentation).
 
@@ -125,10 +127,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         -------
         ndarray of shape (n_samples,) or (n_samples, n_classes)
             For two classes ``F_1 - F_0`` (positive for ``classes_[1]``), else the outputs of every class.
+            Under ``sklearn.set_config(array_api_dispatch=True)`` a torch ``X`` gives a tensor on its device.
         """
         F = self._raw_output(X)
         return F[:, 1] - F[:, 0] if F.shape[1] == 2 else F
 
+    @input_namespace_output
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, computed stably.
 
@@ -141,11 +145,13 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         -------
         ndarray of shape (n_samples, n_classes)
             The log-probabilities, columns in the order of ``classes_``.
+            Under ``sklearn.set_config(array_api_dispatch=True)`` a torch ``X`` gives a tensor on its device.
         """
         Z = self._proba_scores(self._raw_output(X))
         Z = Z - Z.max(axis=1, keepdims=True)
         return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
 
+    @input_namespace_output
     def predict_proba(self, X):
         """Softmax of the scores (see the class documentation); rows sum to one.
 
@@ -158,10 +164,12 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         -------
         ndarray of shape (n_samples, n_classes)
             The probabilities, columns in the order of ``classes_``.
+            Under ``sklearn.set_config(array_api_dispatch=True)`` a torch ``X`` gives a tensor on its device.
         """
         P = np.exp(self.predict_log_proba(X))
         return P / P.sum(axis=1, keepdims=True)  # renormalise the last ulp away
 
+    @input_namespace_output
     def predict(self, X):
         """Class with the largest output.
 
@@ -174,6 +182,8 @@ class BaseFlowClassifier(ClassifierMixin, BaseFlowEstimator):
         -------
         ndarray of shape (n_samples,)
             The predicted class labels.
+            Under ``sklearn.set_config(array_api_dispatch=True)`` a torch ``X`` gives a tensor of labels on its
+            device when the labels are numbers (string labels stay a NumPy array).
         """
         F = self._raw_output(X)  # checks is-fitted before classes_ is touched
         return self.classes_[np.argmax(F, axis=1)]
@@ -257,6 +267,7 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         pred = out * self.y_scale_ + self.y_mean_
         return pred[:, 0] if self._y_ndim == 1 else pred
 
+    @input_namespace_output
     def predict(self, X):
         """Predict targets, on the scale of the ``y`` given to ``fit``.
 
@@ -269,6 +280,7 @@ class BaseFlowRegressor(RegressorMixin, BaseFlowEstimator):
         -------
         ndarray of shape (n_samples,) or (n_samples, n_outputs)
             The predicted targets.
+            Under ``sklearn.set_config(array_api_dispatch=True)`` a torch ``X`` gives a tensor on its device.
         """
         return self._decode_output(self._raw_output(X))
 

@@ -9,11 +9,12 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._arrays import seeded_subsample, take_rows, to_numpy
+from ._arrays import rows_of, seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator
 from ._certificate import node_certificate
 from ._context import FitContext
 from ._device import seed_generator
+from ._rows import SparseRows, as_fit_tensor, host_rows
 from ._targets import BaseFlowRegressor
 from .diagnostics import conditional_wasserstein, convergence_report, kernel_lambda_min, lambda_min
 from .diagnostics.bandwidth import (
@@ -344,6 +345,12 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         self.compile = compile
 
     # ------------------------------------------------------------------ hooks
+    @property
+    def _sparse_rows_ok(self):
+        """The Euler engine reads ``X`` by blocks of rows; the midpoint and RK4 integrators differentiate through
+        the whole batch (a sparse ``X`` is then densified on the device, as their states are dense anyway)."""
+        return self.solver == "euler"
+
     def _make_flow(self, ctx):
         if self.activation == "relu":
             warn(
@@ -376,8 +383,14 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         if self.feature_scale != "auto":
             return float(self.feature_scale)
 
-        Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
         dp = ctx.process_group
+        # a single process: the seeded subsample of the search's rules (median_length_scale and select_length_scale
+        # draw the same 1000 rows), taken first, so that only those rows of a sparse X are densified and only
+        # those of a device X go to the host
+        idx = seeded_subsample(X.shape[0], self._bandwidth_rows) if dp is None else None
+        Xc, Yc = host_rows(X, idx), Y.detach().double().cpu()
+        if idx is not None:
+            Yc = Yc[torch.as_tensor(idx)]
         if dp is not None:  # the rows of the seeded subsample of every rank, as one process would draw them
             both = dp.gather_subsample(to_numpy(torch.cat([Xc, Yc], dim=1)), self._bandwidth_rows,
                                        dp.rows_per_rank(Xc.shape[0]) if ctx.sample_weight is not None
@@ -407,7 +420,10 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
                 "output_scale='certify' is not available in a data-parallel fit: the certificate needs the kernel "
                 "matrix of the training rows. Certify on one process (skflow.inspection.certify) on a subsample "
                 "and pass the certified output scale as a float.")
-        Xc, Yc = X.detach().double().cpu(), Y.detach().double().cpu()
+        # a sparse X of more rows than the kernel subsample stays sparse (the certificate reads it by rows)
+        sparse_rows = isinstance(X, SparseRows) and X.shape[0] > self.kernel_subsample
+        Xc = X.to("cpu", torch.float64) if sparse_rows else host_rows(X)
+        Yc = Y.detach().double().cpu()
         self.certificate_ = node_certificate(Xc, Yc, W, b, output_scale="certify", **self._certificate_parameters())
         self.output_scale_ = self.certificate_["output_scale"]
 
@@ -434,7 +450,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         work = clone(self).set_params(warm_start=False)
         Xv, yv = work._validate_fit_data(X, y)
         Y = torch.as_tensor(work._prepare_targets(yv, FitContext()), dtype=torch.float64)
-        Xt = torch.as_tensor(np.asarray(Xv, dtype=np.float64))
+        Xt = as_fit_tensor(Xv, torch.float64, "cpu", dense=True)
         D = Xt.shape[1] + Y.shape[1] + self.extra_dims
         work.feature_scale_ = work._resolve_feature_scale(Xt, Y, FitContext())
         _, W, b = work._initial_particles(D, seed_generator(copy.deepcopy(self.random_state)))
@@ -568,7 +584,7 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     def _kernel_inputs(self, X, w=None):
         """The (at most ``kernel_subsample``) training inputs of the kernel diagnostics and their weights (or None),
         in float64 on the CPU."""
-        Xs, ws = take_rows(seeded_subsample(X.shape[0], self.kernel_subsample), X, w)
+        Xs, ws = rows_of(seeded_subsample(X.shape[0], self.kernel_subsample), X, w)
         return Xs.detach().double().cpu(), None if ws is None else ws.detach().double().cpu()
 
     def _layer_lambda_min(self, flow, Xs, ws=None):

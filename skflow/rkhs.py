@@ -7,8 +7,9 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._arrays import seeded_subsample, take_rows, to_numpy
+from ._arrays import rows_of, seeded_subsample, to_numpy
 from ._partial import PartialFitClassifierMixin
+from ._rows import SparseRows, host_rows, take_rows
 from ._targets import BaseFlowClassifier
 from .diagnostics import (
     data_separation,
@@ -393,9 +394,10 @@ class RKHSNODEClassifier(PartialFitClassifierMixin, BaseFlowClassifier):
             # the median of the pairwise distances needs the pairs across the ranks: the (at most 1000) rows of
             # the seeded subsample of the rule are gathered, so that the length scale is a single process's
             rows = ctx.rows_per_rank if ctx.sample_weight is None else dp.rows_per_rank(X.shape[0])
-            self.length_scale_ = median_length_scale(dp.gather_subsample(to_numpy(X), 1000, rows))
+            self.length_scale_ = median_length_scale(dp.gather_subsample(to_numpy(host_rows(X)), 1000, rows))
         elif self.length_scale == "auto":
-            self.length_scale_ = median_length_scale(X)
+            # the rule's seeded subsample of 1000 rows, taken first: a sparse X is densified on those rows only
+            self.length_scale_ = median_length_scale(host_rows(X, seeded_subsample(X.shape[0], 1000)))
         else:
             self.length_scale_ = float(self.length_scale)
         D = d + K
@@ -425,7 +427,7 @@ class RKHSNODEClassifier(PartialFitClassifierMixin, BaseFlowClassifier):
         self.data_separation_ = self._diagnostic("data_separation_", self._separation, X, Y)
         self._warn_if_width_stalled(N)
         idx = seeded_subsample(X.shape[0], self.kernel_subsample, sort=True)
-        Xs, ws = take_rows(idx, X, w)
+        Xs, ws = rows_of(idx, X, w)
         Xs, ws = Xs.detach().double().cpu(), None if ws is None else ws.detach().double().cpu()
         W0, b0 = flow.W.detach().cpu().double(), flow.b.detach().cpu().double()
         # at theta = 0 every layer sees the lifted inputs z(0) = (x, 0)
@@ -449,9 +451,12 @@ class RKHSNODEClassifier(PartialFitClassifierMixin, BaseFlowClassifier):
     def _separation(self, X, Y):
         """``delta`` on (a subsample of) the training inputs; warns when coinciding inputs carry different labels."""
         idx = seeded_subsample(X.shape[0], self._separation_max, sort=True)
-        Xsep = X.detach().double() if idx is None else X.detach().double()[torch.as_tensor(idx, device=X.device)]
+        Xsep = take_rows(X, idx).detach().double()
         delta = data_separation(Xsep)  # on the device: the O(N^2 d) distance pass is the cost here
-        if delta == 0.0 and _conflicting_duplicates(to_numpy(X), to_numpy(Y)):
+        # a sparse X: the duplicates are looked for among the subsample's rows (those of delta), not densified whole
+        Xdup, Ydup = (Xsep, Y if idx is None else Y[torch.as_tensor(idx, device=Y.device)]) \
+            if isinstance(X, SparseRows) else (X, Y)
+        if delta == 0.0 and _conflicting_duplicates(to_numpy(Xdup), to_numpy(Ydup)):
             warn(
                 f"{type(self).__name__}: some training inputs coincide but carry different labels (data "
                 "separation delta = 0). A NODE is a bijection of its inputs, so it can never separate them and "

@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _base
-from ._arrays import seeded_subsample, take_rows, to_numpy
+from ._arrays import rows_of, seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator
 from ._partial import PartialFitRegressorMixin
 from ._targets import BaseFlowRegressor
@@ -411,6 +411,13 @@ class VarProSHLRegressor(PartialFitRegressorMixin, BaseFlowRegressor):
         return tags
 
     # ------------------------------------------------------------------ hooks
+    @property
+    def _sparse_rows_ok(self):
+        """Perceptron features read ``X`` by blocks of rows; RBF features (and ``alpha='auto'`` with
+        ``solver='gd'``, whose strength is chosen once on the whole batch) compute on the whole batch, and a sparse
+        ``X`` is then densified on the device."""
+        return self.feature_map == "perceptron" and not (self.alpha == "auto" and self.solver == "gd")
+
     def _scales_targets(self):
         if self.scale_targets == "auto":
             # sphere features have no bias, so the model cannot represent the constant that centring removes;
@@ -475,7 +482,7 @@ class VarProSHLRegressor(PartialFitRegressorMixin, BaseFlowRegressor):
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
         self.alpha_ = float(flow.lam)
         self.alpha_path_ = self.history_.get("alpha", np.zeros(0))
-        Xs, ws = take_rows(seeded_subsample(X.shape[0], self.kernel_subsample), X, w)
+        Xs, ws = rows_of(seeded_subsample(X.shape[0], self.kernel_subsample), X, w)
         self.kernel_spectrum_ = self._diagnostic(
             "kernel_spectrum_", lambda: to_numpy(kernel_spectrum(flow.omega, Xs, flow.activation, flow.domain,
                                                                    k=self.n_spectrum, weights=ws)),

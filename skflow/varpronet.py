@@ -10,7 +10,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _device
-from ._arrays import seeded_subsample, take_rows, to_numpy
+from ._arrays import rows_of, seeded_subsample, to_numpy
 from ._base import BaseFlowEstimator
 from ._partial import PartialFitClassifierMixin, PartialFitRegressorMixin
 from ._targets import BaseFlowClassifier, BaseFlowRegressor
@@ -151,6 +151,11 @@ def _accepts_n_features_in(factory):
 class _VarProNetMixin:
     """What the regressor and the classifier share: the module, the engine and the fitted attributes."""
 
+    # the user's module consumes X: a torch.nn.Module is written for dense tensors (torch.sparse inputs work
+    # with few layers), so a sparse X is refused with a TypeError that says so
+    _accepts_sparse = False
+    _sparse_refusal = "its first layer is the user's torch module, which consumes X as a dense tensor."
+
     _parameter_constraints = {
         **BaseFlowEstimator._parameter_constraints,
         "module": [callable],
@@ -229,7 +234,7 @@ class _VarProNetMixin:
         self.width_ = int(flow.width)
         self.alpha_ = float(flow.lam)
         self.reduced_risk_curve_ = self.history_.get("reduced_risk", np.zeros(0))
-        Xs, ws = take_rows(seeded_subsample(X.shape[0], _SPECTRUM_ROWS), X, w)
+        Xs, ws = rows_of(seeded_subsample(X.shape[0], _SPECTRUM_ROWS), X, w)
         self.kernel_spectrum_ = self._diagnostic(
             "kernel_spectrum_", lambda: to_numpy(top_eigenvalues(flow.features(Xs), _N_SPECTRUM, ws)),
             default=np.full(1, np.nan))
@@ -246,7 +251,7 @@ class _VarProNetMixin:
             if not isinstance(self.module, torch.nn.Module) and "n_features_in_" in state:
                 _device.set_module_recipe(state["flow_"].module, self.module,
                                           self._module_call_kwargs(state["n_features_in_"]),
-                                          getattr(self, "_fit_dtype", self._torch_dtype))
+                                          self.flow_.parameters()[0].dtype)
         return state
 
     def __setstate__(self, state):
