@@ -561,7 +561,7 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
     def _raw_output(self, X):
         check_is_fitted(self, "flow_")
         X = self._validate_predict_data(X)
-        out = _device.forward_in_chunks(self.flow_, X, self._predict_chunk(), lambda A: self._to_tensor(A, True),
+        out = _device.forward_in_chunks(self.flow_, X, self._predict_chunk(), lambda A: self._to_tensor(A, dense=True),
                                         type(self).__name__, self._n_targets)
         if not np.all(np.isfinite(out)):
             warn(f"{type(self).__name__}: some outputs are not finite (numerical overflow): the inputs are "
