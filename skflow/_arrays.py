@@ -21,9 +21,10 @@ def as_float64_tensor(A):
 
 
 def rows_of(idx, *tensors):
-    """The rows ``idx`` (a NumPy index array, or None for all) of each tensor; None passes through."""
+    """The rows ``idx`` (a NumPy index array, or None for all) of each tensor, dense (a
+    :class:`skflow._rows.SparseRows` is densified on those rows); None passes through."""
     if idx is None:
-        return tensors
+        return tuple(T.dense() if hasattr(T, "dense") else T for T in tensors)
     return tuple(None if T is None else T[torch.as_tensor(idx, device=T.device)] for T in tensors)
 
 

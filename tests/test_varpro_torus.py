@@ -201,10 +201,10 @@ def test_projection_matches_closed_form(regularization):
     VarProSHLRegressor(16, feature_map="rbf", feature_domain="torus", max_iter=20, device="cpu"),
     VarProSHLRegressor(16, feature_map="rbf", rbf_kernel="gaussian", max_iter=20, device="cpu"),
 ], expected_failed_checks=lambda est: {
-    "check_sample_weight_equivalence_on_dense_data": (
+    f"check_sample_weight_equivalence_on_{kind}_data": (
         "early stopping (the default) holds out rows at random, and alpha='auto' leaves one row out: a repeated "
         "row can fall on both sides, a weighted one cannot (with fixed hyperparameters and full batch, integer "
-        "weights equal repeated rows: tests/test_sample_weight.py, 'varpro-rbf')")})
+        "weights equal repeated rows: tests/test_sample_weight.py, 'varpro-rbf')") for kind in ("dense", "sparse")})
 def test_sklearn_compatible_rbf(estimator, check, monkeypatch):
     monkeypatch.setenv("SCIPY_ARRAY_API", "1")  # the array-API checks skip themselves without it
     # the torus model is periodic in x: its poor_score tag waives the score floor of check_regressors_train
