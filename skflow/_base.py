@@ -308,18 +308,26 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
         self._validate_params()
         if monitor is not None and not callable(monitor):
             raise TypeError(f"monitor must be a callable or None; got {type(monitor).__name__}.")
-        work = copy.copy(self)
-        work._monitor = monitor
-        try:
+
+        def run(work):
             if _callback_management is not None:
                 with _callback_management(work):
                     work._fit_auto(X, y, sample_weight)
             else:  # pragma: no cover - older scikit-learn
                 work._fit_auto(X, y, sample_weight)
+
+        return self._transaction(run, _monitor=monitor)
+
+    def _transaction(self, run, **call):
+        """``run(work)`` on a shallow copy of the estimator that carries the call's private settings ``call``, then
+        the copy's state committed in one step (whatever ``run`` raises leaves ``self`` exactly as it was)."""
+        work = copy.copy(self)
+        work.__dict__.update(call)
+        try:
+            run(work)
         finally:
-            work.__dict__.pop("_monitor", None)
-            work.__dict__.pop("_iteration_ctx", None)
-        # commit in one step
+            for key in (*call, "_iteration_ctx"):
+                work.__dict__.pop(key, None)
         self.__dict__.clear()
         self.__dict__.update(work.__dict__)
         return self

@@ -169,15 +169,6 @@ class EpochSearchMixin:
         stopping, no ``max_iter`` / ``tol`` rule; the history grows by one iteration per call. ``classes``:
         classifiers, every label of the stream, required on the first call."""
         self._validate_params()
-        work = copy.copy(self)
-        work._partial_call = True
-        work._partial_classes = classes
-        try:
-            work._fit(X, y, sample_weight)
-        finally:
-            work.__dict__.pop("_partial_call", None)
-            work.__dict__.pop("_partial_classes", None)
-        self.__dict__.clear()
-        self.__dict__.update(work.__dict__)
-        return self
+        return self._transaction(lambda work: work._fit(X, y, sample_weight), _partial_call=True,
+                                 _partial_classes=classes)
 
