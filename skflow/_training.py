@@ -235,7 +235,7 @@ def run_epoch(flow, X, Y, lr, batch, generator, rows_per_rank=None):
         w = torch.tensor(shares, dtype=X.dtype, device=X.device)
     else:
         totals, counts = weighted_batches(Y, parts, flow)
-        keep = [j for j in range(len(parts)) if float(totals[j]) > 0]  # one host read per epoch
+        keep = torch.nonzero(totals > 0).flatten().tolist()  # one host read per epoch
         records = [flow.step(X[parts[j]], normalise_weights(Y[parts[j]], counts[j], totals[j]), lr) for j in keep]
         w = totals[keep] / totals.sum()
     return {key: (torch.stack([r[key] for r in records]) * w).sum() for key in records[0]}
