@@ -112,7 +112,7 @@ def _label_kind(y):
     return "mixed " + "/".join(sorted(kinds)) if len(kinds) > 1 else (kinds.pop() if kinds else "numbers")
 
 
-def fit_signature(estimator, X, y, warm=False):
+def fit_signature(estimator, X, y, warm=False, weighted=False):
     """What the ranks of a data-parallel fit must agree on, from this rank's estimator and validated data.
 
     A list of ``(key, what, fingerprint, shown)``: ``fingerprint`` is compared between the ranks, ``shown`` is
@@ -129,6 +129,9 @@ def fit_signature(estimator, X, y, warm=False):
         This rank's validated targets.
     warm : bool, default=False
         Whether the fit continues a previous one (its parameters' digest is then compared too).
+    weighted : bool, default=False
+        Whether this rank's fit has sample weights (every rank must pass them, or none: the weighted fit
+        all-reduces the weights' totals).
 
     Returns
     -------
@@ -154,6 +157,8 @@ def fit_signature(estimator, X, y, warm=False):
     digest = hashlib.sha1(repr(fitted).encode()).hexdigest()[:12]
     out.append(("warm", "the model the fit starts from (warm_start)", (bool(warm), n_iter, fitted),
                 f"a warm start from iteration {n_iter} (parameters digest {digest})" if warm else "a fit from scratch"))
+    out.append(("weights", "whether sample_weight is given", bool(weighted),
+                "sample_weight given" if weighted else "no sample_weight"))
     for key in sorted(params):
         if key in PER_RANK_PARAMS:
             continue

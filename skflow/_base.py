@@ -347,7 +347,7 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
         with distributed.consensus(dp) as ranks:
             X, y = self._validate_fit_data(X, y)
             weights = self._validate_sample_weight(sample_weight, X, y)
-            ranks.agree(self, X, y, warm)
+            ranks.agree(self, X, y, warm, weights is not None)
         with distributed.consensus(dp):
             # its collectives (classes, target moments) come before its checks
             Y = self._prepare_targets(y, ctx, weights)

@@ -340,11 +340,11 @@ class _Block:
         self.dp = dp
         self.signature = None
 
-    def agree(self, estimator, X, y, warm=False):
+    def agree(self, estimator, X, y, warm=False, weighted=False):
         """Have the ranks check, at the end of the block, that they agree on the fit (see :func:`fit_signature`);
         a single process (``dp=None``): nothing to check."""
         if self.dp is not None:
-            self.signature = fit_signature(estimator, X, y, warm)
+            self.signature = fit_signature(estimator, X, y, warm, weighted)
 
 
 #: the types of error that the ranks which did not fail raise as the failed rank did (others: RuntimeError)

@@ -109,7 +109,19 @@ CASES = {
     "varpro_early_stopping": (lambda: _varpro(alpha="auto", early_stopping=True), "regression", False),
     "varpro_minibatch": (lambda: _varpro(batch_size=20, learning_rate=1e-3), "regression", False),
     "bad_rank1": (lambda: _node(), "bad", False),
+    # sample weights (some 0): the weights' totals and the weighted sums are all-reduced
+    "node_weighted": (lambda: _node(), "regression", True),
+    "rkhs_weighted": (lambda: _rkhs(), "classification", True),
+    "varpro_auto_weighted": (lambda: _varpro(alpha="auto"), "regression", True),
+    "rkhs_minibatch_weighted": (lambda: _rkhs(batch_size=20), "classification", False),
 }
+
+
+def case_weights(name):
+    """The sample weights of a case (integers 0-3, seeded), or None."""
+    if not name.endswith("_weighted"):
+        return None
+    return np.random.RandomState(7).randint(0, 4, N_ROWS).astype(np.float64)
 
 
 def _mismatch_n_features(rank):
@@ -194,7 +206,18 @@ def _one_row_rank1(rank, **kw):
 
 #: name -> function(rank) -> (estimator, X, y): the ranks disagree (or one has no rows); every rank must raise
 #: the same clear error, and the group stay usable. ``verbose_differs`` (a per-rank parameter) must fit.
+def _mismatch_weights(rank):
+    """Rank 0 passes sample weights, rank 1 none (the weighted fit all-reduces the weights' totals)."""
+    import functools
+
+    est, X, y = _node(), *_regression_shard(rank)
+    if rank == 0:
+        est.fit = functools.partial(type(est).fit, est, sample_weight=np.ones(len(y)))
+    return est, X, y
+
+
 MISMATCHES = {
+    "mismatch_weights": _mismatch_weights,
     "mismatch_n_features": _mismatch_n_features,
     "mismatch_width": lambda rank: (_node(width=12 if rank == 0 else 16), *_regression_shard(rank)),
     "mismatch_rkhs_width": lambda rank: (_rkhs(n_features=24 if rank == 0 else 32), *_classification_shard(rank)),
@@ -276,10 +299,11 @@ def main(rank, world_size, port, out_file, names):
             X, y, X_test, split = case_data(name)
             rows = slice(0, split) if rank == 0 else slice(split, None)
             est = CASES[name][0]()
+            w = case_weights(name)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    est.fit(X[rows], y[rows])
+                    est.fit(X[rows], y[rows], sample_weight=None if w is None else w[rows])
             except Exception as exc:  # noqa: BLE001 - reported to the test, which decides
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
                 continue

@@ -90,7 +90,7 @@ def _single(name):
     est = worker.CASES[name][0]()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est.fit(X, y)
+        est.fit(X, y, sample_weight=worker.case_weights(name))
     return worker.summary(est, X_test)
 
 
@@ -172,6 +172,7 @@ def test_invalid_data_on_one_rank_fails_every_rank(ranks):
 #: disagreement -> what every rank's error must say
 DISAGREEMENTS = {
     "mismatch_n_features": "rank 0 has n_features=4, rank 1 has n_features=3",
+    "mismatch_weights": "rank 0 has sample_weight given, rank 1 has no sample_weight",
     "mismatch_width": "the parameter width differs: rank 0 has width=12, rank 1 has width=16",
     "mismatch_rkhs_width": "the parameter n_features differs: rank 0 has n_features=24, rank 1 has n_features=32",
     "mismatch_n_outputs": "rank 0 has n_outputs=1 (1-D y), rank 1 has n_outputs=2 (2-D y)",
