@@ -29,7 +29,6 @@ and lists in ``_architecture_params`` the parameters a warm start cannot change.
 (the advice of a divergence warning).
 """
 
-import copy
 import math
 import numbers
 
@@ -171,7 +170,7 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
         """
         if self.learning_rate != "auto":
             return float(self.learning_rate)
-        X, Y = ctx.X, ctx.Y
+        X, Y = ctx.X, ctx.engine_targets
         n = X.shape[0]
         if self.batch_size is not None and n_batches(n, self.batch_size) > 1:
             parts, _ = epoch_batches(n, self.batch_size, torch.Generator().manual_seed(0), X.device)
@@ -318,10 +317,18 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
 
         return self._transaction(run, _monitor=monitor)
 
+    def _shallow_copy(self, keep=None):
+        """A new estimator sharing this one's attribute values (those ``keep(name)`` accepts); not ``copy.copy``,
+        whose ``__getstate__`` would take the fitted engines through host NumPy arrays at every fit (a fit changes
+        no shared value in place: a warm start trains ``flow_.to(...)``, a copy)."""
+        work = type(self).__new__(type(self))
+        work.__dict__.update(self.__dict__ if keep is None else {k: v for k, v in self.__dict__.items() if keep(k)})
+        return work
+
     def _transaction(self, run, **call):
         """``run(work)`` on a shallow copy of the estimator that carries the call's private settings ``call``, then
         the copy's state committed in one step (whatever ``run`` raises leaves ``self`` exactly as it was)."""
-        work = copy.copy(self)
+        work = self._shallow_copy()
         work.__dict__.update(call)
         try:
             run(work)
@@ -337,10 +344,9 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
         previous = self._model_signature(getattr(self, "_fitted_architecture", {})) if warm else None
         if not warm:
             self._clear_fitted()
-        # data-parallel inside an initialised process group of several ranks (see skflow.distributed): every
-        # check that may fail on some ranks only ends in a `consensus`, so that all the ranks raise together;
-        # the first one also checks that the ranks agree (dimensions, label type, parameters, ...) before
-        # anything else is exchanged
+        # data-parallel in a process group of several ranks (skflow.distributed): a check that may fail on some ranks
+        # only ends in a `consensus`, so that all the ranks raise together; the first also checks that the ranks
+        # agree (dimensions, label type, parameters, weights, ...) before anything else is exchanged
         dp = distributed.current()
         ctx = FitContext(process_group=dp, warm=warm)
         self.n_ranks_ = 1 if dp is None else dp.world_size
@@ -392,14 +398,11 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
         if self._compile_setting() == "auto" and not flow.compiled and not self._search_fit and dp is None:
             # eager now; the kernels are built meanwhile for the next fits of this shape (never waited for)
             build_in_background(flow, parts[0][:64], parts[1][:64], self.device_, ctx.dtype)
-        # what the engine trains on: Y with its weight column when weighted (see Flow.weighted)
-        data = (parts[0], parts[1], parts[2], parts[3])
-        probe = ctx if weights is None else FitContext(**{**vars(ctx), "Y": parts[1]})
-        cfg = None
+        data = tuple(parts)  # what the engine trains on: Y with its weight column when weighted (Flow.weighted)
         try:
             flow.start(data[0], data[1], None if data[2] is None else (data[2], data[3]))
             if not (warm and self.learning_rate == "auto" and hasattr(self, "learning_rate_")):
-                self.learning_rate_ = self._resolve_learning_rate(flow, probe)
+                self.learning_rate_ = self._resolve_learning_rate(flow, ctx)
             callback_ctx = None
             if getattr(self, "_skl_callbacks", None) and not self._search_fit:
                 callback_ctx = self._iteration_ctx = self._init_callback_context(

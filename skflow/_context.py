@@ -61,6 +61,14 @@ class FitContext:
         return self.X[keep], self.Y[keep], self.sample_weight[keep]
 
     @property
+    def engine_targets(self):
+        """The training targets as the engine takes them: ``Y`` with the weights as its last column when the fit is
+        weighted (see :attr:`skflow.flows._flow.Flow.weighted`), ``Y`` itself otherwise."""
+        if self.sample_weight is None:
+            return self.Y
+        return torch.cat([self.Y, self.sample_weight[:, None]], dim=1)
+
+    @property
     def n_rows(self):
         """Training rows of every rank (this process's rows outside a data-parallel fit)."""
         if self.rows_per_rank is not None:

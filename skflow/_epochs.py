@@ -111,8 +111,7 @@ class EpochSearchMixin:
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
 
         def run_probe(train_index, val_index):
-            probe = copy.copy(self)
-            probe.__dict__ = {k: v for k, v in self.__dict__.items() if not k.endswith("_")}
+            probe = self._shallow_copy(keep=lambda name: not name.endswith("_"))
             probe.early_stopping, probe.tol = True, 0.0
             probe.verbose, probe.warm_start, probe._search_fit = 0, False, True
             probe._resolved_max_iter = self._auto_max_iter
