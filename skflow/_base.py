@@ -52,7 +52,7 @@ from ._epochs import EpochSearchMixin
 from ._training import TrainConfig, epoch_batches, n_batches, normalise_weights, stable_time_step, train, warn_stop
 from ._weights import SampleWeightMixin
 from .exceptions import DiagnosticWarning, FitInterruptedWarning, IncompatibleWarmStartError, warn
-from .flows._fused import build_in_background, decide_compile
+from .flows._fused import decide_compile
 
 __all__ = ["BaseFlowEstimator", "available_memory", "resolve_device",
            "resolve_dtype"]
@@ -395,9 +395,6 @@ class BaseFlowEstimator(EpochSearchMixin, SampleWeightMixin, _CallbackSupport, B
         flow.compiled = decide_compile(self._compile_setting(), work, flow.compile_kernels(), self.device_, ctx.dtype)
         flow.data_parallel = dp  # the engine all-reduces its sums over rows until the fit ends
         flow.weighted = weights is not None
-        if self._compile_setting() == "auto" and not flow.compiled and not self._search_fit and dp is None:
-            # eager now; the kernels are built meanwhile for the next fits of this shape (never waited for)
-            build_in_background(flow, parts[0][:64], parts[1][:64], self.device_, ctx.dtype)
         data = tuple(parts)  # what the engine trains on: Y with its weight column when weighted (Flow.weighted)
         try:
             flow.start(data[0], data[1], None if data[2] is None else (data[2], data[3]))

@@ -139,10 +139,13 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
-        Run each step's forward and adjoint pass over a block of rows as one graph built by ``torch.compile``
-        (:mod:`skflow.flows._fused`; faster steps, see the README's Performance section). ``'auto'``: only for
-        fits that repay the build (seconds per model shape), or whose graphs are built. No compiler: the eager
-        engine, with a :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to float rounding.
+        Run each step's forward and adjoint pass over a block of rows as one compiled graph, a package built
+        ahead of time and kept on disk (:mod:`skflow.flows._aot`; faster steps, see the README's Performance
+        section). ``True`` builds a missing package before the first step (20-40 s per model shape, once per
+        machine). ``'auto'`` runs compiled whenever the package is on disk, and otherwise runs eagerly while the
+        package is built in a background process, switching to it when it lands (a long fit, beyond
+        :data:`~skflow.flows._fused.AUTO_COMPILE_WORK`, builds it first). No compiler: the eager engine, with a
+        :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to float rounding.
     warm_start : bool, default=False
         When True, ``fit`` continues the flow from the previous fit's particles and appends to its history
         (the target scaling of the first fit is kept); otherwise it starts from a fresh initialisation. The

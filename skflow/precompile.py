@@ -1,35 +1,38 @@
-"""Build the compiled kernels of the estimators ahead of time: ``python -m skflow.precompile``.
+"""Build the compiled step graphs of the estimators ahead of time: ``python -m skflow.precompile``.
 
-With ``compile='auto'`` (the default) a fit runs compiled when its kernels are already built in the process (or
-when it is long enough to repay a build); otherwise it runs eagerly and never waits for a compiler. With
-:func:`set_background_builds` on (off by default: on a CPU of few cores the build slows the fits beside it), such
-a fit builds its kernels meanwhile in a background thread, for the next fits of the same model shape. The
-compiled code is kept on disk by TorchInductor's
-caches (``TORCHINDUCTOR_CACHE_DIR``, by default ``/tmp/torchinductor_<user>``): a later process builds the same
-kernels from it in seconds instead of the 10-30 s of a cold build. Delete that folder to clear the cache.
+With ``compile='auto'`` (the default) a fit runs its training steps compiled whenever the compiled graph of its
+model shape is on disk, and otherwise eagerly, never waiting for a compiler: it then asks for the graph to be built
+in a background process (at the lowest CPU priority, one thread), and switches to it as soon as it lands. The
+graphs are AOTInductor packages (``.pt2``) in :func:`cache_dir`: ``$SKFLOW_CACHE_DIR`` if set, else
+``~/.cache/skflow`` (``$XDG_CACHE_HOME/skflow``), one folder per torch version and CPU. Any later process of the
+same machine loads them in milliseconds. Delete the folder (or run ``python -m skflow.precompile --clear``) to
+clear the cache; :func:`set_background_builds` turns the background builds off.
 
 This command fits each estimator briefly with ``compile=True`` on random data of the given shape, so that the
-first real fit of a new process (or machine) already finds warm caches::
+first real fit of a new machine already finds its graph::
 
     python -m skflow.precompile --n-features 16 --n-outputs 1 --dtype float32 float64
 
-The model shape (the depth ``n_layers``, the width, the input and output dimensions, the activation) is what a
-kernel specialises on; the number of rows is symbolic.
+A graph specialises on the model shape (the depth ``n_layers``, the width, the input, output and state
+dimensions, the activation) and the dtype; the number of rows is symbolic.
 """
 
 import argparse
+import os
+import shutil
 import time
 
 import numpy as np
 
-from .flows._fused import pending_builds, set_background_builds, wait_for_builds
+from .flows._aot import cache_dir, pending_builds, set_background_builds, wait_for_builds
 
-__all__ = ["main", "pending_builds", "precompile", "set_background_builds", "wait_for_builds"]
+__all__ = ["cache_dir", "main", "pending_builds", "precompile", "set_background_builds", "wait_for_builds"]
 
 
 def precompile(estimators=("node", "rkhs", "varpro"), n_features=16, n_outputs=1, n_classes=3,
                dtypes=("float64",), device="cpu", verbose=True, **params):
-    """Fit each named estimator for two iterations with ``compile=True`` on random data, building its kernels.
+    """Fit each named estimator for two iterations with ``compile=True`` on random data, building its step graph
+    into the on-disk cache (:func:`cache_dir`).
 
     Parameters
     ----------
@@ -89,15 +92,16 @@ def main(argv=None):
     parser.add_argument("--n-layers", type=int, default=None)
     parser.add_argument("--dtype", nargs="+", default=["float64"], choices=["float64", "float32"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clear", action="store_true", help="delete the cache of compiled graphs, then exit")
     args = parser.parse_args(argv)
+    folder = os.path.dirname(cache_dir())
+    if args.clear:
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"cleared {folder}")
+        return
     extra = {} if args.n_layers is None else {"n_layers": args.n_layers}
     precompile(args.estimators, args.n_features, args.n_outputs, args.n_classes, args.dtype, args.device, **extra)
-    try:
-        from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-        print(f"TorchInductor's cache: {cache_dir()}")
-    except ImportError:  # pragma: no cover - another torch layout
-        pass
+    print(f"compiled graphs: {cache_dir()}")
 
 
 if __name__ == "__main__":  # pragma: no cover

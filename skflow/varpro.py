@@ -176,10 +176,11 @@ class VarProSHLRegressor(PartialFitRegressorMixin, BaseFlowRegressor):
         0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
-        Perceptron features: compile each step's feature gradient over a block of rows into one graph
-        (:mod:`skflow.flows._fused`). ``'auto'`` compiles only fits that repay the build, or reuse built graphs;
-        without a working compiler the eager engine runs (a :class:`~skflow.exceptions.CompileFallbackWarning`
-        says so). Same model either way, to float rounding.
+        Perceptron features: run each step's feature gradient over a block of rows as one compiled graph, a
+        package kept on disk (:mod:`skflow.flows._aot`). ``True`` builds a missing one first; ``'auto'`` uses it
+        when it is on disk and otherwise builds it in a background process while the fit runs eagerly. Without a
+        working compiler the eager engine runs (a :class:`~skflow.exceptions.CompileFallbackWarning` says so).
+        Same model either way, to float rounding.
     warm_start : bool, default=False
         When True, ``fit`` continues from the previous fit's features and outer weights and appends to its
         history (the target scaling of the first fit is kept); otherwise it starts from a fresh

@@ -6,6 +6,8 @@ The five estimators are described by :class:`EstimatorSpec` objects. The fixture
 the estimator of ``spec`` (a regression set for the regressors, a classification set for the classifiers).
 """
 
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 
@@ -28,8 +30,11 @@ from skflow.flows.varpronet import VarProNetFlow
 from skflow.precompile import set_background_builds
 
 # the suite's many fits must not build kernels behind each other's backs: a later fit of the same shape would run
-# compiled, its results equal to the eager ones only to rounding (tests/test_precompile.py turns them back on)
+# compiled, its results equal to the eager ones only to rounding (tests/test_precompile.py turns them back on);
+# and no fit may find the packages of the user's own cache: the suite's cache starts empty, in a folder of its own
+# (the tests of compilation each use a fresh one, see ``fresh_kernels``)
 set_background_builds(False)
+os.environ["SKFLOW_CACHE_DIR"] = tempfile.mkdtemp(prefix="skflow-test-cache-")
 
 
 @dataclass(frozen=True)
@@ -210,10 +215,12 @@ def quiet_fit():
 
 
 @pytest.fixture
-def fresh_kernels(monkeypatch):
-    """The compiled-kernel registries of :mod:`skflow.flows._fused` with nothing built or failed, restored
-    afterwards (for tests of compilation and of its fallback)."""
+def fresh_kernels(monkeypatch, tmp_path):
+    """The compiled-kernel registries of :mod:`skflow.flows._fused` with nothing built or failed, and an empty
+    package cache (:mod:`skflow.flows._aot`), restored afterwards (for tests of compilation and of its fallback)."""
     from skflow.flows import _fused
+
+    monkeypatch.setenv("SKFLOW_CACHE_DIR", str(tmp_path / "skflow-cache"))
 
     for table in (_fused._DERIVATIVE, _fused._VALUE):
         for name, kernel in list(table.items()):

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch._inductor
 
 import skflow
 from skflow.exceptions import CompileFallbackWarning
@@ -83,6 +84,7 @@ def test_compile_failure_falls_back_to_identical_eager_results(monkeypatch, fres
     """Without a compiler, compile=True warns once and gives the compile=False model bit for bit: the engines
     take their own eager path, not an eager run of the whole-block graph."""
     monkeypatch.setattr(torch, "compile", _fail_compile)
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", _fail_compile())
     X = np.random.default_rng(0).normal(size=(60, 3))
     y = np.sin(X[:, 0])
     kw = {"MeanFieldNODERegressor": dict(width=16, n_layers=3),
@@ -116,13 +118,14 @@ def test_graph_kernels_have_a_code_object_per_key(fresh_kernels):
 
 def test_auto_compiles_only_long_fits(fresh_kernels):
     small = _fused.AUTO_COMPILE_WORK / 10
-    assert not _fused.decide_compile("auto", small, ("cos",), "cpu", torch.float64)
-    assert _fused.decide_compile("auto", _fused.AUTO_COMPILE_WORK, ("cos",), "cpu", torch.float64)
-    assert _fused.decide_compile(True, 0, ("cos",), "cpu", torch.float64)
-    assert not _fused.decide_compile(False, 1e30, ("cos",), "cpu", torch.float64)
-    # a fit with the defaults on a demo-sized problem never pays a compilation
+    assert _fused.decide_compile("auto", small, ("cos",), "cpu", torch.float64) == "auto"  # only what is built
+    assert _fused.decide_compile("auto", _fused.AUTO_COMPILE_WORK, ("cos",), "cpu", torch.float64) is True
+    assert _fused.decide_compile(True, 0, ("cos",), "cpu", torch.float64) is True
+    assert _fused.decide_compile(False, 1e30, ("cos",), "cpu", torch.float64) is False
+    # a fit with the defaults on a demo-sized problem never pays a compilation: nothing built, it runs eagerly
     est = skflow.MeanFieldNODERegressor(max_iter=3, random_state=0).fit(np.random.rand(200, 5), np.random.rand(200))
-    assert est.flow_.compiled is False
+    assert est.flow_.compiled == "auto" and not est.flow_.graph_live
+    assert not any(k.is_built("cpu", torch.float64) for k in est.flow_.compile_kernels() if not isinstance(k, str))
 
 
 def _compiler_available():

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch._inductor
 from sklearn.base import clone
 from sklearn.datasets import make_friedman1
 from sklearn.linear_model import Ridge
@@ -268,6 +269,7 @@ def test_one_compile_fallback_warning_per_fit(monkeypatch, fresh_kernels, name):
     from skflow.exceptions import CompileFallbackWarning
 
     monkeypatch.setattr(torch, "compile", _no_compiler)
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", _no_compiler())
     X = np.random.default_rng(0).normal(size=(60, 3))
     y = np.sin(X[:, 0])
     kw = {"MeanFieldNODERegressor": dict(width=16, n_layers=3),

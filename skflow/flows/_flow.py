@@ -154,8 +154,11 @@ class Flow:
     workspace_bytes = None
     #: whether a full-batch step runs over blocks of :meth:`block_rows` rows (its memory then does not grow with N)
     row_blocked = False
-    #: whether the fused elementwise kernels run compiled (see :mod:`skflow.flows._fused`)
+    #: whether the compiled kernels run (see :mod:`skflow.flows._fused`): True, False, or ``'auto'`` (those
+    #: already built; the training graph as soon as its package is on disk)
     compiled = False
+    #: whether the last step ran the compiled training graph
+    graph_live = False
     #: a :class:`skflow.distributed.DataParallel` handle, set by the estimator for the duration of a data-parallel
     #: fit (None otherwise): the sums over rows of the gradients and risks are then all-reduced over the ranks
     #: (:meth:`reduce_rows`), so that every rank steps with the gradient of the rows of all the ranks.
@@ -193,7 +196,8 @@ class Flow:
         (:func:`~skflow.flows._fused.graph_kernel`): its keyword ``constants`` bound, and with ``means``
         ``n_total=1`` (sums over rows, normalised after the sweep). ``key`` names everything the graph specialises
         on (the constants included)."""
-        return graph_kernel(key, lambda: _graph_of(block, {**constants, "n_total": 1} if means else constants))
+        bound = {**constants, "n_total": 1} if means else constants
+        return graph_kernel(key, lambda: _graph_of(block, bound), block, bound)
 
     def sweep_blocks(self, block, key, constants, n_rows, blocks, block_args, totals, means=True, reuse=None):
         """Run one step's block function over blocks of rows, compiled or eager: the engines' one dispatch.
@@ -201,7 +205,9 @@ class Flow:
         ``block(*block_args(rows, compiled), *totals, **constants, n_total=n)`` returns the tensors ``totals`` plus
         the terms of the rows ``rows`` (their sums over rows divided by ``n``): a function of tensors, which runs
         eagerly and, when :attr:`compiled`, as one graph per block (:meth:`block_kernel`, with ``n = 1``). A graph
-        that cannot be built leaves the sweep to run eagerly, with the eager results exactly.
+        that cannot be built, or with ``compiled='auto'`` is not built yet, leaves the sweep to run eagerly, with
+        the eager results exactly. The first two tensors of ``block_args`` carry the rows (they alone have a
+        symbolic size in the compiled graph).
 
         Returns the means over the rows of every rank (:meth:`reduce_rows`; eagerly outside a data-parallel fit
         the block divides by ``n = n_rows`` itself), or with ``means=False`` (``block`` then takes no
@@ -213,9 +219,10 @@ class Flow:
             kernel = self.block_kernel(block, key, constants, means)
             sums = totals
             for rows in blocks:
-                sums = kernel(*block_args(rows, True), *sums, compiled=True, fallback=False)
-                if sums is None:  # no compiler: the eager sweep below, from the start
+                sums = kernel(*block_args(rows, True), *sums, compiled=self.compiled, fallback=False)
+                if sums is None:  # no compiler, or not built yet: the eager sweep below, from the start
                     break
+            self.graph_live = sums is not None
             if sums is not None and blocks:
                 summed, totals = True, sums
         if not summed:
@@ -261,7 +268,7 @@ class Flow:
         rows = int(STEP_WORKSPACE_BYTES.get(device_type, STEP_WORKSPACE_BYTES["cuda"]) if budget is None else budget)
         rows = max(1, rows // max(1, self.bytes_per_row(training)))
         width = self.block_width()
-        split = self.compiled or (n is not None and n > rows)
+        split = self.compiled is True or self.graph_live or (n is not None and n > rows)
         if budget is None and device_type == "cpu" and width and split:
             rows = min(rows, max(MIN_CACHE_BLOCK_ROWS, self.block_matrix_bytes // (width * self.itemsize)))
         return rows

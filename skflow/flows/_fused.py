@@ -9,25 +9,28 @@ it (from the stored pre-activation, in the same loop as the product with the adj
 call per block. Predictions use the smaller fused kernels (:func:`value_with_bias`, one loop for
 ``sigma(a + b)``).
 
-Compilation costs seconds (a C++ or Triton build the first time in a process, partly cached on disk after), so
-it is opt-in per fit (the estimators' ``compile`` parameter): ``'auto'`` compiles when the fit's elementwise
-work is large enough to repay it, or when its kernels have already been compiled in this process. Wherever
-``torch.compile`` cannot run (no C++ compiler, an unsupported platform, a torch build without Inductor) the
+Compilation costs seconds, so the estimators' ``compile`` parameter decides per fit: ``True`` builds what is
+missing before the first step; ``'auto'`` (the default) runs each kernel compiled where it is already built and
+eagerly otherwise, never waiting for a build. The training graphs are compiled ahead of time into packages on
+disk (:mod:`skflow.flows._aot`: one build per machine and model shape, loaded by any process in milliseconds),
+built in a background *process* when an ``'auto'`` fit finds none; the fit switches to the package as soon as it
+lands. The elementwise kernels of predictions are built by ``torch.compile`` in the process (``compile=True``).
+Wherever compilation cannot run (no C++ compiler, an unsupported platform, a torch build without Inductor) the
 engines take their eager path, with one :class:`skflow.exceptions.CompileFallbackWarning` per fit (the first
 kernel that fails warns; the others a fit builds fall back silently, see :func:`decide_compile`): the results are
 the same up to float rounding, only slower.
 """
 
-import copy
 import threading
 import types
 
 import torch
 
 from ..exceptions import CompileFallbackWarning, warn
+from ._aot import AOTGraph, pending_builds, set_background_builds, wait_for_builds
 from ._ops import ACTIVATIONS, ACTIVATIONS_INPLACE
 
-__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "activation_with_bias", "build_in_background", "decide_compile",
+__all__ = ["AUTO_COMPILE_WORK", "FusedKernel", "GraphKernel", "activation_with_bias", "decide_compile",
            "elementwise_kernels", "graph_kernel", "outer_product_and_column_sum", "pending_builds",
            "product_and_column_sum", "set_background_builds", "value_with_bias", "wait_for_builds"]
 
@@ -77,24 +80,35 @@ class FusedKernel:
     def is_built(self, device, dtype):
         return (torch.device(device).type, dtype) in self._built
 
+    def runs_compiled(self, compiled, tensor):
+        """Whether a call with ``compiled`` (True, False or ``'auto'``: only what is already built) on tensors like
+        ``tensor`` runs the compiled kernel."""
+        if self._failed or not compiled:
+            return False
+        return compiled is True or self.is_built(tensor.device, tensor.dtype)
+
     def __call__(self, *args, compiled=False, fallback=True):
         """Run the kernel on tensors ``args``; ``fallback=False``: return None instead of running the eager
-        definition when the compiled kernel cannot be built (the caller then takes its own eager path)."""
+        definition when the compiled kernel cannot be built (the caller then takes its own eager path).
+        ``compiled='auto'`` runs the compiled kernel only where it is built already (never waits for a build)."""
         # the compiled kernels serve the engines' no-grad steps; a call that autograd must record runs eagerly
         # (compiling both grad modes would double the builds, and every rebuild counts towards Dynamo's limit)
-        if compiled and not self._failed and not any(a.requires_grad for a in args):
+        if self.runs_compiled(compiled, args[0]) and not any(a.requires_grad for a in args):
             try:
                 return self._run_compiled(args)
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, results unchanged
-                self._failed = True
-                _warn_fallback(
-                    f"torch.compile could not build the fused kernel {self.name!r} "
-                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                    "using the eager kernels instead: same results, slower steps (this fit warns once, whatever "
-                    "number of its kernels fall back). Pass compile=False to skip the attempt.")
+                self._fail(exc)
         if compiled and not fallback:
             return None
         return self.fn(*args)
+
+    def _fail(self, exc):
+        self._failed = True
+        _warn_fallback(
+            f"torch.compile could not build the fused kernel {self.name!r} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+            "using the eager kernels instead: same results, slower steps (this fit warns once, whatever "
+            "number of its kernels fall back). Pass compile=False to skip the attempt.")
 
     def _run_compiled(self, args):
         args = [a.contiguous() for a in args]
@@ -128,26 +142,60 @@ def _own_copy(fn, name):
     return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
 
 
+class GraphKernel(FusedKernel):
+    """The compiled graph of an engine's block function (:func:`graph_kernel`), compiled ahead of time into an
+    on-disk package (:class:`~skflow.flows._aot.AOTGraph`): ``compiled=True`` builds it in this process when no
+    package is on disk yet; ``compiled='auto'`` runs it only when the package is on disk, and otherwise asks for
+    it to be built in a background process and returns None (the caller runs its eager sweep). A block of fewer
+    than two rows always runs eagerly (the packages' number of rows is symbolic from 2 rows on)."""
+
+    def __init__(self, fn, name, block, constants):
+        super().__init__(fn, name)
+        self.aot = AOTGraph(block, constants)
+
+    def is_built(self, device, dtype):
+        return self.aot.is_loaded(device, dtype)
+
+    def __call__(self, *args, compiled=False, fallback=True):
+        runner = None
+        if compiled and not self._failed and args[0].shape[0] >= 2 and not any(a.requires_grad for a in args):
+            runner = self.aot.runner(args, wait=compiled is True)
+            if runner is None and compiled is True:
+                try:
+                    runner = self.aot.build(args)
+                except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported graph: the eager sweep
+                    self._fail(exc)
+            elif runner is None:
+                self.aot.request(args)
+        if runner is not None:
+            try:
+                return tuple(runner(*[a.contiguous() for a in args]))
+            except Exception as exc:  # noqa: BLE001 - a package that cannot run here: the eager sweep
+                self._fail(exc)
+        if compiled and not fallback:
+            return None
+        return self.fn(*args)
+
+
 _GRAPHS = {}
 
 
-def graph_kernel(key, make):
-    """The :class:`FusedKernel` of a whole computation (e.g. an engine's forward and adjoint pass over a block of
-    rows), built once per ``key`` by ``make()`` (a function of tensors only) with a code object of its own.
+def graph_kernel(key, make, block, constants):
+    """The :class:`GraphKernel` of a whole computation (e.g. an engine's forward and adjoint pass over a block of
+    rows), built once per ``key``: ``make()`` gives its eager definition (a function of tensors only, with a
+    code object of its own), ``block(*tensors, **constants)`` the same function for the compiled package.
 
     Whole-graph kernels let TorchInductor fuse across the matrix products: it folds biases into the products,
     evaluates each elementwise function where its result is consumed (``sigma'`` in the backward sweep, from the
     stored pre-activation, instead of writing it in the forward one) and runs the step without a Python call
     per operation. Everything a graph specialises on (the depth it unrolls, the activation, slice bounds,
-    constants such as an output scale) must be in ``key``: each key then has its own cache of compiled graphs,
-    which only dtype and device can grow.
+    constants such as an output scale) must be in ``key``, and in ``constants``; the shapes of the arguments
+    other than the rows, the dtype and the device key the packages on disk.
     """
     kernel = _GRAPHS.get(key)
     if kernel is None:
         name = "_".join(str(k) for k in key)
-        # a C++ wrapper around the graph's kernels: without it every product costs a Python call (10-15 % of a
-        # small NODE step), at the price of a longer first build (20-30 s instead of 5, cached on disk after)
-        kernel = _GRAPHS[key] = FusedKernel(_own_copy(make(), name), name, options={"cpp_wrapper": True})
+        kernel = _GRAPHS[key] = GraphKernel(_own_copy(make(), name), name, block, constants)
     return kernel
 
 
@@ -186,14 +234,14 @@ def activation_with_bias(name, a, b, compiled=False):
 
     Eager, ``a`` is overwritten (it must be a temporary, e.g. the output of a matrix product).
     """
-    if compiled:
+    if _DERIVATIVE[name].runs_compiled(compiled, a):
         return _DERIVATIVE[name](a, b, compiled=True)
     return ACTIVATIONS[name](a.add_(b))
 
 
 def value_with_bias(name, a, b, compiled=False):
     """``sigma(a + b)``; eager, ``a`` is overwritten."""
-    if compiled:
+    if _VALUE[name].runs_compiled(compiled, a):
         return _VALUE[name](a, b, compiled=True)
     return ACTIVATIONS_INPLACE[name](a.add_(b))
 
@@ -201,7 +249,7 @@ def value_with_bias(name, a, b, compiled=False):
 def product_and_column_sum(P, ds, compiled=False):
     """``G = P * ds`` and its column sums ``G.sum(0)`` (the adjoint's pre-activation gradient and the bias
     gradient) in one pass when compiled; eager, ``P`` is overwritten by ``G``."""
-    if compiled:
+    if _PRODUCT_SUM.runs_compiled(compiled, P):
         return _PRODUCT_SUM(P, ds, compiled=True)
     G = P.mul_(ds)
     return G, G.sum(0)
@@ -210,20 +258,22 @@ def product_and_column_sum(P, ds, compiled=False):
 def outer_product_and_column_sum(r, u, ds, compiled=False):
     """``G = (r u^T) * ds`` and ``G.sum(0)`` for residuals ``r`` (n, o), outer weights ``u`` (M, o) and
     ``ds`` (n, M): VarPro's feature-gradient weights, one pass over ``n x M`` when compiled."""
-    if compiled:
+    if _OUTER_SUM.runs_compiled(compiled, r):
         return _OUTER_SUM(r, u, ds, compiled=True)
     G = torch.mm(r, u.T).mul_(ds)
     return G, G.sum(0)
 
 
 def decide_compile(option, work, kernels, device, dtype):
-    """Resolve the estimators' ``compile`` parameter into a bool for one fit.
+    """Resolve the estimators' ``compile`` parameter for one fit: True, False, or ``'auto'``.
 
     ``option``: True, False or ``'auto'``. ``work``: the entries of the ``N x M`` pre-activations the fit
     computes at most. ``kernels``: the :class:`FusedKernel` objects a step of the engine runs, or activation
-    names (their elementwise kernels). ``'auto'`` is True when every kernel the fit needs is already built for
-    this device and dtype (free), or when ``work >= AUTO_COMPILE_WORK``, and never after any kernel failed to
-    compile (in this process: a compiler that failed once is not tried again by ``'auto'``).
+    names (their elementwise kernels). For ``option='auto'``: True (build what is missing, in this process) when
+    ``work >= AUTO_COMPILE_WORK``; else ``'auto'``: every kernel runs compiled where it is already built (a
+    graph whose package is on disk, see :mod:`skflow.flows._aot`) and eagerly otherwise, never waiting for a build;
+    False when there is nothing to compile or after any kernel failed to compile (in this process: a compiler
+    that failed once is not tried again by ``'auto'``).
 
     Every fit calls it once, before its first step: it also opens the fit's one
     :class:`~skflow.exceptions.CompileFallbackWarning` (the fallbacks of a fit, in its thread, warn once).
@@ -235,86 +285,9 @@ def decide_compile(option, work, kernels, device, dtype):
     registry = [*_DERIVATIVE.values(), *_VALUE.values(), _PRODUCT_SUM, _OUTER_SUM, *_GRAPHS.values()]
     if not kernels or any(k._failed for k in kernels + registry):  # nothing to compile, or a compiler that failed
         return False
-    if all(k.is_built(device, dtype) for k in kernels):
-        return True
-    return work >= AUTO_COMPILE_WORK
-
-
-# ---------------------------------------------------------------------------------------------- background builds
-#: ``compile='auto'``: whether a fit that runs eagerly because its kernels are not built yet builds them in a
-#: background thread, for the next fits of the same model shape in this process (see :func:`build_in_background`).
-#: Off by default: on a 2-core CPU the build (Python-heavy tracing, holding the GIL) slowed the eager fits running
-#: beside it up to 28 times (the demo's diabetes NODE fit: 0.32 s alone, 9.1 s beside the build of the friedman1
-#: NODE's kernels); where the fits run on a GPU, or cores are many, turn it on with :func:`set_background_builds`.
-_BACKGROUND = {"enabled": False}
-_BUILDS = {}  # key -> the thread building it
-_BUILDS_LOCK = threading.Lock()
-
-
-def set_background_builds(enabled):
-    """Turn the background builds of ``compile='auto'`` on or off (off by default); returns the previous setting."""
-    previous = _BACKGROUND["enabled"]
-    _BACKGROUND["enabled"] = bool(enabled)
-    return previous
+    return True if work >= AUTO_COMPILE_WORK else "auto"
 
 
 def _kernel_objects(kernels):
     return [k for k in kernels if not isinstance(k, str)] + [
         k for n in kernels if isinstance(n, str) for k in (_DERIVATIVE[n], _VALUE[n], _PRODUCT_SUM, _OUTER_SUM)]
-
-
-def build_in_background(flow, X, Y, device, dtype):
-    """Build the compiled kernels of ``flow``'s steps and predictions in a daemon thread, while the fit that asked
-    runs eagerly: the next fits of the same model shape (and device, dtype) in this process find them built, and
-    ``compile='auto'`` then runs them compiled without waiting (the first fit never waits for a compiler).
-
-    The thread takes one step of time 0 and one forward pass on a copy of the engine (``X``, ``Y``: a few rows
-    of the fit), so that every kernel is traced on the shapes the fit uses, with the number of rows symbolic.
-    The compiled code also lands in TorchInductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, by default
-    ``/tmp/torchinductor_<user>``), so that another process builds the same kernels from it in a few seconds.
-    Nothing is started when background builds are off (:func:`set_background_builds`), when every kernel is
-    built, when one of them failed to compile, or when the same kernels are being built already. A failed
-    background build is silent; it leaves later fits eager, as a failed compile does. Returns the thread or None.
-    """
-    if not _BACKGROUND["enabled"]:
-        return None
-    kernels = _kernel_objects(flow.compile_kernels())
-    registry = [*_DERIVATIVE.values(), *_VALUE.values(), _PRODUCT_SUM, _OUTER_SUM, *_GRAPHS.values()]
-    if not kernels or any(k._failed for k in kernels + registry) or all(k.is_built(device, dtype) for k in kernels):
-        return None
-    key = (tuple(sorted(id(k) for k in kernels)), torch.device(device).type, dtype)
-    with _BUILDS_LOCK:
-        running = _BUILDS.get(key)
-        if running is not None and running.is_alive():
-            return None
-        probe = copy.deepcopy(flow)
-        probe.compiled, probe.data_parallel = True, None
-        Xs, Ys = X.detach().clone(), Y.detach().clone()
-        thread = threading.Thread(target=_build, args=(probe, Xs, Ys), name="skflow-compile", daemon=True)
-        _BUILDS[key] = thread
-    thread.start()
-    return thread
-
-
-def _build(probe, X, Y):
-    _FALLBACK.silent = True
-    try:
-        with torch.no_grad():
-            probe.step(X, Y, 0.0)
-            probe.forward(X)
-    except BaseException:  # noqa: BLE001, S110 - a background build must never disturb the process
-        pass
-
-
-def pending_builds():
-    """The background builds still running (threads)."""
-    with _BUILDS_LOCK:
-        return [t for t in _BUILDS.values() if t.is_alive()]
-
-
-def wait_for_builds(timeout=None):
-    """Wait for the running background builds to end (at most ``timeout`` seconds each); returns how many still
-    run."""
-    for thread in pending_builds():
-        thread.join(timeout)
-    return len(pending_builds())

@@ -1,0 +1,283 @@
+"""Step graphs compiled ahead of time and kept on disk: built once per machine, loaded by every process in ms.
+
+An engine's training step is one block function of tensors (:meth:`~skflow.flows._flow.Flow.sweep_blocks`). Here it
+is exported (``torch.export``, the number of rows symbolic: the first two arguments carry the rows) and compiled by
+AOTInductor into a ``.pt2`` package, a shared library with its own C++ runner. A package is keyed by everything
+the graph specialises on: the block function and its constants (depth, activation, output scale, ...), the
+shapes of the other arguments (width, input, output and state dimensions), the dtype, the device, the torch
+version, the CPU's vector extension, and a hash of the engines' source (a new skflow never loads an old graph).
+
+Loading a package takes milliseconds and needs no compiler, no Dynamo tracing and no lock on the interpreter, so
+``compile='auto'`` runs a step compiled whenever its package is on disk. When it is not, the fit runs eagerly
+and asks for it to be built *in another process* (at the lowest CPU priority,
+one thread): the build (20-40 s on one CPU core) never holds this process's interpreter, so the eager fit beside it keeps
+its speed on a machine of few cores, where a build thread in the same process slowed it up to 28 times. The fit
+looks for the package at most twice a second and switches to the compiled step as soon as it lands (the
+results are equal up to float rounding).
+
+Where the packages live: ``$SKFLOW_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/skflow`` (by default
+``~/.cache/skflow``), in a folder per torch version and CPU (:func:`cache_dir`). Delete it to clear the cache;
+``python -m skflow.precompile`` builds the packages of given model shapes ahead of time (and ``--clear``
+deletes them).
+"""
+
+import hashlib
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+import torch
+
+__all__ = ["AOTGraph", "background_builds_enabled", "cache_dir", "pending_builds", "set_background_builds",
+           "wait_for_builds"]
+
+_ENV = "SKFLOW_CACHE_DIR"
+#: how often (seconds) a fit whose package is being built looks for it on disk
+POLL_SECONDS = 0.5
+#: a build's lock file older than this (seconds) is taken to be left by a build that died
+STALE_LOCK_SECONDS = 900
+
+_BACKGROUND = {"enabled": True}
+_PROCS = {}  # package path -> the Popen building it (this process's requests)
+_LOCK = threading.Lock()
+_SOURCE_HASH = []
+#: the background build process's program (``python -c``; ``-m`` would import this module twice)
+_CHILD = "import sys; from skflow.flows._aot import main; sys.exit(main(sys.argv[1:3]))"
+
+
+def cache_dir():
+    """The folder of this machine's compiled step packages (created on first use)."""
+    root = os.environ.get(_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "skflow")
+    capability = torch.backends.cpu.get_cpu_capability()
+    tag = f"torch-{torch.__version__}-{platform.machine()}-{capability}".replace("+", "_").replace(os.sep, "_")
+    return os.path.join(root, "aot", tag)
+
+
+def set_background_builds(enabled):
+    """Turn the background builds of ``compile='auto'`` on or off (on by default); returns the previous setting."""
+    previous = _BACKGROUND["enabled"]
+    _BACKGROUND["enabled"] = bool(enabled)
+    return previous
+
+
+def background_builds_enabled():
+    """Whether a fit that finds no package asks for one to be built in another process."""
+    return _BACKGROUND["enabled"]
+
+
+def pending_builds():
+    """The paths of the packages this process asked for that are still being built."""
+    with _LOCK:
+        return [path for path, proc in _PROCS.items() if proc.poll() is None]
+
+
+def wait_for_builds(timeout=None):
+    """Wait for this process's background builds to end (at most ``timeout`` seconds in all); returns how many
+    still run."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _LOCK:
+        procs = list(_PROCS.values())
+    for proc in procs:
+        try:
+            proc.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            break
+    return len(pending_builds())
+
+
+def _source_hash():
+    """A hash of the engines' source files: a package built by another version of the block functions is never
+    loaded."""
+    if not _SOURCE_HASH:
+        folder = os.path.dirname(os.path.abspath(__file__))
+        digest = hashlib.sha256()
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as handle:
+                    digest.update(name.encode() + handle.read())
+        _SOURCE_HASH.append(digest.hexdigest()[:16])
+    return _SOURCE_HASH[0]
+
+
+class AOTGraph:
+    """The on-disk compiled versions of one block function with its constants bound, one per argument signature.
+
+    ``block(*tensors, **constants)``: its first two arguments carry the rows (symbolic in the package); the shapes
+    of the others, the dtype and the device are fixed per package.
+    """
+
+    def __init__(self, block, constants):
+        self.block = block
+        self.constants = dict(constants)
+        self._paths = {}  # signature -> package path
+        self._runners = {}  # package path -> loaded runner
+        self._looked = {}  # package path -> time of the last look on disk
+        self._failed = set()  # package paths that failed to build or load (in this process)
+
+    def signature(self, args):
+        return tuple((tuple(a.shape[1:]) if i < 2 else tuple(a.shape), str(a.dtype), a.device.type)
+                     for i, a in enumerate(args))
+
+    def spec(self, args):
+        return {"block": [self.block.__module__, self.block.__qualname__],
+                "constants": sorted(self.constants.items()), "source": _source_hash(),
+                "args": [[list(a.shape), str(a.dtype).replace("torch.", ""), a.device.type] for a in args]}
+
+    def path(self, args):
+        sig = self.signature(args)
+        path = self._paths.get(sig)
+        if path is None:
+            spec = self.spec(args)
+            keyed = {**spec, "args": [[s[1:] if i < 2 else s, d, dev] for i, (s, d, dev) in enumerate(spec["args"])]}
+            name = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:24]
+            path = self._paths[sig] = os.path.join(cache_dir(), f"{self.block.__name__}-{name}.pt2")
+        return path
+
+    def is_loaded(self, device, dtype):
+        """Whether a package of this graph is loaded for ``device`` (type) and ``dtype`` in this process."""
+        wanted = (str(dtype), torch.device(device).type)
+        return any(sig[0][1:] == wanted for sig, path in self._paths.items() if path in self._runners)
+
+    def runner(self, args, wait=True):
+        """The loaded package for ``args``, or None when it is not on disk (or failed); ``wait=False`` looks on
+        disk at most every :data:`POLL_SECONDS`."""
+        path = self.path(args)
+        runner = self._runners.get(path)
+        if runner is not None or path in self._failed:
+            return runner
+        now = time.monotonic()
+        if not wait and now - self._looked.get(path, -1e9) < POLL_SECONDS:
+            return None
+        self._looked[path] = now
+        if not os.path.exists(path):
+            if os.path.exists(path + ".failed"):
+                self._failed.add(path)
+            return None
+        try:
+            import torch._inductor  # imported when first needed: it takes a second or two
+
+            runner = torch._inductor.aoti_load_package(path)
+        except Exception:  # noqa: BLE001 - a damaged package: never tried again in this process
+            self._failed.add(path)
+            return None
+        self._runners[path] = runner
+        return runner
+
+    def build(self, args):
+        """Build the package of ``args`` in this process (``compile=True``) and load it."""
+        path = self.path(args)
+        build_package(self.spec(args), path)
+        return self.runner(args)
+
+    def request(self, args):
+        """Ask for the package of ``args`` to be built in a background process (see the module documentation);
+        nothing happens when it is built or being built (by any process), failed, or background builds are off."""
+        if not _BACKGROUND["enabled"]:
+            return None
+        path = self.path(args)
+        with _LOCK:
+            proc = _PROCS.get(path)
+            if (proc is not None and proc.poll() is None) or path in self._failed or os.path.exists(path):
+                return None
+            if not _take_lock(path):
+                return None
+            try:
+                with open(path + ".json", "w") as handle:
+                    json.dump(self.spec(args), handle)
+                root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                env = {**os.environ, "OMP_NUM_THREADS": "1",
+                       "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+                with open(path + ".log", "w") as log:
+                    proc = subprocess.Popen([sys.executable, "-c", _CHILD, path + ".json", path],
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+            except Exception:  # noqa: BLE001 - no subprocess here (a sandbox): the fit stays eager
+                _release_lock(path)
+                self._failed.add(path)
+                return None
+            _PROCS[path] = proc
+        return proc
+
+
+def _take_lock(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lock = path + ".lock"
+    for _ in range(2):
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - os.path.getmtime(lock) < STALE_LOCK_SECONDS:
+                    return False
+                os.remove(lock)
+            except OSError:
+                return False
+    return False
+
+
+def _release_lock(path):
+    try:
+        os.remove(path + ".lock")
+    except OSError:
+        pass
+
+
+def _example(shape, dtype, device):
+    dtype = getattr(torch, dtype)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+
+
+class _Graph(torch.nn.Module):
+    def __init__(self, fn, constants):
+        super().__init__()
+        self.fn, self.constants = fn, constants
+
+    def forward(self, *tensors):
+        return self.fn(*tensors, **self.constants)
+
+
+def build_package(spec, path):
+    """Export and compile the block function of ``spec`` (see :meth:`AOTGraph.spec`) into the package ``path``
+    (written under a temporary name, then renamed: a reader never sees half a package)."""
+    import torch._inductor
+
+    module, name = spec["block"]
+    fn = getattr(importlib.import_module(module), name)
+    args = [_example(shape if i >= 2 or shape[0] >= 3 else [8, *shape[1:]], dtype, device)
+            for i, (shape, dtype, device) in enumerate(spec["args"])]
+    rows = torch.export.Dim("rows", min=2)
+    dynamic = ({0: rows}, {0: rows}, *([None] * (len(args) - 2)))
+    with torch.no_grad():
+        program = torch.export.export(_Graph(fn, dict(spec["constants"])), tuple(args), dynamic_shapes=(dynamic,))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path[:-4]}.{os.getpid()}.partial.pt2"  # AOTInductor wants the suffix
+        torch._inductor.aoti_compile_and_package(program, package_path=partial)
+    os.replace(partial, path)
+    return path
+
+
+def main(argv=None):
+    """Build one package in the background process: ``main([SPEC.json, PACKAGE.pt2])`` (see :data:`_CHILD`)."""
+    spec_file, path = argv if argv is not None else sys.argv[1:3]
+    if hasattr(os, "nice"):
+        os.nice(19)
+    torch.set_num_threads(1)
+    try:
+        with open(spec_file) as handle:
+            build_package(json.load(handle), path)
+    except BaseException:  # noqa: BLE001 - recorded: the fits of every process then stay eager for this graph
+        with open(path + ".failed", "w") as handle:
+            handle.write(traceback.format_exc())
+        return 1
+    finally:
+        _release_lock(path)
+    return 0
