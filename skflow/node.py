@@ -141,11 +141,11 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
     compile : bool or 'auto', default='auto'
         Run each step's forward and adjoint pass over a block of rows as one compiled graph, a package built
         ahead of time and kept on disk (:mod:`skflow.flows._aot`; faster steps, see the README's Performance
-        section). ``True`` builds a missing package before the first step (20-40 s per model shape, once per
-        machine). ``'auto'`` runs compiled whenever the package is on disk, and otherwise runs eagerly while the
-        package is built in a background process, switching to it when it lands (a long fit, beyond
-        :data:`~skflow.flows._fused.AUTO_COMPILE_WORK`, builds it first). No compiler: the eager engine, with a
-        :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to float rounding.
+        section). ``True`` builds a missing package first (20-40 s per model shape, once per machine).
+        ``'auto'`` runs compiled when the package is on disk, else eagerly while a background process builds it,
+        switching to it when it lands (a fit beyond :data:`~skflow.flows._fused.AUTO_COMPILE_WORK` builds it
+        first). No compiler: eager, with a :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to
+        float rounding.
     warm_start : bool, default=False
         When True, ``fit`` continues the flow from the previous fit's particles and appends to its history
         (the target scaling of the first fit is kept); otherwise it starts from a fresh initialisation. The

@@ -9,9 +9,9 @@ version, the CPU's vector extension, and a hash of the engines' source (a new sk
 
 Loading a package takes milliseconds and needs no compiler, no Dynamo tracing and no lock on the interpreter, so
 ``compile='auto'`` runs a step compiled whenever its package is on disk. When it is not, the fit runs eagerly
-and asks for it to be built *in another process* (at the lowest CPU priority,
-one thread): the build (20-40 s on one CPU core) never holds this process's interpreter, so the eager fit beside it keeps
-its speed on a machine of few cores, where a build thread in the same process slowed it up to 28 times. The fit
+and asks for it to be built *in another process* (at the lowest CPU priority, one thread): the build (20-40 s on
+one CPU core) never holds this process's interpreter, so the eager fit beside it keeps its speed on a machine of
+few cores, where a build thread in the same process slowed it up to 28 times. The fit
 looks for the package at most twice a second and switches to the compiled step as soon as it lands (the
 results are equal up to float rounding).
 
