@@ -169,6 +169,9 @@ def test_max_iter_auto_stops_early_on_noisy_labels_and_keeps_its_budget_on_clean
     X, y = _noisy_classification(0.0)
     clean = RKHSNODEClassifier(max_iter="auto", random_state=0, device="cpu").fit(X, y)
     assert clean.max_iter_ == RKHSNODEClassifier._auto_max_iter
+    # the noisy probes stopped past their minimum (patience); a clean one ran the whole budget
+    assert max(noisy.epoch_search_["probe_epochs"]) < RKHSNODEClassifier._auto_max_iter
+    assert max(clean.epoch_search_["probe_epochs"]) == RKHSNODEClassifier._auto_max_iter
 
 
 def test_max_iter_auto_runs_the_budget_when_too_few_rows_are_held_out():
@@ -186,22 +189,42 @@ def test_early_stopping_restores_the_best_validation_accuracy():
 
 
 def test_max_iter_auto_chooses_the_epochs_by_cross_validation():
-    """With fewer than 1250 rows several folds are probed; the chosen budget is the last epoch of the least mean
+    """With fewer than 1250 rows two folds are probed; the chosen budget is the last epoch of the least mean
     held-out risk, and the final fit runs that many epochs on every row."""
     import warnings
 
     from sklearn.datasets import make_classification
 
-    from skflow._epochs import n_search_folds
+    from skflow._epochs import PATIENCE, PROBE_SYNC_EVERY, n_search_folds
 
     X, y = make_classification(200, 6, n_informative=4, n_classes=3, flip_y=0.2, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = RKHSNODEClassifier(n_layers=2, n_features=64, random_state=0, device="cpu").fit(X, y)
     search = model.epoch_search_
-    assert search["n_folds"] == n_search_folds(200) == 5 and search["validation_rows"] == 200
+    assert search["n_folds"] == n_search_folds(200) == 2 and search["validation_rows"] == 80
     assert model.max_iter_ == search["epochs"] == model.n_iter_
     mean = search["mean_score"]
-    assert mean.shape == (RKHSNODEClassifier._auto_max_iter,)
+    assert mean.shape == (max(search["probe_epochs"]),) and mean.shape[0] <= RKHSNODEClassifier._auto_max_iter
     assert mean[model.max_iter_ - 1] == mean.max() and np.all(mean[model.max_iter_:] < mean.max())
-    assert n_search_folds(40) == 0 and n_search_folds(2000) == 1 and n_search_folds(600) == 3
+    # noisy labels: the probes stop once the held-out risk has passed its minimum, well before the budget
+    assert max(search["probe_epochs"]) < RKHSNODEClassifier._auto_max_iter
+    assert max(search["probe_epochs"]) <= model.max_iter_ + 2 * (PATIENCE + PROBE_SYNC_EVERY)
+    assert n_search_folds(40) == 0 and n_search_folds(2000) == 1 and n_search_folds(600) == 2
+
+
+def test_cross_validated_epochs_continues_a_curve_that_stopped_early():
+    """A fold whose probe stopped (its patience ran out) counts at its last score at the later epochs of the
+    others, so the mean curve runs to the longest fold and the choice is not truncated to the shortest."""
+    from skflow._epochs import cross_validated_epochs
+
+    y = np.repeat([0, 1], 50)
+    curves = iter([np.array([0.0, 1.0, 2.0, 1.5]), np.array([0.0, 1.0, 2.0, 3.0, 4.0, 3.0])])
+    epochs, record = cross_validated_epochs(lambda tr, va: next(curves), y, 2, seed=0)
+    assert record["probe_epochs"] == [4, 6] and record["n_folds"] == 2
+    np.testing.assert_allclose(record["mean_score"], [0.0, 1.0, 2.0, 2.25, 2.75, 2.25])
+    assert epochs == 5
+    # a fold that could not be fitted is left out
+    curves = iter([None, np.array([1.0, 3.0, 2.0])])
+    epochs, record = cross_validated_epochs(lambda tr, va: next(curves), y, 2, seed=0)
+    assert epochs == 2 and record["n_folds"] == 1
