@@ -164,6 +164,7 @@ class _VarProNetMixin:
         "regularization": [StrOptions({"biased", "unbiased"})],
         "projection_momentum": [Interval(numbers.Real, 0, 1, closed="left")],
         "backbone_momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
     }
     _architecture_params = ("module", "module_kwargs", "alpha", "regularization", "projection_momentum")
 
@@ -473,14 +474,51 @@ class VarProNetClassifier(PartialFitClassifierMixin, _VarProNetMixin, BaseFlowCl
     def _proba_scores(self, F):
         return F / self.temperature_
 
+    def _fit_auto(self, X, y, sample_weight=None):
+        # max_iter='auto': the probes of the epoch search record their held-out outputs after every epoch (a list
+        # shared with them, see _train_config), which calibrate the temperature at the chosen epoch
+        self._cv_outputs = []
+        try:
+            return super()._fit_auto(X, y, sample_weight)
+        finally:
+            self.__dict__.pop("_cv_outputs", None)
+
+    def _train_config(self, ctx):
+        cfg = super()._train_config(ctx)
+        record = self.__dict__.get("_cv_outputs")
+        if self._search_fit and record is not None and ctx.X_val is not None:
+            outputs, Xv = [], ctx.X_val
+            record.append((ctx.Y_val.argmax(1), ctx.val_weight, outputs))
+
+            def hook(iteration, row):
+                outputs.append(self.flow_.forward(Xv))  # the engine being trained (set once the config is made)
+                return False
+
+            cfg.iteration_hook = hook
+        return cfg
+
     def _finalize_fit(self, ctx):
         super()._finalize_fit(ctx)
-        # the held-out rows of early stopping calibrate predict_proba (else the training rows), with their weights
-        X, Y, w = (ctx.X, ctx.Y, ctx.sample_weight) if ctx.X_val is None else (ctx.X_val, ctx.Y_val, ctx.val_weight)
-        F, labels = self._outputs(X), Y.argmax(1)
+        # the held-out rows calibrate predict_proba: those of the epoch search's folds (max_iter='auto'), or of
+        # early stopping, else the training rows; with their weights
+        F, labels, w = self._cross_validated_outputs()
+        if F is None:
+            X, Y, w = ((ctx.X, ctx.Y, ctx.sample_weight) if ctx.X_val is None
+                       else (ctx.X_val, ctx.Y_val, ctx.val_weight))
+            F, labels = self._outputs(X), Y.argmax(1)
         self.temperature_ = self._diagnostic("temperature_", _fit_temperature, to_numpy(F),
                                              to_numpy(labels).astype(np.int64), None if w is None else to_numpy(w),
                                              default=1.0)
+
+    def _cross_validated_outputs(self):
+        """``(F, labels, weights)`` of the probes of the epoch search (``max_iter='auto'``) on their held-out rows,
+        after the epoch chosen, pooled over the folds; ``(None, None, None)`` when no search ran."""
+        record, epochs = self.__dict__.get("_cv_outputs"), self.__dict__.get("_resolved_max_iter")
+        folds = [(F[min(epochs, len(F)) - 1], labels, w) for labels, w, F in record or () if F] if epochs else []
+        if not folds:
+            return None, None, None
+        weights = None if any(w is None for _, _, w in folds) else torch.cat([w for _, _, w in folds])
+        return torch.cat([F for F, _, _ in folds]), torch.cat([lab for _, lab, _ in folds]), weights
 
 
 def _fit_temperature(F, labels, weights=None, bounds=(1e-3, 1e3)):
