@@ -46,11 +46,16 @@ _COMMON_PARAMS_DOC = """
         ``random_state`` and the step's index, under the same lock, and restored after the step.
     module_kwargs : dict or None, default=None
         Keyword arguments of ``module`` (e.g. ``{'hidden_layer_sizes': (64, 64)}`` for :class:`MLPFeatures`).
-    alpha : float, default=1e-3
+    alpha : float, default=1e-2
         Ridge strength ``lambda`` of the outer layer (scikit-learn's name, as in ``Ridge``), in the mean-field
         units of Eq. III.45: ``lambda (1/M) sum_i f(u_i)`` against a tangent kernel ``K = Phi^T Phi / (N M)`` of
         norm about the mean squared feature (see ``regularization_ratio_``). It also sets the time scale of the
-        backbone, whose step is ``M tau / lambda``: change ``learning_rate`` with it.
+        backbone, whose step is ``M tau / lambda``: change ``learning_rate`` with it. The default ``1e-2`` (with
+        ``tau = 8e-4``) was chosen against ``1e-3`` (``tau = 8e-5``), ``3e-2`` and ``1e-1`` (same ``tau / alpha``),
+        with ``max_iter='auto'``: from 129 to 385 rows (3- and 5-class ``make_classification`` data, 18 splits,
+        against ``SVC()``) it is 1.5 points of accuracy above ``1e-3`` on average and 1 point at worst, with a 6%%
+        lower log-loss, and 0.03 of R^2 above it on regression; on iris, wine, breast cancer and digits it is
+        within 0.005 of the former defaults (``1e-3`` with early stopping).
     regularization : {'biased', 'unbiased'}, default='biased'
         Regulariser ``f`` of the outer weights: ``|u|^2 / 2`` (Eq. III.45) or ``|u - 1|^2 / 2``.
     projection_momentum : float in [0, 1), default=0.9
@@ -68,21 +73,34 @@ _COMMON_PARAMS_DOC = """
         (Eq. III.46), i.e. gradient descent on the reduced risk ``L = R / lambda`` with the mean-field factor
         ``M``: an SGD step of ``M tau / lambda`` on the MSE/2 in the usual units (a head ``u / M``), about 10
         with the defaults (``M = 128``). Keep ``tau / alpha`` about fixed when changing ``alpha``, and scale
-        ``tau`` like ``1 / M`` for much wider features. The defaults (``alpha=1e-3``, ``tau=8e-5``, minibatches
-        of 128) sit inside a range of equally good steps (README); twice larger steps start to be unstable, and a
-        smaller ``alpha`` is less stable at the same ``tau / alpha``.
+        ``tau`` like ``1 / M`` for much wider features. The defaults (``alpha=1e-2``, ``tau=8e-4``, minibatches
+        of 128) sit inside a range of equally good steps (README, measured at the same ``tau / alpha``); twice
+        larger steps start to be unstable, and a smaller ``alpha`` is less stable at the same ``tau / alpha``.
         ``'auto'``: half the largest time step whose first steps keep decreasing the reduced risk (a line
         search on a copy of the model, on one minibatch); the value used is ``learning_rate_``.
-    max_iter : int, default=%(max_iter)s
+    max_iter : int or 'auto', default=%(max_iter)s
         Maximum number of iterations: epochs (passes over the data) with ``batch_size``, steps in full batch.
-    tol : float, default=1e-4
-        Stop when the monitored data fit (the validation one with ``early_stopping``) has not decreased by
-        ``tol`` (relative) for ``n_iter_no_change`` iterations; ``tol=0`` disables the rule.
+        ``'auto'`` chooses the number of epochs on the data by cross-validation (as ``RKHSNODEClassifier``, see
+        :mod:`skflow._epochs`): probe fits on four fifths of the rows run 100 epochs and record the data fit on
+        the remaining fifth after each (one fold from 1250 rows, more below, up to five, so that about 250
+        held-out rows score each epoch); the last epoch of the least mean held-out risk becomes ``max_iter_``,
+        and the model is then fitted on every row for ``max_iter_`` epochs. Early stopping without losing rows
+        to the model and without trusting one small hold-out. With fewer than 50 rows, with
+        ``early_stopping=True``, a warm start, ``partial_fit`` or a data-parallel fit, the budget of 100 is used.
+        The search costs about 0.8x the final fit per fold (2 to 6 fits in all).
+    tol : float, default=0.0
+        ``0`` (the default) runs the budget of ``max_iter`` iterations, and reaching it is not a convergence
+        failure. A positive ``tol`` stops when the monitored data fit (the validation one with
+        ``early_stopping``) has not decreased by ``tol`` (relative) for ``n_iter_no_change`` iterations, with a
+        ``ConvergenceWarning`` if ``max_iter`` comes first.
     n_iter_no_change : int, default=10
         Consecutive iterations without a relative decrease of at least ``tol`` after which training stops.
     early_stopping : bool, default=%(early_stopping)s
         Hold out ``validation_fraction`` of the training rows (stratified by class for the classifier), monitor
-        the data fit on them and keep the parameters (network and head) with the best value.
+        the data fit on them and keep the parameters (network and head) with the best value. The held-out rows
+        are lost to the model: on a few hundred rows a hold-out of a tenth is too small to choose well (against
+        ``SVC()`` on 129-385 rows it scored 1 point of accuracy below ``max_iter='auto'`` on average and 1.5
+        points at worst, with a 7%% higher log-loss).
     validation_fraction : float, default=0.1
         Fraction of the training rows held out for ``early_stopping`` (at least one); unused otherwise.
     batch_size : int or None, default=%(batch_size)s
@@ -131,6 +149,11 @@ _COMMON_ATTRIBUTES_DOC = """
     pl_ratio_curve_ : ndarray of shape (n_iter_,)
         ``M |grad_theta L|^2 / L``: the instantaneous exponential rate of decrease of the reduced risk in flow
         time.
+    max_iter_ : int
+        The iteration budget used: ``max_iter``, or the epochs chosen for ``'auto'``.
+    epoch_search_ : dict or None
+        The search of ``max_iter='auto'`` (None when none ran): ``'n_folds'``, ``'validation_rows'``,
+        ``'mean_score'`` (minus the mean held-out data fit after each epoch) and ``'epochs'``.
     history_, flow_time_, pl_constant_, best_loss_, best_validation_risk_, n_iter_, stop_reason_, device_
         As for every skflow estimator (see :class:`skflow.VarProSHLRegressor`).
     flow_ : skflow.flows.varpronet.VarProNetFlow
@@ -164,6 +187,7 @@ class _VarProNetMixin:
         "regularization": [StrOptions({"biased", "unbiased"})],
         "projection_momentum": [Interval(numbers.Real, 0, 1, closed="left")],
         "backbone_momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
     }
     _architecture_params = ("module", "module_kwargs", "alpha", "regularization", "projection_momentum")
 
@@ -260,7 +284,7 @@ class _VarProNetMixin:
             self.module_ = self.flow_.module
 
 
-_DEFAULTS = dict(lr="8e-5", max_iter="100", early_stopping="True", batch_size="128")
+_DEFAULTS = dict(lr="8e-4", max_iter="'auto'", early_stopping="False", batch_size="128")
 
 
 class VarProNetRegressor(PartialFitRegressorMixin, _VarProNetMixin, BaseFlowRegressor):
@@ -315,22 +339,22 @@ class VarProNetRegressor(PartialFitRegressorMixin, _VarProNetMixin, BaseFlowRegr
         **_VarProNetMixin._parameter_constraints,
         "scale_targets": [StrOptions({"auto"}), "boolean"],
     }
-    _reference_learning_rate = 8e-5
+    _reference_learning_rate = 8e-4
 
     def __init__(
         self,
         module=MLPFeatures,
         module_kwargs=None,
         *,
-        alpha=1e-3,
+        alpha=1e-2,
         regularization="biased",
         projection_momentum=0.9,
         backbone_momentum=0.9,
-        learning_rate=8e-5,
-        max_iter=100,
-        tol=1e-4,
+        learning_rate=8e-4,
+        max_iter="auto",
+        tol=0.0,
         n_iter_no_change=10,
-        early_stopping=True,
+        early_stopping=False,
         validation_fraction=0.1,
         batch_size=128,
         device="auto",
@@ -386,9 +410,11 @@ class VarProNetClassifier(PartialFitClassifierMixin, _VarProNetMixin, BaseFlowCl
     classes_ : ndarray of shape (n_classes,)""" + _COMMON_ATTRIBUTES_DOC + """
     temperature_ : float
         ``predict_proba`` is the softmax of the outputs divided by ``temperature_``, fitted by maximum likelihood
-        (log-loss, a one-dimensional convex problem, bounded to ``[1e-3, 1e3]``) on the held-out rows with
-        ``early_stopping``, on the training rows otherwise (then often overconfident). The squared loss gives
-        outputs near the one-hot codes, whose plain softmax would be almost uniform.
+        (log-loss, a one-dimensional convex problem, bounded to ``[1e-3, 1e3]``) on held-out outputs: with
+        ``max_iter='auto'``, the probes' outputs on their held-out fold after the epoch chosen, pooled over the
+        folds (cross-validated); with ``early_stopping``, the held-out rows; otherwise the training rows (then
+        often overconfident). The squared loss gives outputs near the one-hot codes, whose plain softmax would be
+        almost uniform.
 
     See Also
     --------
@@ -420,7 +446,7 @@ class VarProNetClassifier(PartialFitClassifierMixin, _VarProNetMixin, BaseFlowCl
     #: risk is the finer signal on the small hold-outs of this estimator (on 3- and 5-class problems of 129-385
     #: rows, the accuracy rule scored 1 point lower on average, 10 points on the worst split)
     _validation_score = None
-    _reference_learning_rate = 8e-5
+    _reference_learning_rate = 8e-4
     _parameter_constraints = {
         **_VarProNetMixin._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
@@ -431,15 +457,15 @@ class VarProNetClassifier(PartialFitClassifierMixin, _VarProNetMixin, BaseFlowCl
         module=MLPFeatures,
         module_kwargs=None,
         *,
-        alpha=1e-3,
+        alpha=1e-2,
         regularization="biased",
         projection_momentum=0.9,
         backbone_momentum=0.9,
-        learning_rate=8e-5,
-        max_iter=100,
-        tol=1e-4,
+        learning_rate=8e-4,
+        max_iter="auto",
+        tol=0.0,
         n_iter_no_change=10,
-        early_stopping=True,
+        early_stopping=False,
         validation_fraction=0.1,
         batch_size=128,
         device="auto",
@@ -473,14 +499,51 @@ class VarProNetClassifier(PartialFitClassifierMixin, _VarProNetMixin, BaseFlowCl
     def _proba_scores(self, F):
         return F / self.temperature_
 
+    def _fit_auto(self, X, y, sample_weight=None):
+        # max_iter='auto': the probes of the epoch search record their held-out outputs after every epoch (a list
+        # shared with them, see _train_config), which calibrate the temperature at the chosen epoch
+        self._cv_outputs = []
+        try:
+            return super()._fit_auto(X, y, sample_weight)
+        finally:
+            self.__dict__.pop("_cv_outputs", None)
+
+    def _train_config(self, ctx):
+        cfg = super()._train_config(ctx)
+        record = self.__dict__.get("_cv_outputs")
+        if self._search_fit and record is not None and ctx.X_val is not None:
+            outputs, Xv = [], ctx.X_val
+            record.append((ctx.Y_val.argmax(1), ctx.val_weight, outputs))
+
+            def hook(iteration, row):
+                outputs.append(self.flow_.forward(Xv))  # the engine being trained (set once the config is made)
+                return False
+
+            cfg.iteration_hook = hook
+        return cfg
+
     def _finalize_fit(self, ctx):
         super()._finalize_fit(ctx)
-        # the held-out rows of early stopping calibrate predict_proba (else the training rows), with their weights
-        X, Y, w = (ctx.X, ctx.Y, ctx.sample_weight) if ctx.X_val is None else (ctx.X_val, ctx.Y_val, ctx.val_weight)
-        F, labels = self._outputs(X), Y.argmax(1)
+        # the held-out rows calibrate predict_proba: those of the epoch search's folds (max_iter='auto'), or of
+        # early stopping, else the training rows; with their weights
+        F, labels, w = self._cross_validated_outputs()
+        if F is None:
+            X, Y, w = ((ctx.X, ctx.Y, ctx.sample_weight) if ctx.X_val is None
+                       else (ctx.X_val, ctx.Y_val, ctx.val_weight))
+            F, labels = self._outputs(X), Y.argmax(1)
         self.temperature_ = self._diagnostic("temperature_", _fit_temperature, to_numpy(F),
                                              to_numpy(labels).astype(np.int64), None if w is None else to_numpy(w),
                                              default=1.0)
+
+    def _cross_validated_outputs(self):
+        """``(F, labels, weights)`` of the probes of the epoch search (``max_iter='auto'``) on their held-out rows,
+        after the epoch chosen, pooled over the folds; ``(None, None, None)`` when no search ran."""
+        record, epochs = self.__dict__.get("_cv_outputs"), self.__dict__.get("_resolved_max_iter")
+        folds = [(F[min(epochs, len(F)) - 1], labels, w) for labels, w, F in record or () if F] if epochs else []
+        if not folds:
+            return None, None, None
+        weights = None if any(w is None for _, _, w in folds) else torch.cat([w for _, _, w in folds])
+        return torch.cat([F for F, _, _ in folds]), torch.cat([lab for _, lab, _ in folds]), weights
 
 
 def _fit_temperature(F, labels, weights=None, bounds=(1e-3, 1e3)):
