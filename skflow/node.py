@@ -139,9 +139,8 @@ class MeanFieldNODERegressor(BaseFlowRegressor):
         0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
-        Run each step's forward and adjoint pass over a block of rows as one compiled graph, a package built
-        ahead of time and kept on disk (:mod:`skflow.flows._aot`; faster steps, see the README's Performance
-        section). ``True`` builds a missing package first (20-40 s per model shape, once per machine).
+        Run each step's pass over a block of rows as one compiled graph, a package kept on disk
+        (:mod:`skflow.flows._aot`; README, Performance). ``True`` builds a missing one first (20-40 s, once).
         ``'auto'`` runs compiled when the package is on disk, else eagerly while a background process builds it,
         switching to it when it lands (a fit beyond :data:`~skflow.flows._fused.AUTO_COMPILE_WORK` builds it
         first). No compiler: eager, with a :class:`~skflow.exceptions.CompileFallbackWarning`. Same results to
