@@ -20,7 +20,15 @@ skflow is timed with its eager engine (``compile=False``: hand-written adjoint, 
 ``compile=True`` (each block of rows runs as one graph compiled by TorchInductor, the activations fused into the
 adjoint sweep); the compilation itself is timed separately (first call in the process).
 
-Run: ``python benchmarks/bench_peers.py [--quick] [--threads 1] [--rounds 15] [--engines node,rkhs,varpro]``.
+``--estimator`` times instead what a user gets through the public ``MeanFieldNODERegressor`` at its default
+``compile='auto'``, in a process that has fitted the same configuration once before: one default fit first
+(its step graph, not on disk yet, is built meanwhile in a background process; the script waits for it and
+reports how long the build took), then, interleaved round after round, an iteration of default fits (a
+``monitor`` timestamps every iteration; the median delta), of ``compile=False`` fits, and a step of the
+peers above. ``--cold`` first empties the package cache (a first fit on a new machine).
+
+Run: ``python benchmarks/bench_peers.py [--quick] [--threads 1] [--rounds 15] [--engines node,rkhs,varpro]``,
+``python benchmarks/bench_peers.py --estimator [--cold]``.
 Tables go to stdout and to ``benchmarks/results/bench_peers.json``, the plot to
 ``benchmarks/results/bench_peers.png``.
 Needs ``torchdiffeq`` (``pip install torchdiffeq``; its row is skipped without it).
@@ -34,11 +42,14 @@ import statistics
 import time
 import warnings
 
+import numpy as np
 import torch
 
+from skflow import MeanFieldNODERegressor
 from skflow.flows.node import MeanFieldSHLFlow, init_particles
 from skflow.flows.rkhs import RKHSFlow, init_random_features
 from skflow.flows.varpro import VarProFlow
+from skflow.precompile import cache_dir, pending_builds, wait_for_builds
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -172,6 +183,70 @@ def bench_node(sizes, rounds, compiled_peer):
             rows.append(dict(engine="node", size=f"N={N} M={M} S={S} D={D}", dtype=dname, times=t, matmul=t_mm,
                              compile=compile_s))
             print_row(rows[-1])
+    return rows
+
+
+def estimator_iteration(params, X, y, iterations):
+    """Median seconds of one iteration of ``MeanFieldNODERegressor(**params).fit(X, y)`` (a monitor's
+    timestamps), and whether its steps ran the compiled graph."""
+    stamps = []
+
+    def monitor(i, estimator, record):
+        stamps.append(time.perf_counter())
+        return False
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MeanFieldNODERegressor(**params, max_iter=iterations).fit(X, y, monitor=monitor)
+    return statistics.median(np.diff(stamps)), bool(est.flow_.graph_live)
+
+
+def bench_estimator(sizes, rounds, compiled_peer, cold=False, iterations=12):
+    """Per-iteration time through the public estimator at ``compile='auto'`` (see the module documentation)."""
+    import shutil
+
+    if cold:
+        shutil.rmtree(cache_dir(), ignore_errors=True)
+    rows = []
+    for (N, M, S, D) in sizes:
+        for dname, dtype in DTYPES.items():
+            flow, Xt, Yt = node_problem(N, M, S, D, dtype)
+            d, scale, lr, SM = 10, flow.output_scale, 1e-3, float(S * M)
+            X, y = Xt.double().numpy(), Yt[:, 0].double().numpy()
+            params = dict(width=M, n_layers=S, extra_dims=D - d - 1, dtype=dname, early_stopping=False, tol=0.0,
+                          learning_rate=lr, random_state=0, device="cpu")
+            start = time.perf_counter()
+            estimator_iteration(params, X, y, 3)  # the configuration's first fit in this process
+            waiting = bool(pending_builds())
+            wait_for_builds(900)
+            build_s = time.perf_counter() - start if waiting else 0.0
+            ps = [t.clone().requires_grad_(True) for t in (flow.U, flow.W, flow.b)]
+            eager = lambda U, W, b: node_peer_loss(U, W, b, Xt, Yt, d, scale)  # noqa: E731
+            contenders = {"eager": lambda: autograd_step(eager, ps, SM, lr)}
+            if odeint is not None:
+                diffeq = lambda U, W, b: node_peer_loss(U, W, b, Xt, Yt, d, scale, odeint)  # noqa: E731
+                contenders["torchdiffeq"] = lambda: autograd_step(diffeq, ps, SM, lr)
+            if compiled_peer:
+                comp = torch.compile(eager)
+                autograd_step(comp, ps, SM, 0.0)
+                contenders["compiled"] = lambda: autograd_step(comp, ps, SM, lr)
+            times = {name: [] for name in ["skflow default", "skflow compile=False", *contenders]}
+            live = []
+            for _ in range(rounds):
+                t, on = estimator_iteration(params, X, y, iterations)
+                times["skflow default"].append(t)
+                live.append(on)
+                times["skflow compile=False"].append(estimator_iteration({**params, "compile": False}, X, y,
+                                                                         iterations)[0])
+                for name, fn in contenders.items():
+                    fn()
+                    times[name].append(statistics.median(_timed(fn) for _ in range(iterations)))
+            t = {name: statistics.median(v) for name, v in times.items()}
+            rows.append(dict(engine="node (estimator)", size=f"N={N} M={M} S={S} D={D}", dtype=dname, times=t,
+                             background_build_s=build_s, compiled_rounds=sum(live)))
+            ratio = "  ".join(f"{k} {1e3 * v:.2f} ms ({v / t['skflow default']:.2f}x)" for k, v in t.items())
+            print(f"NODE estimator {rows[-1]['size']} {dname}: {ratio}; compiled in {sum(live)}/{rounds} rounds; "
+                  f"background build {build_s:.1f} s", flush=True)
     return rows
 
 
@@ -372,6 +447,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--no-compiled-peer", action="store_true", help="skip the torch.compile peers")
     parser.add_argument("--engines", default="node,rkhs,varpro", help="comma-separated subset of node,rkhs,varpro")
+    parser.add_argument("--estimator", action="store_true", help="the NODE through the public estimator's defaults")
+    parser.add_argument("--cold", action="store_true", help="with --estimator: empty the package cache first")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -386,6 +463,13 @@ def main():
     cp = not args.no_compiled_peer
     engines = args.engines.split(",")
     rows = []
+    if args.estimator:
+        sizes = [(500, 64, 4, 16)] if args.quick else [(1000, 256, 10, 16), (4000, 256, 10, 16), (1000, 256, 40, 16)]
+        rows = bench_estimator(sizes, rounds, cp, args.cold)
+        os.makedirs(RESULTS, exist_ok=True)
+        with open(os.path.join(RESULTS, f"bench_estimator_steps{'_quick' if args.quick else ''}.json"), "w") as fh:
+            json.dump(rows, fh, indent=1)
+        return
     for name, bench, sizes in [("node", bench_node, node_sizes), ("rkhs", bench_rkhs, rkhs_sizes),
                                ("varpro", bench_varpro, vp_sizes)]:
         if name in engines:

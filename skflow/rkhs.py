@@ -162,11 +162,11 @@ class RKHSNODEClassifier(PartialFitClassifierMixin, BaseFlowClassifier):
         0 is silent; 1 prints the iteration, risk, P-L ratio (and validation risk) and elapsed time every
         100 iterations and at the end; 2 or more prints every 20 iterations.
     compile : bool or 'auto', default='auto'
-        Compile each step's pass over a block of rows (random features, adjoint, gradient) into one graph
-        (:mod:`skflow.flows._fused`), faster than eager (README, Performance). ``'auto'`` compiles a fit long
-        enough to repay the build (:data:`~skflow.flows._fused.AUTO_COMPILE_WORK`) or whose graphs exist; where
-        compiling fails, a :class:`~skflow.exceptions.CompileFallbackWarning` and eager steps. Results agree to
-        rounding.
+        Run each step's pass over a block of rows (random features, adjoint, gradient) as one compiled graph, a
+        package kept on disk (:mod:`skflow.flows._aot`; README, Performance). ``True`` builds a missing one
+        first; ``'auto'`` uses it when it is on disk, and otherwise runs eagerly while a background process
+        builds it. Where compiling fails, a :class:`~skflow.exceptions.CompileFallbackWarning` and eager steps.
+        Results agree to rounding.
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes, multiplying the rows' ``sample_weight`` (as in ``SVC`` and
         ``LogisticRegression``): a dict ``{label: weight}`` (classes not in it weigh 1), or ``'balanced'``,

@@ -95,3 +95,24 @@ def test_precompile_builds_what_a_default_fit_uses(fresh_kernels):
     X, y = make_friedman1(100, 5, random_state=0)
     model = VarProSHLRegressor(width=16, max_iter=2, early_stopping=False, device="cpu").fit(X, y)
     assert model.flow_.compiled == "auto" and model.flow_.graph_live  # compile='auto' runs what precompile built
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["MeanFieldNODERegressor", "VarProSHLRegressor"])
+def test_cuda_packages_match_eager(fresh_kernels, name):
+    """On a GPU the same path: compile=True builds a CUDA package, which gives the eager fit to rounding, and a
+    default fit of the same shape then runs it from disk."""
+    import skflow
+
+    X, y = make_friedman1(300, 6, random_state=0)
+    Est = getattr(skflow, name)
+    kw = dict(width=32, max_iter=5, early_stopping=False, random_state=0, device="cuda", dtype="float64")
+    if name == "MeanFieldNODERegressor":
+        kw["n_layers"] = 3
+    eager = Est(compile=False, **kw).fit(X, y)
+    compiled = Est(compile=True, **kw).fit(X, y)
+    assert compiled.flow_.graph_live
+    np.testing.assert_allclose(compiled.predict(X), eager.predict(X), rtol=1e-8, atol=1e-10)
+    again = Est(**kw).fit(X, y)
+    assert again.flow_.compiled == "auto" and again.flow_.graph_live
