@@ -161,9 +161,7 @@ class AOTGraph:
                 self._failed.add(path)
             return None
         try:
-            import torch._inductor  # imported when first needed: it takes a second or two
-
-            runner = torch._inductor.aoti_load_package(path)
+            runner = _load(path)
         except Exception:  # noqa: BLE001 - a damaged package: never tried again in this process
             self._failed.add(path)
             return None
@@ -204,6 +202,23 @@ class AOTGraph:
                 return None
             _PROCS[path] = proc
         return proc
+
+
+def _load(path):
+    """A callable running the package ``path`` on tensors (its flat inputs and outputs): the C++ loader itself
+    (milliseconds), without importing TorchInductor (1-2 s) nor its Python wrapper's per-call tree flattening."""
+    loader_class = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
+    if loader_class is None:  # another torch layout: the public loader
+        from torch._inductor import aoti_load_package
+
+        return aoti_load_package(path)
+    device_index = -1  # the package's device (the current CUDA device for a CUDA package)
+    loader = loader_class(path, "model", False, 1, device_index)
+
+    def run(*tensors):
+        return loader.run(list(tensors))
+
+    return run
 
 
 def _take_lock(path):
