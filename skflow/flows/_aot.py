@@ -43,6 +43,10 @@ POLL_SECONDS = 0.5
 #: a build's lock file older than this (seconds) is taken to be left by a build that died
 STALE_LOCK_SECONDS = 900
 
+#: at most this many background builds run at once for one process (a grid search over ``n_layers`` asks for one
+#: package per depth: the others are asked for again by the fits that still find none, once a build ends)
+MAX_BUILDS = max(1, (os.cpu_count() or 1) // 4)
+
 _BACKGROUND = {"enabled": True}
 _PROCS = {}  # package path -> the Popen building it (this process's requests)
 _LOCK = threading.Lock()
@@ -176,13 +180,16 @@ class AOTGraph:
 
     def request(self, args):
         """Ask for the package of ``args`` to be built in a background process (see the module documentation);
-        nothing happens when it is built or being built (by any process), failed, or background builds are off."""
+        nothing happens when it is built or being built (by any process), failed, when :data:`MAX_BUILDS` builds of
+        this process run, or when background builds are off."""
         if not _BACKGROUND["enabled"]:
             return None
         path = self.path(args)
         with _LOCK:
             proc = _PROCS.get(path)
             if (proc is not None and proc.poll() is None) or path in self._failed or os.path.exists(path):
+                return None
+            if sum(p.poll() is None for p in _PROCS.values()) >= MAX_BUILDS:
                 return None
             if not _take_lock(path):
                 return None
