@@ -51,8 +51,8 @@ _BOUNDED_FEATURES_NOTE = """
     Initialisation: every layer's weights ``N(0, gain^2 / fan_in)``, with the gain of the activation that follows
     it (``5/3`` for tanh, ``sqrt(2)`` for the ReLU family; :class:`MLPFeatures`' first layer: ``input_gain``), and
     zero biases: the features are of order one on standardised inputs. (PyTorch's default, of variance
-    ``1 / (3 fan_in)``, shrinks the activations layer after layer: the tangent kernel ``K = Phi^T Phi / (N M)`` then has a norm far below one, and a ridge strength of
-    order ``1e-3`` dominates it.)
+    ``1 / (3 fan_in)``, shrinks the activations layer after layer: the tangent kernel ``K = Phi^T Phi / (N M)``
+    then has a norm far below one, and a ridge strength of order ``1e-3`` dominates it.)
 """
 
 
