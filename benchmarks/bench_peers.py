@@ -25,7 +25,8 @@ adjoint sweep); the compilation itself is timed separately (first call in the pr
 (its step graph, not on disk yet, is built meanwhile in a background process; the script waits for it and
 reports how long the build took), then, interleaved round after round, an iteration of default fits (a
 ``monitor`` timestamps every iteration; the median delta), of ``compile=False`` fits, and a step of the
-peers above. ``--cold`` first empties the package cache (a first fit on a new machine).
+peers above. ``--cold`` first empties the package cache (a first fit on a new machine); ``--device cuda`` runs the same
+comparison on a GPU (CUDA packages; every timed call ends with ``torch.cuda.synchronize``).
 
 Run: ``python benchmarks/bench_peers.py [--quick] [--threads 1] [--rounds 15] [--engines node,rkhs,varpro]``,
 ``python benchmarks/bench_peers.py --estimator [--cold]``.
@@ -105,7 +106,7 @@ def node_peer_loss(U, W, b, X, Y, d, scale, odeint_fn=None):
         for k in range(S):
             z = z + field(k / S, z) / S
     else:
-        z = odeint_fn(field, z, torch.linspace(0, 1, S + 1, dtype=X.dtype), method="euler")[-1]
+        z = odeint_fn(field, z, torch.linspace(0, 1, S + 1, dtype=X.dtype, device=X.device), method="euler")[-1]
     r = scale * z[:, d:d + 1] - Y
     return 0.5 * (r * r).sum() / X.shape[0]
 
@@ -186,6 +187,19 @@ def bench_node(sizes, rounds, compiled_peer):
     return rows
 
 
+def _synced(fn, device):
+    """``fn`` followed by a device synchronisation (CUDA), so that its time is the device's."""
+    if device == "cpu":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
 def estimator_iteration(params, X, y, iterations):
     """Median seconds of one iteration of ``MeanFieldNODERegressor(**params).fit(X, y)`` (a monitor's
     timestamps), and whether its steps ran the compiled graph."""
@@ -201,7 +215,7 @@ def estimator_iteration(params, X, y, iterations):
     return statistics.median(np.diff(stamps)), bool(est.flow_.graph_live)
 
 
-def bench_estimator(sizes, rounds, compiled_peer, cold=False, iterations=12):
+def bench_estimator(sizes, rounds, compiled_peer, cold=False, iterations=12, device="cpu"):
     """Per-iteration time through the public estimator at ``compile='auto'`` (see the module documentation)."""
     import shutil
 
@@ -213,8 +227,9 @@ def bench_estimator(sizes, rounds, compiled_peer, cold=False, iterations=12):
             flow, Xt, Yt = node_problem(N, M, S, D, dtype)
             d, scale, lr, SM = 10, flow.output_scale, 1e-3, float(S * M)
             X, y = Xt.double().numpy(), Yt[:, 0].double().numpy()
+            flow, Xt, Yt = flow.to(device), Xt.to(device), Yt.to(device)
             params = dict(width=M, n_layers=S, extra_dims=D - d - 1, dtype=dname, early_stopping=False, tol=0.0,
-                          learning_rate=lr, random_state=0, device="cpu")
+                          learning_rate=lr, random_state=0, device=device)
             start = time.perf_counter()
             estimator_iteration(params, X, y, 3)  # the configuration's first fit in this process
             waiting = bool(pending_builds())
@@ -230,6 +245,7 @@ def bench_estimator(sizes, rounds, compiled_peer, cold=False, iterations=12):
                 comp = torch.compile(eager)
                 autograd_step(comp, ps, SM, 0.0)
                 contenders["compiled"] = lambda: autograd_step(comp, ps, SM, lr)
+            contenders = {name: _synced(fn, device) for name, fn in contenders.items()}
             times = {name: [] for name in ["skflow default", "skflow compile=False", *contenders]}
             live = []
             for _ in range(rounds):
@@ -449,6 +465,7 @@ def main():
     parser.add_argument("--engines", default="node,rkhs,varpro", help="comma-separated subset of node,rkhs,varpro")
     parser.add_argument("--estimator", action="store_true", help="the NODE through the public estimator's defaults")
     parser.add_argument("--cold", action="store_true", help="with --estimator: empty the package cache first")
+    parser.add_argument("--device", default="cpu", help="with --estimator: 'cuda' times the same on a GPU")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -465,7 +482,7 @@ def main():
     rows = []
     if args.estimator:
         sizes = [(500, 64, 4, 16)] if args.quick else [(1000, 256, 10, 16), (4000, 256, 10, 16), (1000, 256, 40, 16)]
-        rows = bench_estimator(sizes, rounds, cp, args.cold)
+        rows = bench_estimator(sizes, rounds, cp, args.cold, device=args.device)
         os.makedirs(RESULTS, exist_ok=True)
         with open(os.path.join(RESULTS, f"bench_estimator_steps{'_quick' if args.quick else ''}.json"), "w") as fh:
             json.dump(rows, fh, indent=1)
