@@ -55,8 +55,9 @@ EXPECTED_FAILED_CHECKS = {
             "the check weighs class 0 by 1000 and the others by 1e-4 on blobs of std 20 that are not standardised: "
             "the ridge head fits the one-hot codes by weighted least squares, so the class-0 output is fitted near "
             "the class-0 rows only and falls towards 0 (not 1) away from them, where every output is near 0 "
-            "(52-68 % of the test points predicted 0, against the 87 % asked). class_weight does what it says: "
-            "'balanced' raises the minority recall (tests/test_sample_weight.py)"),
+            "(52-68 % of the test points predicted 0, against the 87 % asked), with minibatches at the default step "
+            "(the full-batch configuration passes). class_weight does what it says: 'balanced' raises the minority "
+            "recall (tests/test_sample_weight.py)"),
     },
 }
 
@@ -68,11 +69,14 @@ def _expected_failed_checks(estimator):
         checks["check_sample_weight_equivalence_on_sparse_data"] = dense
     p = estimator.get_params()
     # the equivalence fails only where the rows choose something: a split, batches, a leave-one-out or median rule
-    chosen_by_rows = (p.get("early_stopping") or p.get("batch_size") is not None
+    # (the check fits a few dozen rows: a batch_size of 100 or more is one full batch there)
+    chosen_by_rows = (p.get("early_stopping") or (p.get("batch_size") is not None and p["batch_size"] < 100)
                       or "auto" in (p.get("alpha"), p.get("length_scale"), p.get("max_iter")))
     if not chosen_by_rows:
         checks.pop("check_sample_weight_equivalence_on_dense_data", None)
         checks.pop("check_sample_weight_equivalence_on_sparse_data", None)
+    if isinstance(estimator, VarProNetClassifier) and p.get("batch_size") is None:  # full batch: it passes
+        checks.pop("check_class_weight_classifiers", None)
     return checks
 
 
