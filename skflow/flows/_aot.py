@@ -47,7 +47,8 @@ STALE_LOCK_SECONDS = 900
 #: package per depth: the others are asked for again by the fits that still find none, once a build ends)
 MAX_BUILDS = max(1, (os.cpu_count() or 1) // 4)
 
-_BACKGROUND = {"enabled": True}
+#: ``SKFLOW_BACKGROUND_BUILDS=0`` in the environment turns the background builds off for every process
+_BACKGROUND = {"enabled": os.environ.get("SKFLOW_BACKGROUND_BUILDS", "1").strip().lower() not in ("0", "false", "no")}
 _PROCS = {}  # package path -> the Popen building it (this process's requests)
 _LOCK = threading.Lock()
 _SOURCE_HASH = []
@@ -202,7 +203,7 @@ class AOTGraph:
                 with open(path + ".log", "w") as log:
                     proc = subprocess.Popen([sys.executable, "-c", _CHILD, path + ".json", path],
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+                                            **_own_process_group())
             except Exception:  # noqa: BLE001 - no subprocess here (a sandbox): the fit stays eager
                 _release_lock(path)
                 self._failed.add(path)
@@ -226,6 +227,18 @@ def _load(path):
         return loader.run(list(tensors))
 
     return run
+
+
+def _own_process_group():
+    """Popen arguments that put the build in a process group of its own (a Ctrl-C of the terminal does not reach
+    it) but in the fit's *session*: with Linux's autogroup scheduling a new session (``setsid``) would be a
+    scheduling group of its own, given a fair share of the CPU whatever its nice value. Measured on 2 cores: the
+    demo's friedman1 NODE fit took 21 s beside a build in a session of its own, against 3 s alone."""
+    if os.name != "posix":
+        return {}
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # noqa: PLW1509 - Python 3.10: no process_group argument
 
 
 def _take_lock(path):
@@ -287,11 +300,20 @@ def build_package(spec, path):
     return path
 
 
+def _lowest_priority():
+    """Run this process only on CPU time nothing else wants: Linux's ``SCHED_IDLE`` class where available (any
+    other task preempts it at once), else the highest nice value."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        if hasattr(os, "nice"):
+            os.nice(19)
+
+
 def main(argv=None):
     """Build one package in the background process: ``main([SPEC.json, PACKAGE.pt2])`` (see :data:`_CHILD`)."""
     spec_file, path = argv if argv is not None else sys.argv[1:3]
-    if hasattr(os, "nice"):
-        os.nice(19)
+    _lowest_priority()
     torch.set_num_threads(1)
     try:
         with open(spec_file) as handle:
