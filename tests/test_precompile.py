@@ -116,3 +116,17 @@ def test_cuda_packages_match_eager(fresh_kernels, name):
     np.testing.assert_allclose(compiled.predict(X), eager.predict(X), rtol=1e-8, atol=1e-10)
     again = Est(**kw).fit(X, y)
     assert again.flow_.compiled == "auto" and again.flow_.graph_live
+
+
+def test_an_unwritable_cache_leaves_the_fits_eager(fresh_kernels, monkeypatch, tmp_path):
+    """A cache folder that cannot be created (a read-only home, say) never breaks a fit: it runs eagerly."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SKFLOW_CACHE_DIR", str(blocker / "cache"))
+    previous = set_background_builds(True)
+    try:
+        X, y = make_friedman1(100, 5, random_state=0)
+        model = MeanFieldNODERegressor(**PARAMS).fit(X, y)
+        assert not model.flow_.graph_live and not pending_builds()
+    finally:
+        set_background_builds(previous)

@@ -192,7 +192,11 @@ class AOTGraph:
                 return None
             if sum(p.poll() is None for p in _PROCS.values()) >= MAX_BUILDS:
                 return None
-            if not _take_lock(path):
+            try:
+                if not _take_lock(path):
+                    return None
+            except OSError:  # a cache folder that cannot be written: the fits stay eager
+                self._failed.add(path)
                 return None
             try:
                 with open(path + ".json", "w") as handle:
