@@ -81,13 +81,12 @@ _COMMON_PARAMS_DOC = """
     max_iter : int or 'auto', default=%(max_iter)s
         Maximum number of iterations: epochs (passes over the data) with ``batch_size``, steps in full batch.
         ``'auto'`` chooses the number of epochs on the data by cross-validation (as ``RKHSNODEClassifier``, see
-        :mod:`skflow._epochs`): probe fits on four fifths of the rows run 100 epochs and record the data fit on
-        the remaining fifth after each (one fold from 1250 rows, more below, up to five, so that about 250
-        held-out rows score each epoch); the last epoch of the least mean held-out risk becomes ``max_iter_``,
-        and the model is then fitted on every row for ``max_iter_`` epochs. Early stopping without losing rows
-        to the model and without trusting one small hold-out. With fewer than 50 rows, with
-        ``early_stopping=True``, a warm start, ``partial_fit`` or a data-parallel fit, the budget of 100 is used.
-        The search costs about 0.8x the final fit per fold (2 to 6 fits in all).
+        :mod:`skflow._epochs`): probe fits on four fifths of the rows run up to 100 epochs and record the data
+        fit on the remaining fifth after each, stopping once it has not improved for 15 epochs (two folds below
+        1250 rows, one from there); the last epoch of the least mean held-out risk becomes ``max_iter_``, and the
+        model is then fitted on every row for ``max_iter_`` epochs. Early stopping without losing rows to the
+        model. With fewer than 50 rows, with ``early_stopping=True``, a warm start, ``partial_fit`` or a
+        data-parallel fit, the budget of 100 is used. The search costs at most 0.8x the final fit per fold.
     tol : float, default=0.0
         ``0`` (the default) runs the budget of ``max_iter`` iterations, and reaching it is not a convergence
         failure. A positive ``tol`` stops when the monitored data fit (the validation one with
@@ -512,14 +511,21 @@ class VarProNetClassifier(PartialFitClassifierMixin, _VarProNetMixin, BaseFlowCl
         cfg = super()._train_config(ctx)
         record = self.__dict__.get("_cv_outputs")
         if self._search_fit and record is not None and ctx.X_val is not None:
-            outputs, Xv = [], ctx.X_val
+            outputs, latest = [], []
             record.append((ctx.Y_val.argmax(1), ctx.val_weight, outputs))
 
+            def val_score(flow, Xv, Yv):
+                # the held-out risk of early stopping and the outputs it comes from, one forward pass; the score
+                # -risk orders the candidates as the risk alone does
+                risk, F = flow.risk_and_outputs(Xv, Yv)
+                latest[:] = [F]
+                return -risk, risk
+
             def hook(iteration, row):
-                outputs.append(self.flow_.forward(Xv))  # the engine being trained (set once the config is made)
+                outputs.append(latest[0])  # the outputs of this iteration's validation
                 return False
 
-            cfg.iteration_hook = hook
+            cfg.val_score, cfg.iteration_hook = val_score, hook
         return cfg
 
     def _finalize_fit(self, ctx):

@@ -125,6 +125,7 @@ class AOTGraph:
         self._runners = {}  # package path -> loaded runner
         self._looked = {}  # package path -> time of the last look on disk
         self._failed = set()  # package paths that failed to build or load (in this process)
+        self._asked = {}  # package path -> time of the last request (an eager fit asks at most every POLL_SECONDS)
 
     def signature(self, args):
         return tuple((tuple(a.shape[1:]) if i < 2 else tuple(a.shape), str(a.dtype), a.device.type)
@@ -185,7 +186,10 @@ class AOTGraph:
         this process run, or when background builds are off."""
         if not _BACKGROUND["enabled"]:
             return None
-        path = self.path(args)
+        path, now = self.path(args), time.monotonic()
+        if now - self._asked.get(path, -1e9) < POLL_SECONDS:  # not a lock and a look on disk at every step
+            return None
+        self._asked[path] = now
         with _LOCK:
             proc = _PROCS.get(path)
             if (proc is not None and proc.poll() is None) or path in self._failed or os.path.exists(path):

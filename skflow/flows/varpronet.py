@@ -348,10 +348,15 @@ class VarProNetFlow(Flow):
     def risk(self, X, Y):
         """Data-fit part ``(1/2N) |F - Y|^2`` (what the base monitors for early stopping); with sample weights, the
         weighted mean."""
+        return self.risk_and_outputs(X, Y)[0]
+
+    def risk_and_outputs(self, X, Y):
+        """``(risk, F)``: :meth:`risk` and the outputs ``F`` it was computed from, from one forward pass."""
         Y, w = split_weights(Y, self.weighted)
         with torch.no_grad():
-            r = self.forward(X) - Y
-            return self.reduce_rows(X.shape[0], 0.5 * weighted_sum(r * r, w))[0]
+            F = self.forward(X)
+            r = F - Y
+            return self.reduce_rows(X.shape[0], 0.5 * weighted_sum(r * r, w))[0], F
 
     def project(self, X, Y):
         """Set ``u`` to the exact projection ``u*(theta)`` on ``(X, Y)``, in place."""
