@@ -227,7 +227,7 @@ def test_step_sums_are_one_function_over_blocks(solver, domain):
     for a, b in zip(whole, kept):
         assert torch.equal(a, b)
     zeros = (torch.zeros_like(omega), X.new_zeros(()), torch.zeros_like(u), X.new_zeros(()))
-    G, datafit, PtR, trace = gradient_block(X, Y, omega, u, *zeros, **flow._block_constants()[1])
+    G, datafit, PtR, trace = gradient_block(X, Y, omega, u, u / 24, *zeros, **flow._block_constants()[1])
     assert torch.equal(0.5 * datafit / 150, whole[1]) and torch.equal(trace / 150, whole[3])
     flow.workspace_bytes = 41 * flow.bytes_per_row(True)
     for a, b in zip(whole, flow._gradient_blocks(X, Y)):

@@ -271,13 +271,16 @@ def test_compiled_graph_is_the_eager_block_function(make, fresh_kernels):
     if isinstance(flow, MeanFieldSHLFlow):
         S, M, D = flow.U.shape
         UTc = (flow.U.transpose(1, 2) * (1.0 / (S * M))).contiguous()
-        args = (X, Y, flow.W, flow.b, flow.U, UTc, X.new_zeros(()), X.new_zeros((S, D, M)), X.new_zeros((S, D, M)),
+        args = (X, Y, flow.W, flow.b, UTc, X.new_zeros(()), X.new_zeros((S, D, M)), X.new_zeros((S, D, M)),
                 X.new_zeros((S, M)))
     else:
-        args = (X, Y, flow.W, flow.b, flow.theta, X.new_zeros(()), torch.zeros_like(flow.theta))
+        hc = (2.0 / flow.n_features) ** 0.5 / flow.n_layers
+        args = (X, Y, flow.W, flow.b, hc * flow.theta, X.new_zeros(()), torch.zeros_like(flow.theta))
     sums = graph.fn(*args)
     if isinstance(flow, MeanFieldSHLFlow):  # the transposed sums of adjoint_block, as gradients() returns them
         S, M = flow.n_layers, flow.width
         sums = (sums[0], sums[1].transpose(1, 2) / (S * M), sums[2].transpose(1, 2), sums[3])
+    else:  # the sums before the factor h sqrt(2/M)
+        sums = (sums[0], sums[1] * hc)
     for a, b in zip(eager, sums):
         torch.testing.assert_close(b / X.shape[0], a, rtol=1e-12, atol=1e-15)

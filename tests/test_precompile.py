@@ -34,7 +34,9 @@ def test_a_short_fit_never_waits_and_the_next_one_runs_compiled(background, fres
     X, y = make_friedman1(200, 7, random_state=0)
     first = MeanFieldNODERegressor(**PARAMS).fit(X, y)
     assert first.flow_.compiled == "auto" and not first.flow_.graph_live  # eager: nothing was built
-    assert len(pending_builds()) == 1  # ... and its graph is being built in another process
+    # ... and its graph is being built in another process, then the depth-generic layer graphs, in the same one
+    assert sorted(os.path.basename(p).split("-")[0] for p in pending_builds()) == [
+        "adjoint_block", "layer_adjoint", "layer_forward"]
     assert wait_for_builds(600) == 0 and not pending_builds()
     if _package_failed():
         pytest.skip("AOTInductor cannot build packages on this machine (the fits stay eager)")
@@ -65,7 +67,7 @@ def test_a_fit_switches_to_the_package_when_it_lands(fresh_kernels, monkeypatch)
     Yt = flow.U.new_tensor(y[:, None])
     graph = flow._graph().aot
     S, M, D = flow.U.shape
-    block_args = (Xt, Yt, flow.W, flow.b, flow.U, flow.U.transpose(1, 2).contiguous(), Xt.new_zeros(()),
+    block_args = (Xt, Yt, flow.W, flow.b, flow.scaled_outer_weights(), Xt.new_zeros(()),
                   Xt.new_zeros((S, D, M)), Xt.new_zeros((S, D, M)), Xt.new_zeros((S, M)))
     flow.step(Xt, Yt, 0.0)
     assert not flow.graph_live
@@ -130,3 +132,74 @@ def test_an_unwritable_cache_leaves_the_fits_eager(fresh_kernels, monkeypatch, t
         assert not model.flow_.graph_live and not pending_builds()
     finally:
         set_background_builds(previous)
+
+
+def _packages():
+    folder = cache_dir()
+    return sorted(n for n in os.listdir(folder) if n.endswith(".pt2")) if os.path.isdir(folder) else []
+
+
+@pytest.mark.parametrize("name", ["MeanFieldNODERegressor", "RKHSNODEClassifier", "VarProSHLRegressor"])
+def test_one_package_serves_every_width_and_state_dimension(fresh_kernels, name):
+    """The packages leave the width, the state dimension (NODE: ``extra_dims``) and VarPro's input dimension
+    symbolic: the package a first shape built runs a second one, from disk, with the eager fit's results."""
+    import skflow
+
+    Est = getattr(skflow, name)
+    X, y = make_friedman1(150, 6, random_state=0)
+    y = (y - y.mean()) / y.std()
+    X2 = X[:, :5] if name == "VarProSHLRegressor" else X  # VarPro: another input dimension too
+    if name == "RKHSNODEClassifier":
+        y = (y > 0).astype(int)
+    base = dict(max_iter=3, random_state=0, device="cpu")
+    if name != "RKHSNODEClassifier":
+        base["early_stopping"] = False
+    if name == "VarProSHLRegressor":
+        base["learning_rate"] = 1e-3  # a step that 3 iterations take without overshooting
+    first, second = ({"width": 16}, {"width": 24}) if name != "RKHSNODEClassifier" else (
+        {"n_features": 16}, {"n_features": 24})
+    if name == "MeanFieldNODERegressor":
+        first, second = {**first, "n_layers": 2}, {**second, "n_layers": 2, "extra_dims": 3}
+    Est(**base, **first, compile=True).fit(X, y)
+    built = _packages()
+    if not built:
+        pytest.skip("AOTInductor cannot build packages on this machine")
+    model = Est(**base, **second).fit(X2, y)
+    assert model.flow_.compiled == "auto" and model.flow_.graph_live  # the first shape's package, from disk
+    assert _packages() == built
+    eager = Est(**base, **second, compile=False).fit(X2, y)
+    predict = getattr(model, "decision_function", model.predict)
+    np.testing.assert_allclose(predict(X2), getattr(eager, "decision_function", eager.predict)(X2),
+                               rtol=1e-7, atol=1e-9)
+
+
+def test_a_new_depth_runs_the_depth_generic_layer_graphs(background, fresh_kernels):
+    """A fit whose own graph is not on disk runs the layer graphs (every depth, width and state dimension) where
+    they are, with the eager fit's results, while its own graph is built; then its own graph."""
+    X, y = make_friedman1(200, 7, random_state=0)
+    MeanFieldNODERegressor(**PARAMS).fit(X, y)
+    assert wait_for_builds(600) == 0
+    if _package_failed():
+        pytest.skip("AOTInductor cannot build packages on this machine (the fits stay eager)")
+    deeper = {**PARAMS, "n_layers": 3, "width": 24, "extra_dims": 2}
+    model = MeanFieldNODERegressor(**deeper).fit(X, y)
+    assert model.flow_.graph_tier == "layers"
+    assert [os.path.basename(p).split("-")[0] for p in pending_builds()] == ["adjoint_block"]
+    eager = MeanFieldNODERegressor(**deeper, compile=False).fit(X, y)
+    np.testing.assert_allclose(model.predict(X), eager.predict(X), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(model.history_["risk"], eager.history_["risk"], rtol=1e-10)
+    assert wait_for_builds(600) == 0
+    assert MeanFieldNODERegressor(**deeper).fit(X, y).flow_.graph_tier == "shape"
+
+
+def test_precompile_builds_the_depth_generic_tier(fresh_kernels):
+    """``precompile`` builds the layer graphs too: a fit of another depth then runs compiled from its first step."""
+    precompile(["rkhs"], n_features=5, verbose=False, n_layers=2)
+    if _package_failed() or not _packages():
+        pytest.skip("AOTInductor cannot build packages on this machine")
+    assert sorted(name.split("-")[0] for name in _packages()) == ["adjoint_block", "layer_adjoint", "layer_forward"]
+    X, y = make_friedman1(120, 5, random_state=0)
+    from skflow import RKHSNODEClassifier
+
+    model = RKHSNODEClassifier(n_layers=4, max_iter=2, random_state=0, device="cpu").fit(X, (y > 14).astype(int))
+    assert model.flow_.graph_tier == "layers"

@@ -53,7 +53,7 @@ _PROCS = {}  # package path -> the Popen building it (this process's requests)
 _LOCK = threading.Lock()
 _SOURCE_HASH = []
 #: the background build process's program (``python -c``; ``-m`` would import this module twice)
-_CHILD = "import sys; from skflow.flows._aot import main; sys.exit(main(sys.argv[1:3]))"
+_CHILD = "import sys; from skflow.flows._aot import main; sys.exit(main(sys.argv[1:]))"
 
 
 def cache_dir():
@@ -127,21 +127,40 @@ class AOTGraph:
         self._failed = set()  # package paths that failed to build or load (in this process)
         self._asked = {}  # package path -> time of the last request (an eager fit asks at most every POLL_SECONDS)
 
+    def symbolic(self, args):
+        """The names of the symbolic dimensions of every argument (None: a static size), from the block's
+        ``symbolic_dims`` (default: dimension 0 of the first two arguments is ``'rows'``). A dimension of size 1
+        stays static (a size-1 dimension broadcasts: it is another graph), keyed as 1."""
+        declared = getattr(self.block, "symbolic_dims", (("rows",), ("rows",)))
+        names = []
+        for i, a in enumerate(args):
+            own = tuple(declared[i]) if i < len(declared) and declared[i] else ()
+            names.append([own[j] if j < len(own) and (own[j] == "rows" or a.shape[j] >= 2) else None
+                          for j in range(a.dim())])
+        return names
+
+    def accepts(self, args):
+        """Whether the packages can run ``args``: every dimension of rows has at least 2 rows (a package's rows are
+        symbolic from 2 on; a block of one row runs eagerly)."""
+        return all(size >= 2 for names, a in zip(self.symbolic(args), args)
+                   for name, size in zip(names, a.shape) if name == "rows")
+
     def signature(self, args):
-        return tuple((tuple(a.shape[1:]) if i < 2 else tuple(a.shape), str(a.dtype), a.device.type)
-                     for i, a in enumerate(args))
+        return tuple((tuple("*" if name else size for name, size in zip(names, a.shape)), str(a.dtype),
+                      a.device.type) for names, a in zip(self.symbolic(args), args))
 
     def spec(self, args):
         return {"block": [self.block.__module__, self.block.__qualname__],
                 "constants": sorted(self.constants.items()), "source": _source_hash(),
-                "args": [[list(a.shape), str(a.dtype).replace("torch.", ""), a.device.type] for a in args]}
+                "args": [[list(a.shape), str(a.dtype).replace("torch.", ""), a.device.type] for a in args],
+                "symbolic": self.symbolic(args)}
 
     def path(self, args):
         sig = self.signature(args)
         path = self._paths.get(sig)
         if path is None:
             spec = self.spec(args)
-            keyed = {**spec, "args": [[s[1:] if i < 2 else s, d, dev] for i, (s, d, dev) in enumerate(spec["args"])]}
+            keyed = {**spec, "args": [list(entry) for entry in sig]}
             name = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:24]
             path = self._paths[sig] = os.path.join(cache_dir(), f"{self.block.__name__}-{name}.pt2")
         return path
@@ -180,10 +199,21 @@ class AOTGraph:
         build_package(self.spec(args), path)
         return self.runner(args)
 
-    def request(self, args):
-        """Ask for the package of ``args`` to be built in a background process (see the module documentation);
-        nothing happens when it is built or being built (by any process), failed, when :data:`MAX_BUILDS` builds of
-        this process run, or when background builds are off."""
+    def _wanted(self, args):
+        """The package path of ``args`` when it should be built now (not on disk, not failed, not being built by
+        this process), else None."""
+        path = self.path(args)
+        proc = _PROCS.get(path)
+        if (proc is not None and proc.poll() is None) or path in self._failed or os.path.exists(path):
+            return None
+        return path
+
+    def request(self, args, also=None):
+        """Ask for the package of ``args`` to be built in a background process (see the module documentation),
+        then, in the same process, those of ``also()`` (pairs ``(AOTGraph, args)``: e.g. the depth-generic layer
+        graphs, built after the graph of the shape at hand). A package is skipped when it is built or being built
+        (by any process) or failed; nothing starts when :data:`MAX_BUILDS` builds of this process run, or when
+        background builds are off."""
         if not _BACKGROUND["enabled"]:
             return None
         path, now = self.path(args), time.monotonic()
@@ -191,32 +221,40 @@ class AOTGraph:
             return None
         self._asked[path] = now
         with _LOCK:
-            proc = _PROCS.get(path)
-            if (proc is not None and proc.poll() is None) or path in self._failed or os.path.exists(path):
+            if sum(p.poll() is None for p in set(_PROCS.values())) >= MAX_BUILDS:
                 return None
-            if sum(p.poll() is None for p in _PROCS.values()) >= MAX_BUILDS:
+            jobs = []
+            for graph, graph_args in ((self, args), *(also() if also else ())):
+                wanted = graph._wanted(graph_args)
+                try:
+                    if wanted is None or wanted in (j[1] for j in jobs) or not _take_lock(wanted):
+                        continue
+                except OSError:  # a cache folder that cannot be written: the fits stay eager
+                    graph._failed.add(wanted)
+                    continue
+                jobs.append((graph, wanted, graph_args))
+            if not jobs:
                 return None
             try:
-                if not _take_lock(path):
-                    return None
-            except OSError:  # a cache folder that cannot be written: the fits stay eager
-                self._failed.add(path)
-                return None
-            try:
-                with open(path + ".json", "w") as handle:
-                    json.dump(self.spec(args), handle)
+                argv = []
+                for graph, wanted, graph_args in jobs:
+                    with open(wanted + ".json", "w") as handle:
+                        json.dump(graph.spec(graph_args), handle)
+                    argv += [wanted + ".json", wanted]
                 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
                 env = {**os.environ, "OMP_NUM_THREADS": "1",
                        "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-                with open(path + ".log", "w") as log:
-                    proc = subprocess.Popen([sys.executable, "-c", _CHILD, path + ".json", path],
+                with open(jobs[0][1] + ".log", "w") as log:
+                    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *argv],
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             **_own_process_group())
             except Exception:  # noqa: BLE001 - no subprocess here (a sandbox): the fit stays eager
-                _release_lock(path)
-                self._failed.add(path)
+                for graph, wanted, _ in jobs:
+                    _release_lock(wanted)
+                    graph._failed.add(wanted)
                 return None
-            _PROCS[path] = proc
+            for _, wanted, _ in jobs:
+                _PROCS[wanted] = proc
         return proc
 
 
@@ -295,10 +333,16 @@ def build_package(spec, path):
 
     module, name = spec["block"]
     fn = getattr(importlib.import_module(module), name)
-    args = [_example(shape if i >= 2 or shape[0] >= 3 else [8, *shape[1:]], dtype, device)
-            for i, (shape, dtype, device) in enumerate(spec["args"])]
+    symbolic = spec.get("symbolic") or [["rows"] if i < 2 else [] for i in range(len(spec["args"]))]
+    small_rows = any(size < 3 for (shape, _, _), names in zip(spec["args"], symbolic)
+                     for size, name in zip(shape, names) if name == "rows")
+    # a block of 2 rows as the example would make 2 look special to the tracer: every row dimension takes 8
+    args = [_example([8 if small_rows and name == "rows" else size for size, name in zip(shape, names)]
+                     if names else shape, dtype, device)
+            for (shape, dtype, device), names in zip(spec["args"], symbolic)]
     rows = torch.export.Dim("rows", min=2)
-    dynamic = ({0: rows}, {0: rows}, *([None] * (len(args) - 2)))
+    dynamic = tuple({j: rows if name == "rows" else torch.export.Dim.AUTO for j, name in enumerate(names) if name}
+                    or None for names in symbolic)
     with torch.no_grad():
         program = torch.export.export(_Graph(fn, dict(spec["constants"])), tuple(args), dynamic_shapes=(dynamic,))
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -319,17 +363,20 @@ def _lowest_priority():
 
 
 def main(argv=None):
-    """Build one package in the background process: ``main([SPEC.json, PACKAGE.pt2])`` (see :data:`_CHILD`)."""
-    spec_file, path = argv if argv is not None else sys.argv[1:3]
+    """Build packages in the background process, one after the other: ``main([SPEC.json, PACKAGE.pt2, ...])``
+    (see :data:`_CHILD`); returns the number that failed."""
+    argv = sys.argv[1:] if argv is None else argv
     _lowest_priority()
     torch.set_num_threads(1)
-    try:
-        with open(spec_file) as handle:
-            build_package(json.load(handle), path)
-    except BaseException:  # noqa: BLE001 - recorded: the fits of every process then stay eager for this graph
-        with open(path + ".failed", "w") as handle:
-            handle.write(traceback.format_exc())
-        return 1
-    finally:
-        _release_lock(path)
-    return 0
+    failed = 0
+    for spec_file, path in zip(argv[::2], argv[1::2]):
+        try:
+            with open(spec_file) as handle:
+                build_package(json.load(handle), path)
+        except BaseException:  # noqa: BLE001 - recorded: the fits of every process then stay eager for this graph
+            failed += 1
+            with open(path + ".failed", "w") as handle:
+                handle.write(traceback.format_exc())
+        finally:
+            _release_lock(path)
+    return failed

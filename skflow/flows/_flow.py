@@ -64,6 +64,10 @@ STEP_WORKSPACE_BYTES = {"cpu": 16 * 2**20, "cuda": 512 * 2**20}
 #: 512, float32).
 CPU_BLOCK_MATRIX_BYTES = 256 * 2**10
 
+#: whether a ``compile=True`` step also builds its depth-generic layer graphs (:meth:`Flow.layer_kernels`): set by
+#: :func:`skflow.precompile.precompile`, so that a machine it prepared runs every depth compiled
+BUILD_LAYER_GRAPHS = {"enabled": False}
+
 #: fewest rows a cache-sized block may have (below it, the products' per-call cost dominates)
 MIN_CACHE_BLOCK_ROWS = 64
 
@@ -102,6 +106,24 @@ def euler_sweep(zT, layers, activation, *, keep=False, compiled=False, workspace
     return zT, states, acts
 
 
+def layer_forward(zT, W, b, V, *, activation):
+    """One Euler layer on transposed states, ``z_{k+1}^T = z_k^T + V sigma(W z_k^T + b)``: returns
+    ``(z_{k+1}^T, sigma(a_k), sigma'(a_k))``, as :func:`euler_sweep` computes them. A depth-generic graph of the
+    NODE and RKHS training blocks: any number of layers runs it once per layer."""
+    s, ds = activation_with_bias(activation, torch.mm(zT.T, W.T), b)
+    return torch.addmm(zT, V, s.T), s, ds
+
+
+#: the sizes a compiled :func:`layer_forward` leaves symbolic: rows, width and state dimension
+layer_forward.symbolic_dims = (("D", "rows"), ("M", "D"), ("M",), ("D", "M"))
+
+
+def layer_forward_kernel(activation):
+    """The :class:`~skflow.flows._fused.GraphKernel` of :func:`layer_forward` with ``activation``."""
+    return graph_kernel(("layer_forward", activation), lambda: lambda *t: layer_forward(*t, activation=activation),
+                        layer_forward, {"activation": activation})
+
+
 def euler_forward(X, dim, layers, activation, rows, compiled=False):
     """Final state ``z(1)`` (N, dim) of :func:`euler_sweep` from ``z_0 = (x, 0)``, over blocks of ``rows`` rows,
     in workspaces allocated once.
@@ -133,6 +155,10 @@ def euler_forward(X, dim, layers, activation, rows, compiled=False):
     return torch.cat(parts) if differentiable else result
 
 
+class _LayerGraphFailed(Exception):
+    """A layer graph of the depth-generic tier failed to run: the sweep runs eagerly."""
+
+
 def _graph_of(block, constants):
     """``block`` with its keyword constants bound, as a function of tensors only (for :func:`graph_kernel`)."""
 
@@ -159,6 +185,9 @@ class Flow:
     compiled = False
     #: whether the last step ran the compiled training graph
     graph_live = False
+    #: which compiled graphs the last step ran: ``'shape'`` (the block's own graph, its depth unrolled),
+    #: ``'layers'`` (the depth-generic layer graphs, :meth:`layer_kernels`, for at least one block), or None (eager)
+    graph_tier = None
     #: a :class:`skflow.distributed.DataParallel` handle, set by the estimator for the duration of a data-parallel
     #: fit (None otherwise): the sums over rows of the gradients and risks are then all-reduced over the ranks
     #: (:meth:`reduce_rows`), so that every rank steps with the gradient of the rows of all the ranks.
@@ -217,13 +246,25 @@ class Flow:
         summed = False  # whether the totals hold sums over rows (not yet divided by n_rows)
         if self.compiled:
             kernel = self.block_kernel(block, key, constants, means)
-            sums = totals
+            bound = {**constants, "n_total": 1} if means else constants
+            sums, tiers, out = totals, set(), None
             for rows in blocks:
-                sums = kernel(*block_args(rows, True), *sums, compiled=self.compiled, fallback=False)
-                if sums is None:  # no compiler, or not built yet: the eager sweep below, from the start
+                args = block_args(rows, True)
+                layers = (lambda a=args: self.layer_kernels(a)) if self.compiled == "auto" else None
+                if self.compiled is True and BUILD_LAYER_GRAPHS["enabled"]:  # skflow.precompile: the generic tier too
+                    for layer, example in self.layer_kernels(args):
+                        layer(*example, compiled=True, fallback=False)
+                out = kernel(*args, *sums, compiled=self.compiled, fallback=False, also=layers)
+                tier = "shape"
+                if out is None and layers is not None:  # the depth-generic tier, where its packages are on disk
+                    out, tier = self._layered(block, args, sums, bound), "layers"
+                tiers.add(tier)
+                if out is None:  # no compiler, or not built yet: the eager sweep below, from the start
                     break
-            self.graph_live = sums is not None
-            if sums is not None and blocks:
+                sums = out
+            self.graph_live = out is not None
+            self.graph_tier = ("layers" if "layers" in tiers else "shape") if self.graph_live else None
+            if self.graph_live:
                 summed, totals = True, sums
         if not summed:
             if means:
@@ -236,6 +277,33 @@ class Flow:
         if means and summed:
             return self.reduce_rows(n_rows, *totals)
         return tuple(totals)
+
+    def layer_kernels(self, block_args):
+        """The depth-generic tier of a training block: pairs ``(GraphKernel, example arguments)`` of graphs that the
+        block function runs layer by layer (its ``layer_graphs`` argument), whatever the depth; none by default.
+        Under ``compiled='auto'`` a block whose own graph is not on disk runs them when their packages are, and
+        the background build of its graph makes their packages next."""
+        return []
+
+    def _layered(self, block, args, sums, constants):
+        """The block through its depth-generic layer graphs (:meth:`layer_kernels`), or None when they are not all
+        on disk or one of them fails (the sweep then runs eagerly)."""
+        pairs = self.layer_kernels(args)
+        if not pairs or not all(kernel.ready(example) for kernel, example in pairs):
+            return None
+
+        def strict(kernel):
+            def run(*tensors):
+                out = kernel(*tensors, compiled="auto", fallback=False)
+                if out is None:
+                    raise _LayerGraphFailed
+                return out
+            return run
+
+        try:
+            return block(*args, *sums, **constants, layer_graphs=tuple(strict(k) for k, _ in pairs))
+        except _LayerGraphFailed:
+            return None
 
     @property
     def activations(self):

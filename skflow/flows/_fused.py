@@ -156,9 +156,18 @@ class GraphKernel(FusedKernel):
     def is_built(self, device, dtype):
         return self.aot.is_loaded(device, dtype)
 
-    def __call__(self, *args, compiled=False, fallback=True):
+    def ready(self, args):
+        """Whether the package of ``args`` is loaded or on disk (looked for at most every ``POLL_SECONDS``): a
+        ``compiled='auto'`` call would run it. Never asks for a build."""
+        return (not self._failed and self.aot.accepts(args) and not any(a.requires_grad for a in args)
+                and self.aot.runner(args, wait=False) is not None)
+
+    def __call__(self, *args, compiled=False, fallback=True, also=None):
+        """Run the graph on ``args`` (see the class documentation); ``also``: a function giving pairs
+        ``(GraphKernel, args)`` whose packages a background build makes after this one's
+        (:meth:`~skflow.flows._aot.AOTGraph.request`; called only when a build is asked for)."""
         runner = None
-        if compiled and not self._failed and args[0].shape[0] >= 2 and not any(a.requires_grad for a in args):
+        if compiled and not self._failed and self.aot.accepts(args) and not any(a.requires_grad for a in args):
             runner = self.aot.runner(args, wait=compiled is True)
             if runner is None and compiled is True:
                 try:
@@ -166,7 +175,7 @@ class GraphKernel(FusedKernel):
                 except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported graph: the eager sweep
                     self._fail(exc)
             elif runner is None:
-                self.aot.request(args)
+                self.aot.request(args, lambda: [(k.aot, a) for k, a in (also() if also else ()) if not k._failed])
         if runner is not None:
             try:
                 return tuple(runner(*[a.contiguous() for a in args]))

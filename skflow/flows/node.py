@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from ._flow import Flow, euler_forward, euler_sweep, row_blocks
-from ._fused import elementwise_kernels, product_and_column_sum
+from ._flow import Flow, euler_forward, euler_sweep, layer_forward_kernel, row_blocks
+from ._fused import elementwise_kernels, graph_kernel, product_and_column_sum
 from ._ops import ACTIVATIONS, lift, sample_spectral, split_weights, weighted_sum
 
 __all__ = ["MeanFieldSHLFlow", "init_particles"]
@@ -40,16 +40,36 @@ def init_particles(S, M, D, feature_init="gaussian", feature_scale=1.0, nu=1.5, 
     return U, W, b
 
 
-def adjoint_block(X, Y, W, b, U, UTc, R, gUT, gWT, gb, *, activation, d_in, d_out, scale, c, n_total, weighted=False):
+def layer_adjoint(pT, zT, s, ds, W, V, gu, gw, gb, *, propagate=True):
+    """The adjoint of one Euler layer: adds the layer's terms to ``gu = g(U^T)`` (D, M), ``gw = g(W^T)`` (D, M)
+    and ``gb`` (M,), and returns ``(p_k^T, gu, gw, gb)`` from ``p_{k+1}^T`` (with ``propagate=False``, the
+    first layer, ``p_{k+1}^T`` unchanged: ``p_0`` is not needed)."""
+    gu = torch.addmm(gu, pT, s)
+    Ga, colsum = product_and_column_sum(torch.mm(pT.T, V), ds)
+    gw = torch.addmm(gw, zT, Ga)
+    return (torch.addmm(pT, W.T, Ga.T) if propagate else pT), gu, gw, gb + colsum
+
+
+#: the sizes the depth-generic adjoint layer graph leaves symbolic: rows, width and state dimension
+layer_adjoint.symbolic_dims = (("D", "rows"), ("D", "rows"), ("rows", "M"), ("rows", "M"), ("M", "D"), ("D", "M"),
+                               ("D", "M"), ("D", "M"), ("M",))
+
+
+def adjoint_block(X, Y, W, b, UTc, R, gUT, gWT, gb, *, activation, d_in, d_out, scale, n_total, weighted=False,
+                  layer_graphs=None):
     """Forward and adjoint pass of the Euler NODE on a block of rows: the one definition of a training step's
     sums, run eagerly and compiled (:meth:`~skflow.flows._flow.Flow.sweep_blocks`).
 
     Returns the risk ``R`` (0-dim) and the transposed gradients ``gUT`` (S, D, M) (before the factor ``h/M``),
     ``gWT`` (S, D, M), ``gb`` (S, M) given, plus the block's terms, each row's loss divided by ``n_total``.
-    ``c`` is ``h/M = 1/(S M)``, ``UTc`` is ``c U_k^T`` for every layer (S, D, M), ``scale`` the output scale
-    (constants of a compiled graph: a step size computed from symbolic shapes would be a symbolic float).
+    ``UTc`` is ``(h/M) U_k^T = U_k^T / (S M)`` for every layer (S, D, M): the step size travels in a tensor, so
+    that a compiled graph does not specialise on the width (its width and state dimension are symbolic, see
+    ``symbolic_dims``); ``scale`` is the output scale.
     ``weighted``: ``Y`` carries the rows' weights as its last column, and each row's loss is multiplied by its
-    weight (the weighted empirical risk, ``../SPEC.md`` §5).
+    weight (the weighted empirical risk, ``../SPEC.md`` §5). ``layer_graphs``: the compiled
+    :func:`~skflow.flows._flow.layer_forward` and :func:`layer_adjoint` (functions of tensors) to run layer by
+    layer, the depth a loop outside the graphs (the depth-generic tier, :meth:`MeanFieldSHLFlow.layer_kernels`);
+    by default the eager sweep, shared with predictions.
 
     States are kept transposed, ``z^T`` (D, n), so that every product has the layout BLAS runs fastest; the
     scalings ``h/M`` go on the small (M, D) side of each product, the bias on the activation's pass.
@@ -57,7 +77,14 @@ def adjoint_block(X, Y, W, b, U, UTc, R, gUT, gWT, gb, *, activation, d_in, d_ou
     S, D = W.shape[0], W.shape[2]
     zT = X.new_zeros((D, X.shape[0]))
     zT[:d_in] = X.T
-    zT, states, acts = euler_sweep(zT, [(W[k], b[k], U[k].T, c) for k in range(S)], activation, keep=True)
+    if layer_graphs is None:
+        zT, states, acts = euler_sweep(zT, [(W[k], b[k], UTc[k], 1.0) for k in range(S)], activation, keep=True)
+    else:
+        states, acts = [], []
+        for k in range(S):
+            states.append(zT)
+            zT, s, ds = layer_graphs[0](zT, W[k], b[k], UTc[k])
+            acts.append((s, ds))
     out = slice(d_in, d_in + d_out)
     Y, w = split_weights(Y, weighted)
     r = scale * zT[out].T - Y
@@ -68,13 +95,18 @@ def adjoint_block(X, Y, W, b, U, UTc, R, gUT, gWT, gb, *, activation, d_in, d_ou
     gU, gW, gB = [None] * S, [None] * S, [None] * S
     for k in range(S - 1, -1, -1):
         s, ds = acts[k]
-        gU[k] = torch.addmm(gUT[k], pT, s)
-        Ga, colsum = product_and_column_sum(torch.mm(pT.T, UTc[k]), ds)
-        gW[k] = torch.addmm(gWT[k], states[k], Ga)
-        gB[k] = gb[k] + colsum
-        if k > 0:  # p_0 is not needed
-            pT = torch.addmm(pT, W[k].T, Ga.T)
+        if layer_graphs is None:
+            pT, gU[k], gW[k], gB[k] = layer_adjoint(pT, states[k], s, ds, W[k], UTc[k], gUT[k], gWT[k], gb[k],
+                                                    propagate=k > 0)
+        else:
+            pT, gU[k], gW[k], gB[k] = layer_graphs[1](pT, states[k], s, ds, W[k], UTc[k], gUT[k], gWT[k], gb[k])
     return R, torch.stack(gU), torch.stack(gW), torch.stack(gB)
+
+
+#: the sizes a compiled :func:`adjoint_block` leaves symbolic: the rows, the width ``M`` and the state dimension
+#: ``D`` (one package serves every width and every number of extra dimensions of a depth and data shape)
+adjoint_block.symbolic_dims = (("rows",), ("rows",), (None, "M", "D"), (None, "M"), (None, "D", "M"), (),
+                               (None, "D", "M"), (None, "D", "M"), (None, "M"))
 
 
 class MeanFieldSHLFlow(Flow):
@@ -138,13 +170,26 @@ class MeanFieldSHLFlow(Flow):
 
     def _block_constants(self):
         """The graph key and the constants of :func:`adjoint_block` (all that a compiled graph specialises on)."""
-        key = ("node_adjoint", self.activation, self.n_layers, self.width, self.d_in, self.d_out, self.dim,
-               self.output_scale) + (("weighted",) if self.weighted else ())
+        key = ("node_adjoint", self.activation, self.n_layers, self.d_in, self.d_out, self.output_scale) + (
+            ("weighted",) if self.weighted else ())
         return key, dict(activation=self.activation, d_in=self.d_in, d_out=self.d_out, scale=self.output_scale,
-                         c=1.0 / (self.n_layers * self.width), weighted=self.weighted)
+                         weighted=self.weighted)
 
     def _graph(self):
         return self.block_kernel(adjoint_block, *self._block_constants())
+
+    def layer_kernels(self, block_args):
+        """The depth-generic tier: the compiled :func:`~skflow.flows._flow.layer_forward` and
+        :func:`layer_adjoint`, with example arguments shaped like the layers of the block ``block_args`` (rows,
+        width and state dimension symbolic: one pair of packages per activation, dtype and device runs every
+        model shape)."""
+        X, _, W, b, UTc = block_args
+        n, (M, D) = X.shape[0], W.shape[1:]
+        fwd = layer_forward_kernel(self.activation)
+        bwd = graph_kernel(("node_layer_adjoint",), lambda: lambda *t: layer_adjoint(*t), layer_adjoint, {})
+        zT, A = X.new_empty((D, n)), X.new_empty((n, M))
+        return [(fwd, (zT, W[0], b[0], UTc[0])),
+                (bwd, (zT, zT, A, A, W[0], UTc[0], UTc[0], UTc[0], b[0]))]
 
     def block_width(self):
         return self.width
@@ -200,7 +245,8 @@ class MeanFieldSHLFlow(Flow):
             z = self.trajectory(X, U, W, b)[-1]
             return self.output_scale * z[:, self.d_in:self.d_in + self.d_out]
         S, M, D = self.U.shape
-        layers = [(self.W[k], self.b[k], self.U[k].T, 1.0 / (S * M)) for k in range(S)]
+        UTc = self.scaled_outer_weights()
+        layers = [(self.W[k], self.b[k], UTc[k], 1.0) for k in range(S)]
         rows = self.block_rows(X.device, training=False, n=X.shape[0])
         z = euler_forward(X, D, layers, self.activation, rows, self.compiled)
         return self.output_scale * z[:, self.d_in:self.d_in + self.d_out]
@@ -225,15 +271,22 @@ class MeanFieldSHLFlow(Flow):
         if self.solver != "euler":
             return self._autograd_gradients(X, Y)
         S, M, D = self.U.shape
-        UTc = (self.U.transpose(1, 2) * (1.0 / (S * M))).contiguous()  # (S, D, M): h/M on the small side
+        UTc = self.scaled_outer_weights()
         blocks = row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0]))
         # the gradients transposed: the products of the adjoint write (D, M) blocks
         totals = (self.U.new_zeros(()), self.U.new_zeros((S, D, M)), self.W.new_zeros((S, D, M)),
                   self.b.new_zeros((S, M)))
         R, gUT, gWT, gb = self.sweep_blocks(adjoint_block, *self._block_constants(), X.shape[0], blocks,
-                                            lambda rows, _: (X[rows], Y[rows], self.W, self.b, self.U, UTc), totals)
+                                            lambda rows, _: (X[rows], Y[rows], self.W, self.b, UTc), totals)
         gU = gUT.transpose(1, 2).mul(1.0 / (S * M))
         return R, gU.contiguous(), gWT.transpose(1, 2).contiguous(), gb
+
+    def scaled_outer_weights(self):
+        """``(h/M) U_k^T`` for every layer, (S, D, M): the outer weights of the Euler sweep with the step size
+        ``h/M = 1/(S M)`` on the small side of each product (the training blocks and predictions share it, so
+        that the risk a step records is that of the model's predictions)."""
+        S, M, _ = self.U.shape
+        return (self.U.transpose(1, 2) * (1.0 / (S * M))).contiguous()
 
     def _autograd_gradients(self, X, Y):
         U = self.U.detach().requires_grad_(True)

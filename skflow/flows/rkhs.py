@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from ._flow import Flow, euler_forward, euler_sweep, row_blocks
-from ._fused import elementwise_kernels
+from ._flow import Flow, euler_forward, euler_sweep, layer_forward_kernel, row_blocks
+from ._fused import elementwise_kernels, graph_kernel
 from ._ops import lift, sample_spectral, split_weights
 
 __all__ = ["LOSSES", "RKHSFlow", "init_random_features", "random_features"]
@@ -75,19 +75,45 @@ def loss_and_grad(loss, logits, Y, n, weighted=False):
     return R, (P * Yw.sum(1, keepdim=True) - Yw) / n
 
 
-def adjoint_block(X, Y, W, b, theta, R, grad, *, loss, d_in, scale, hc, n_total, weighted=False):
+def layer_adjoint(pT, cos, msin, W, V, g, *, propagate=True):
+    """The adjoint of one layer: ``(p_k^T, g + p_{k+1}^T cos(a_k))`` from ``p_{k+1}^T`` (D, n), with ``V`` the
+    layer's ``hc theta_k`` (D, M) and ``W`` the shared features (M, D); ``propagate=False`` (the first layer)
+    returns ``p_{k+1}^T`` unchanged (``p_0`` is not needed). A depth-generic graph (:meth:`RKHSFlow.layer_kernels`)."""
+    g = torch.addmm(g, pT, cos)
+    if not propagate:
+        return pT, g
+    q = torch.mm(pT.T, V).mul_(msin)
+    return torch.addmm(pT, W.T, q.T), g
+
+
+#: the sizes the depth-generic adjoint layer graph leaves symbolic: rows, number of features, state dimension
+layer_adjoint.symbolic_dims = (("D", "rows"), ("rows", "M"), ("rows", "M"), ("M", "D"), ("D", "M"), ("D", "M"))
+
+
+def adjoint_block(X, Y, W, b, theta_c, R, grad, *, loss, d_in, scale, n_total, weighted=False, layer_graphs=None):
     """Forward and adjoint pass of the RKHS NODE on a block of rows: the one definition of a training step's sums,
     run eagerly and compiled (:meth:`~skflow.flows._flow.Flow.sweep_blocks`).
 
-    Returns the risk ``R`` (0-dim) and ``grad`` (S, D, M) given, plus the block's terms, each row's loss divided
-    by ``n_total``. ``hc = h sqrt(2/M)`` and the output ``scale`` are constants of a compiled graph. States are
+    Returns the risk ``R`` (0-dim) and ``grad`` (S, D, M) given, plus the block's terms *before the factor*
+    ``hc = h sqrt(2/M)``, each row's loss divided by ``n_total``. ``theta_c`` is ``hc theta`` (S, D, M): the step
+    size travels in a tensor, so that a compiled graph does not specialise on the width (its width and state
+    dimension are symbolic, see ``symbolic_dims``); the output ``scale`` is a constant. States are
     transposed (D, n); ``cos(a_k)`` and ``sin(a_k)`` come from one fused pass in the forward sweep and are kept for
     the adjoint. ``weighted``: ``Y`` carries the rows' weights as its last column (see :func:`loss_and_grad`).
+    ``layer_graphs``: the compiled :func:`~skflow.flows._flow.layer_forward` and :func:`layer_adjoint` to run
+    layer by layer (the depth-generic tier, :meth:`RKHSFlow.layer_kernels`); by default the eager sweep, shared
+    with predictions.
     """
-    S, D = theta.shape[0], theta.shape[1]
+    S, D = theta_c.shape[0], theta_c.shape[1]
     zT = X.new_zeros((D, X.shape[0]))
     zT[:d_in] = X.T
-    zT, _, acts = euler_sweep(zT, [(W, b, theta[k], hc) for k in range(S)], "cos", keep=True)
+    if layer_graphs is None:
+        zT, _, acts = euler_sweep(zT, [(W, b, theta_c[k], 1.0) for k in range(S)], "cos", keep=True)
+    else:
+        acts = []
+        for k in range(S):
+            zT, cos, msin = layer_graphs[0](zT, W, b, theta_c[k])
+            acts.append((cos, msin))
     Rb, G = loss_and_grad(loss, scale * zT[d_in:].T, Y, n_total, weighted)
     R = R + Rb
     pT = torch.zeros_like(zT)
@@ -95,11 +121,16 @@ def adjoint_block(X, Y, W, b, theta, R, grad, *, loss, d_in, scale, hc, n_total,
     g = [None] * S
     for k in range(S - 1, -1, -1):
         cos, msin = acts[k]
-        g[k] = torch.addmm(grad[k], pT, cos, alpha=hc)
-        if k > 0:  # p_0 is not needed
-            q = torch.mm(pT.T, theta[k]).mul_(msin)
-            pT = torch.addmm(pT, W.T, q.T, alpha=hc)
+        if layer_graphs is None:
+            pT, g[k] = layer_adjoint(pT, cos, msin, W, theta_c[k], grad[k], propagate=k > 0)
+        else:
+            pT, g[k] = layer_graphs[1](pT, cos, msin, W, theta_c[k], grad[k])
     return R, torch.stack(g)
+
+
+#: the sizes a compiled :func:`adjoint_block` leaves symbolic: the rows, the number of features ``M`` and the state
+#: dimension ``D`` (one package serves every width of a depth, data shape and loss)
+adjoint_block.symbolic_dims = (("rows",), ("rows",), ("M", "D"), ("M",), (None, "D", "M"), (), (None, "D", "M"))
 
 
 class RKHSFlow(Flow):
@@ -158,13 +189,27 @@ class RKHSFlow(Flow):
 
     def _block_constants(self):
         """The graph key and the constants of :func:`adjoint_block` (all that a compiled graph specialises on)."""
-        S, M = self.n_layers, self.n_features
-        key = ("rkhs_adjoint", S, M, self.d_in, self.loss, self.output_scale) + (("weighted",) if self.weighted else ())
-        return key, dict(loss=self.loss, d_in=self.d_in, scale=self.output_scale, hc=math.sqrt(2.0 / M) / S,
-                         weighted=self.weighted)
+        key = ("rkhs_adjoint", self.n_layers, self.d_in, self.loss, self.output_scale) + (
+            ("weighted",) if self.weighted else ())
+        return key, dict(loss=self.loss, d_in=self.d_in, scale=self.output_scale, weighted=self.weighted)
+
+    def step_size(self, theta=None):
+        """``hc = h sqrt(2/M)``: the factor of every layer's residual ``hc theta_k cos(W z + b)``."""
+        S, _, M = (self.theta if theta is None else theta).shape
+        return math.sqrt(2.0 / M) / S
 
     def _graph(self):
         return self.block_kernel(adjoint_block, *self._block_constants())
+
+    def layer_kernels(self, block_args):
+        """The depth-generic tier: the compiled :func:`~skflow.flows._flow.layer_forward` (cos) and
+        :func:`layer_adjoint`, with example arguments shaped like the layers of the block ``block_args`` (rows,
+        features and state dimension symbolic: one pair of packages per dtype and device runs every depth)."""
+        X, _, W, b, theta_c = block_args
+        n, (M, D) = X.shape[0], W.shape
+        bwd = graph_kernel(("rkhs_layer_adjoint",), lambda: lambda *t: layer_adjoint(*t), layer_adjoint, {})
+        zT, A = X.new_empty((D, n)), X.new_empty((n, M))
+        return [(layer_forward_kernel("cos"), (zT, W, b, theta_c[0])), (bwd, (zT, A, A, W, theta_c[0], theta_c[0]))]
 
     def block_width(self):
         return self.n_features
@@ -197,7 +242,8 @@ class RKHSFlow(Flow):
         of :func:`~skflow.flows._flow.euler_sweep`)."""
         theta = self.theta if theta is None else theta
         S, D, M = theta.shape
-        layers = [(self.W, self.b, theta[k], math.sqrt(2.0 / M) / S) for k in range(S)]
+        theta_c = self.step_size(theta) * theta
+        layers = [(self.W, self.b, theta_c[k], 1.0) for k in range(S)]
         zT, states, _ = euler_sweep(lift(X, D).T, layers, "cos", keep=True)
         return [z.T for z in states] + [zT.T]
 
@@ -205,7 +251,8 @@ class RKHSFlow(Flow):
         """Logits ``output_scale * z(1)[d:]``, shape (N, K), over blocks of :meth:`block_rows` rows."""
         theta = self.theta if theta is None else theta
         S, D, M = theta.shape
-        layers = [(self.W, self.b, theta[k], math.sqrt(2.0 / M) / S) for k in range(S)]
+        theta_c = self.step_size(theta) * theta
+        layers = [(self.W, self.b, theta_c[k], 1.0) for k in range(S)]
         rows = self.block_rows(X.device, training=False, n=X.shape[0])
         z = euler_forward(X, D, layers, "cos", rows, self.compiled)
         return self.output_scale * z[:, self.d_in:]
@@ -239,9 +286,12 @@ class RKHSFlow(Flow):
         :meth:`block_rows` and the sums accumulated, so that a step's memory does not grow with ``N``.
         """
         blocks = row_blocks(X.shape[0], self.block_rows(X.device, n=X.shape[0]))
-        return self.sweep_blocks(adjoint_block, *self._block_constants(), X.shape[0], blocks,
-                                 lambda rows, _: (X[rows], Y[rows], self.W, self.b, self.theta),
-                                 (self.theta.new_zeros(()), torch.zeros_like(self.theta)))
+        hc = self.step_size()
+        theta_c = hc * self.theta
+        R, grad = self.sweep_blocks(adjoint_block, *self._block_constants(), X.shape[0], blocks,
+                                    lambda rows, _: (X[rows], Y[rows], self.W, self.b, theta_c),
+                                    (self.theta.new_zeros(()), torch.zeros_like(self.theta)))
+        return R, grad.mul_(hc)
 
     def autograd_gradients(self, X, Y):
         """``(R, dR/dtheta)`` by torch.autograd through :meth:`risk` (reference for the explicit adjoint)."""

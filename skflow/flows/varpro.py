@@ -141,21 +141,22 @@ def block_features(X, omega, activation, euclidean, compiled=False):
     return ACTIVATIONS[activation](X @ omega.T)
 
 
-def gradient_block(X, Y, omega, u, G, datafit, PtR, trace, *, activation, euclidean, solver, inv_width, Phi=None,
+def gradient_block(X, Y, omega, u, uc, G, datafit, PtR, trace, *, activation, euclidean, solver, Phi=None,
                    dPhi=None, weighted=False):
     """The sums over a block of rows of a VarPro step at fixed ``u`` (perceptron features): the one definition,
     run eagerly and compiled (:meth:`~skflow.flows._flow.Flow.sweep_blocks`).
 
     Returns ``G`` (M, dim), ``datafit``, ``PtR`` (M, n_out) and ``trace`` given, plus the block's
     ``sum_n Ga_ni x_bar_n``, ``sum |r|^2`` and, for the solvers that step ``u`` too, ``Phi^T r`` (not 'varpro') and
-    ``|Phi|^2`` ('two-timescale'), with ``r = Phi u / M - y`` and ``Ga = (r u^T) * sigma'``. ``inv_width`` is
-    ``1 / M``. ``Phi, dPhi``: the block's features, when already computed (else computed here). ``weighted``:
+    ``|Phi|^2`` ('two-timescale'), with ``r = Phi u / M - y`` and ``Ga = (r u^T) * sigma'``. ``uc`` is ``u / M``
+    (the width travels in a tensor: a compiled graph leaves the width and the input dimension symbolic, see
+    ``symbolic_dims``). ``Phi, dPhi``: the block's features, when already computed (else computed here). ``weighted``:
     ``Y`` carries the rows' weights as its last column (:func:`root_weighted`).
     """
     if Phi is None:
         Phi, dPhi = block_features(X, omega, activation, euclidean)
     Y, Phi, dPhi = root_weighted(Y, weighted, Phi, dPhi)
-    r = torch.addmm(Y, Phi, u, beta=-1.0, alpha=inv_width)  # F - y
+    r = torch.addmm(Y, Phi, uc, beta=-1.0)  # F - y
     datafit = datafit + (r * r).sum()
     Ga, colsum = outer_product_and_column_sum(r, u, dPhi)
     Gb = (X.T @ Ga).T
@@ -165,6 +166,11 @@ def gradient_block(X, Y, omega, u, G, datafit, PtR, trace, *, activation, euclid
         if solver == "two-timescale":
             trace = trace + (Phi * Phi).sum()
     return G, datafit, PtR, trace
+
+
+#: the sizes a compiled :func:`gradient_block` leaves symbolic: the rows, the width ``M`` and the input dimension
+#: (one package serves every width and data set of an activation, domain and solver)
+gradient_block.symbolic_dims = (("rows", "d"), ("rows",), ("M", "dim"), ("M",), ("M",), ("M", "dim"), (), ("M",), ())
 
 
 class VarProFlow(Flow):
@@ -300,9 +306,9 @@ class VarProFlow(Flow):
     def _block_constants(self):
         """The graph key and the constants of :func:`gradient_block` (all that a compiled graph specialises on)."""
         euclid = self.domain == "euclidean"
-        key = ("varpro_gradient", self.activation, euclid, self.solver, self.width) + (
+        key = ("varpro_gradient", self.activation, euclid, self.solver) + (
             ("weighted",) if self.weighted else ())
-        return key, dict(activation=self.activation, euclidean=euclid, solver=self.solver, inv_width=1.0 / self.width,
+        return key, dict(activation=self.activation, euclidean=euclid, solver=self.solver,
                          weighted=self.weighted)
 
     def _graph(self):
@@ -379,9 +385,10 @@ class VarProFlow(Flow):
         ``Phi^T r`` and ``trace(Phi^T Phi)``. Returns them divided by ``N`` (``G`` by ``N M lambda``)."""
         M = self.width
         totals = (torch.zeros_like(self.omega), X.new_zeros(()), torch.zeros_like(self.u), X.new_zeros(()))
+        uc = self.u / M
         G, datafit, PtR, trace = self.sweep_blocks(
             gradient_block, *self._block_constants(), X.shape[0], self._blocks(X),
-            lambda rows, _: (X[rows], Y[rows], self.omega, self.u), totals, means=False,
+            lambda rows, _: (X[rows], Y[rows], self.omega, self.u, uc), totals, means=False,
             reuse=None if kept is None else dict(Phi=kept[0], dPhi=kept[1]))
         N, G, datafit, PtR, trace = self.sum_rows(X.shape[0], G, datafit, PtR, trace)
         G = G / (N * M * self.lam)
