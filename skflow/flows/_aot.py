@@ -1,11 +1,13 @@
 """Step graphs compiled ahead of time and kept on disk: built once per machine, loaded by every process in ms.
 
 An engine's training step is one block function of tensors (:meth:`~skflow.flows._flow.Flow.sweep_blocks`). Here it
-is exported (``torch.export``, the number of rows symbolic: the first two arguments carry the rows) and compiled by
-AOTInductor into a ``.pt2`` package, a shared library with its own C++ runner. A package is keyed by everything
-the graph specialises on: the block function and its constants (depth, activation, output scale, ...), the
-shapes of the other arguments (width, input, output and state dimensions), the dtype, the device, the torch
-version, the CPU's vector extension, and a hash of the engines' source (a new skflow never loads an old graph).
+is exported (``torch.export``) and compiled by AOTInductor into a ``.pt2`` package, a shared library with its own
+C++ runner. The sizes a block function lists in its ``symbolic_dims`` attribute stay symbolic in the package (by
+default dimension 0 of the first two arguments, the rows; the engines add the width and the state dimension, and
+their depth-generic layer graphs leave every size symbolic); a size of 1 stays static. A package is keyed by
+everything else the graph specialises on: the block function and its constants (depth, activation, output scale,
+...), the static sizes of its arguments, the dtype, the device, the torch version, the CPU's vector extension, and
+a hash of the engines' source (a new skflow never loads an old graph).
 
 Loading a package takes milliseconds and needs no compiler, no Dynamo tracing and no lock on the interpreter, so
 ``compile='auto'`` runs a step compiled whenever its package is on disk. When it is not, the fit runs eagerly
@@ -114,14 +116,21 @@ def _source_hash():
 class AOTGraph:
     """The on-disk compiled versions of one block function with its constants bound, one per argument signature.
 
-    ``block(*tensors, **constants)``: its first two arguments carry the rows (symbolic in the package); the shapes
-    of the others, the dtype and the device are fixed per package.
+    ``block(*tensors, **constants)``: the sizes named in ``block.symbolic_dims`` (one tuple of names, or None
+    for a static size, per argument; ``'rows'`` names the rows, at least 2 in a package) are symbolic in the
+    package; the other sizes, the dtype and the device are fixed per package.
     """
 
     def __init__(self, block, constants):
         self.block = block
         self.constants = dict(constants)
         self._paths = {}  # signature -> package path
+        self._raw = {}  # (device, (shape, dtype) of every argument) -> package path
+        declared = getattr(block, "symbolic_dims", (("rows",), ("rows",)))
+        #: the rows are dimension 0 of the first two arguments, and of no other (the check of a step's fast path)
+        self._rows_first = (len(declared) >= 2 and all(d and d[0] == "rows" for d in declared[:2])
+                            and not any("rows" in (d or ()) for d in declared[2:])
+                            and not any("rows" in (d or ())[1:] for d in declared[:2]))
         self._runners = {}  # package path -> loaded runner
         self._looked = {}  # package path -> time of the last look on disk
         self._failed = set()  # package paths that failed to build or load (in this process)
@@ -142,6 +151,8 @@ class AOTGraph:
     def accepts(self, args):
         """Whether the packages can run ``args``: every dimension of rows has at least 2 rows (a package's rows are
         symbolic from 2 on; a block of one row runs eagerly)."""
+        if self._rows_first:
+            return min(a.shape[0] for a in args[:2]) >= 2
         return all(size >= 2 for names, a in zip(self.symbolic(args), args)
                    for name, size in zip(names, a.shape) if name == "rows")
 
@@ -156,6 +167,13 @@ class AOTGraph:
                 "symbolic": self.symbolic(args)}
 
     def path(self, args):
+        raw = (args[0].device, *((a.shape, a.dtype) for a in args))  # a step's fast path: one dict lookup
+        path = self._raw.get(raw)
+        if path is None:
+            path = self._raw[raw] = self._path(args)
+        return path
+
+    def _path(self, args):
         sig = self.signature(args)
         path = self._paths.get(sig)
         if path is None:

@@ -235,8 +235,10 @@ class Flow:
         the terms of the rows ``rows`` (their sums over rows divided by ``n``): a function of tensors, which runs
         eagerly and, when :attr:`compiled`, as one graph per block (:meth:`block_kernel`, with ``n = 1``). A graph
         that cannot be built, or with ``compiled='auto'`` is not built yet, leaves the sweep to run eagerly, with
-        the eager results exactly. The first two tensors of ``block_args`` carry the rows (they alone have a
-        symbolic size in the compiled graph).
+        the eager results exactly; with ``compiled='auto'`` a block whose graph is not on disk runs the engine's
+        depth-generic layer graphs instead where they are (:meth:`layer_kernels`; :attr:`graph_tier` says which
+        ran). The first two tensors of ``block_args`` carry the rows (the block function's ``symbolic_dims`` name
+        the sizes a compiled graph leaves symbolic, see :mod:`skflow.flows._aot`).
 
         Returns the means over the rows of every rank (:meth:`reduce_rows`; eagerly outside a data-parallel fit
         the block divides by ``n = n_rows`` itself), or with ``means=False`` (``block`` then takes no

@@ -12,7 +12,7 @@ call per block. Predictions use the smaller fused kernels (:func:`value_with_bia
 Compilation costs seconds, so the estimators' ``compile`` parameter decides per fit: ``True`` builds what is
 missing before the first step; ``'auto'`` (the default) runs each kernel compiled where it is already built and
 eagerly otherwise, never waiting for a build. The training graphs are compiled ahead of time into packages on
-disk (:mod:`skflow.flows._aot`: one build per machine and model shape, loaded by any process in milliseconds),
+disk (:mod:`skflow.flows._aot`: one build per machine and depth, loaded by any process in milliseconds),
 built in a background *process* when an ``'auto'`` fit finds none; the fit switches to the package as soon as it
 lands. The elementwise kernels of predictions are built by ``torch.compile`` in the process (``compile=True``).
 Wherever compilation cannot run (no C++ compiler, an unsupported platform, a torch build without Inductor) the
