@@ -18,8 +18,8 @@ Two tiers of graphs are kept. A block's own graph (its layers unrolled, the fast
 the state dimension are symbolic, so one package serves every width and every ``extra_dims``. The NODE engines
 also have *depth-generic* layer graphs (one forward and one adjoint layer per activation and dtype, every size
 symbolic): a fit whose own graph is not built yet runs them, its depth a loop outside the graphs (an iteration
-measured 1.1-1.3x the time of its own graph, 0.7x the eager one), while the background build makes its own graph. This command builds both
-tiers, so that a grid search over ``n_layers`` runs compiled from its first fit.
+measured 1.1-1.3x the time of its own graph, 0.7x the eager one), while the background build makes its own
+graph. This command builds both tiers, so that a grid search over ``n_layers`` runs compiled from its first fit.
 """
 
 import argparse
