@@ -126,7 +126,7 @@ class AOTGraph:
         self.constants = dict(constants)
         self._paths = {}  # signature -> package path
         self._raw = {}  # (device, (shape, dtype) of every argument) -> package path
-        declared = getattr(block, "symbolic_dims", (("rows",), ("rows",)))
+        self._declared = declared = getattr(block, "symbolic_dims", (("rows",), ("rows",)))
         #: the rows are dimension 0 of the first two arguments, and of no other (the check of a step's fast path)
         self._rows_first = (len(declared) >= 2 and all(d and d[0] == "rows" for d in declared[:2])
                             and not any("rows" in (d or ()) for d in declared[2:])
@@ -140,7 +140,7 @@ class AOTGraph:
         """The names of the symbolic dimensions of every argument (None: a static size), from the block's
         ``symbolic_dims`` (default: dimension 0 of the first two arguments is ``'rows'``). A dimension of size 1
         stays static (a size-1 dimension broadcasts: it is another graph), keyed as 1."""
-        declared = getattr(self.block, "symbolic_dims", (("rows",), ("rows",)))
+        declared = self._declared
         names = []
         for i, a in enumerate(args):
             own = tuple(declared[i]) if i < len(declared) and declared[i] else ()

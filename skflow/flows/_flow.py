@@ -254,8 +254,7 @@ class Flow:
                 args = block_args(rows, True)
                 layers = (lambda a=args: self.layer_kernels(a)) if self.compiled == "auto" else None
                 if self.compiled is True and BUILD_LAYER_GRAPHS["enabled"]:  # skflow.precompile: the generic tier too
-                    for layer, example in self.layer_kernels(args):
-                        layer(*example, compiled=True, fallback=False)
+                    self._build_layer_graphs(args)
                 out = kernel(*args, *sums, compiled=self.compiled, fallback=False, also=layers)
                 tier = "shape"
                 if out is None and layers is not None:  # the depth-generic tier, where its packages are on disk
@@ -286,6 +285,16 @@ class Flow:
         Under ``compiled='auto'`` a block whose own graph is not on disk runs them when their packages are, and
         the background build of its graph makes their packages next."""
         return []
+
+    def _build_layer_graphs(self, args):
+        """Build (in this process) the packages of :meth:`layer_kernels` that are not on disk, without running
+        them; a graph that cannot be built is marked failed (its fits then run the other tiers)."""
+        for layer, example in self.layer_kernels(args):
+            if not layer._failed and layer.aot.runner(example) is None:
+                try:
+                    layer.aot.build(example)
+                except Exception as exc:  # noqa: BLE001 - no compiler: the fits stay on the other tiers
+                    layer._fail(exc)
 
     def _layered(self, block, args, sums, constants):
         """The block through its depth-generic layer graphs (:meth:`layer_kernels`), or None when they are not all
